@@ -1,0 +1,1 @@
+//! SPIRE agent: node attestation, cache, Workload API, CLI

@@ -1,0 +1,1 @@
+//! Shared CLI plumbing: Go-style flag normalization and output printers

@@ -1,0 +1,1 @@
+//! SPIRE HCL configuration: server and agent config files

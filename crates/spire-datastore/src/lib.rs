@@ -1,0 +1,1 @@
+//! SQL datastore: entries, nodes, tokens, bundles, CA journal, change log

@@ -1,0 +1,1 @@
+//! Generated protobuf/gRPC code for the Workload API and SPIRE APIs

@@ -1,0 +1,1 @@
+//! SPIRE server: CA, datastore, APIs, node attestation, CLI

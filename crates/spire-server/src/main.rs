@@ -1,0 +1,4 @@
+//! The `spire-server` binary.
+fn main() {
+    println!("spire-server {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! Pure SPIFFE value types: SPIFFE IDs, trust domains, selectors, bundles, clock

@@ -1,0 +1,1 @@
+//! Test-only helpers: test CA, free ports, process harness

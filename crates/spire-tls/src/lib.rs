@@ -1,0 +1,1 @@
+//! rustls setup and SPIFFE peer verification for agent/server mTLS

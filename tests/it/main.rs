@@ -1,0 +1,1 @@
+//! End-to-end tests. Modules are named after SPIRE test/integration suites.
