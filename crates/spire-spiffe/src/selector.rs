@@ -1,0 +1,262 @@
+//! Selectors (`type:value`) and sorted selector sets.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a selector was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelectorError {
+    /// No `:` separates type and value.
+    #[error("selector has no ':' (expected \"type:value\")")]
+    MissingSeparator,
+    /// The part before the first `:` is empty.
+    #[error("selector type is empty (expected \"type:value\" with a non-empty type)")]
+    EmptyType,
+    /// The part after the first `:` is empty.
+    #[error("selector value is empty (expected \"type:value\" with a non-empty value)")]
+    EmptyValue,
+    /// A type given separately contains `:`, which the `type:value` form cannot express.
+    #[error("selector type contains ':' (the type must not contain ':')")]
+    TypeContainsColon,
+}
+
+/// A selector such as `unix:uid:1000` (type `unix`, value `uid:1000`).
+///
+/// Invariant: the type is non-empty and has no `:`; the value is non-empty (and may contain `:`).
+/// Ordered by type, then value.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Selector {
+    kind: String,
+    value: String,
+}
+
+impl Selector {
+    /// Builds a selector from a type and a value (as carried separately by the SPIRE APIs).
+    pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Result<Self, SelectorError> {
+        let kind = kind.into();
+        let value = value.into();
+        if kind.is_empty() {
+            return Err(SelectorError::EmptyType);
+        }
+        if kind.contains(':') {
+            return Err(SelectorError::TypeContainsColon);
+        }
+        if value.is_empty() {
+            return Err(SelectorError::EmptyValue);
+        }
+        Ok(Selector { kind, value })
+    }
+
+    /// The selector type (the `type` field on the wire), e.g. `unix`.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The selector value, e.g. `uid:1000`.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// Splits into `(type, value)`.
+    pub fn into_parts(self) -> (String, String) {
+        (self.kind, self.value)
+    }
+}
+
+impl FromStr for Selector {
+    type Err = SelectorError;
+
+    /// Parses `type:value`, splitting at the first `:`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, value) = s.split_once(':').ok_or(SelectorError::MissingSeparator)?;
+        Selector::new(kind, value)
+    }
+}
+
+impl TryFrom<&str> for Selector {
+    type Error = SelectorError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for Selector {
+    type Error = SelectorError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Selector> for String {
+    fn from(s: Selector) -> String {
+        s.to_string()
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.value)
+    }
+}
+
+impl fmt::Debug for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Selector({:?})", self.to_string())
+    }
+}
+
+/// A sorted set of selectors without duplicates.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "Vec<Selector>", into = "Vec<Selector>")]
+pub struct Selectors {
+    items: Vec<Selector>,
+}
+
+impl Selectors {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of distinct selectors.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether `s` is in the set.
+    pub fn contains(&self, s: &Selector) -> bool {
+        self.items.binary_search(s).is_ok()
+    }
+
+    /// Adds `s`; returns false if it was already present.
+    pub fn insert(&mut self, s: Selector) -> bool {
+        match self.items.binary_search(&s) {
+            Ok(_) => false,
+            Err(i) => {
+                self.items.insert(i, s);
+                true
+            }
+        }
+    }
+
+    /// Removes `s`; returns whether it was present.
+    pub fn remove(&mut self, s: &Selector) -> bool {
+        match self.items.binary_search(s) {
+            Ok(i) => {
+                self.items.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether every selector of `self` is in `other` (the empty set is a subset of any set).
+    pub fn is_subset_of(&self, other: &Selectors) -> bool {
+        // Both sorted: a linear merge walk.
+        let mut theirs = other.items.iter();
+        'outer: for mine in &self.items {
+            for t in theirs.by_ref() {
+                match t.cmp(mine) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Equal => continue 'outer,
+                    std::cmp::Ordering::Greater => return false,
+                }
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Whether `self` and `other` share at least one selector.
+    pub fn intersects(&self, other: &Selectors) -> bool {
+        let (mut a, mut b) = (self.items.iter().peekable(), other.items.iter().peekable());
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            match x.cmp(y) {
+                std::cmp::Ordering::Less => {
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+
+    /// The selectors in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Selector> {
+        self.items.iter()
+    }
+
+    /// The selectors in order, as a slice.
+    pub fn as_slice(&self) -> &[Selector] {
+        &self.items
+    }
+
+    /// Consumes the set into its sorted vector.
+    pub fn into_vec(self) -> Vec<Selector> {
+        self.items
+    }
+}
+
+impl From<Vec<Selector>> for Selectors {
+    fn from(mut items: Vec<Selector>) -> Self {
+        items.sort();
+        items.dedup();
+        Selectors { items }
+    }
+}
+
+impl From<Selectors> for Vec<Selector> {
+    fn from(s: Selectors) -> Self {
+        s.items
+    }
+}
+
+impl FromIterator<Selector> for Selectors {
+    fn from_iter<I: IntoIterator<Item = Selector>>(iter: I) -> Self {
+        Selectors::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl Extend<Selector> for Selectors {
+    fn extend<I: IntoIterator<Item = Selector>>(&mut self, iter: I) {
+        self.items.extend(iter);
+        self.items.sort();
+        self.items.dedup();
+    }
+}
+
+impl IntoIterator for Selectors {
+    type Item = Selector;
+    type IntoIter = std::vec::IntoIter<Selector>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Selectors {
+    type Item = &'a Selector;
+    type IntoIter = std::slice::Iter<'a, Selector>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
+impl fmt::Debug for Selectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.items.iter().map(|s| s.to_string()))
+            .finish()
+    }
+}
