@@ -5,7 +5,7 @@
 //
 // Every subcommand prints one JSON object per result line on stdout. On
 // failure it prints "error: code=<gRPC code> <message>" on stderr and exits
-// with status 1 (status 2 for usage errors), so tests can assert on the code.
+// with status 1; usage errors print "error: usage: ..." and exit with status 2.
 //
 // The Workload API address comes from -socket, else SPIFFE_ENDPOINT_SOCKET.
 package main
@@ -70,13 +70,13 @@ func main() {
 		fmt.Print(usage)
 		return
 	default:
-		fmt.Fprintf(os.Stderr, "error: code=InvalidArgument unknown subcommand %q\n%s", cmd, usage)
+		fmt.Fprintf(os.Stderr, "error: usage: unknown subcommand %q\n%s", cmd, usage)
 		os.Exit(2)
 	}
 	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintf(os.Stderr, "error: code=InvalidArgument %v\n", err)
+			fmt.Fprintf(os.Stderr, "error: usage: %v\n", err)
 			os.Exit(2)
 		}
 		fmt.Fprintf(os.Stderr, "error: code=%s %v\n", codeOf(err), err)
