@@ -1,1 +1,15 @@
-//! Keys, key managers, CSRs, X.509 and JWT SVID signing and validation
+//! Keys, key managers, CSRs, X.509 and JWT SVID signing and validation.
+//!
+//! This crate owns every private-key operation of spire-rs. Its invariants: private keys live
+//! only inside aws-lc-rs key objects (the only crypto backend; ring is never linked) and never
+//! appear in `Debug` output or logs; key files are written atomically with mode 0600; CSRs from
+//! the network are parsed and signature-checked with x509-parser, never by rcgen; issued SVIDs
+//! are built from the server's own template (never from CSR extensions), carry exactly one URI
+//! SAN and an explicit `cA=false`, and never outlive their signing CA; validation functions take
+//! the time as an argument and never read the wall clock.
+
+pub mod keymanager;
+pub mod keys;
+
+pub use keymanager::{DiskKeyManager, KeyInfo, KeyManager, KeyManagerError, MemoryKeyManager};
+pub use keys::{JwsAlgorithm, KeyError, KeyType, PrivateKey, PublicKey, Signer};
