@@ -418,3 +418,265 @@ impl fmt::Debug for SpiffeId {
         write!(f, "SpiffeId({:?})", self.full)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SpiffeIdError as E;
+
+    fn id(s: &str) -> Result<SpiffeId, SpiffeIdError> {
+        s.parse()
+    }
+
+    #[test]
+    fn valid_ids() {
+        let cases = [
+            ("spiffe://trustdomain", "trustdomain", ""),
+            (
+                "spiffe://example.org/workload-1",
+                "example.org",
+                "/workload-1",
+            ),
+            (
+                "spiffe://example.org/ns/prod/sa/Web_1",
+                "example.org",
+                "/ns/prod/sa/Web_1",
+            ),
+            ("spiffe://td/.path", "td", "/.path"),
+            ("spiffe://td/..path", "td", "/..path"),
+            ("spiffe://td/...", "td", "/..."),
+            ("spiffe://1.2.3.4/x", "1.2.3.4", "/x"),
+            ("spiffe://a_b-c.d/AZaz09.-_", "a_b-c.d", "/AZaz09.-_"),
+        ];
+        for (s, td, path) in cases {
+            let parsed = id(s).unwrap();
+            assert_eq!(parsed.trust_domain().as_str(), td, "{s}");
+            assert_eq!(parsed.path(), path, "{s}");
+            assert_eq!(parsed.to_string(), s);
+            assert_eq!(parsed.as_str(), s);
+            let rebuilt = SpiffeId::new(parsed.trust_domain(), path).unwrap();
+            assert_eq!(rebuilt, parsed);
+        }
+    }
+
+    #[test]
+    fn invalid_ids_name_the_rule() {
+        let cases: &[(&str, SpiffeIdError)] = &[
+            ("", E::Empty),
+            ("s", E::BadScheme),
+            ("spiffe:/", E::BadScheme),
+            ("Spiffe://td", E::BadScheme),
+            ("SPIFFE://td", E::BadScheme),
+            ("https://td/path", E::BadScheme),
+            ("spiffe:td/path", E::BadScheme),
+            ("spiffe://", E::MissingTrustDomain),
+            ("spiffe:///", E::MissingTrustDomain),
+            ("spiffe:///path", E::MissingTrustDomain),
+            ("spiffe://trustdomain/", E::TrailingSlash),
+            ("spiffe://td/path/", E::TrailingSlash),
+            ("spiffe://td//", E::EmptySegment),
+            ("spiffe://td//path", E::EmptySegment),
+            ("spiffe://td/a//b", E::EmptySegment),
+            ("spiffe://td/.", E::DotSegment),
+            ("spiffe://td/./path", E::DotSegment),
+            ("spiffe://td/path/./other", E::DotSegment),
+            ("spiffe://td/path/..", E::DotSegment),
+            ("spiffe://td/..", E::DotSegment),
+            ("spiffe://td/../path", E::DotSegment),
+            ("spiffe://td/path/../other", E::DotSegment),
+            ("spiffe://Example.org/x", E::TrustDomainUppercase('E')),
+            ("spiffe://exAmple.org", E::TrustDomainUppercase('A')),
+            ("spiffe://example.org:8080/x", E::Port),
+            ("spiffe://example.com:/foo", E::Port),
+            ("spiffe://[::1]/foo", E::TrustDomainChar('[')),
+            ("spiffe://user@example.org/x", E::UserInfo),
+            ("spiffe://user:pw@example.org/x", E::Port),
+            ("spiffe://example.org/x?q=1", E::Query),
+            ("spiffe://example.org?q=1", E::Query),
+            ("spiffe://example.org/x#frag", E::Fragment),
+            ("spiffe://example.org#frag", E::Fragment),
+            ("spiffe://%F0%9F%A4%AF/x", E::PercentEncoded),
+            ("spiffe://td/%62%61%64", E::PercentEncoded),
+            ("spiffe://td/a b", E::PathChar(' ')),
+            ("spiffe://td/a$", E::PathChar('$')),
+            ("spiffe://td/é", E::PathChar('é')),
+            ("spiffe://tdé/x", E::TrustDomainChar('é')),
+            ("spiffe://t d/x", E::TrustDomainChar(' ')),
+            ("spiffe://td\\x/y", E::TrustDomainChar('\\')),
+        ];
+        for (s, want) in cases {
+            assert_eq!(id(s).unwrap_err(), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn every_byte_as_trust_domain_and_path_char() {
+        for b in 0u8..=127 {
+            if b == b'/' {
+                continue;
+            }
+            let c = b as char;
+            let td_ok = c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+            let r = id(&format!("spiffe://a{c}b/path"));
+            assert_eq!(r.is_ok(), td_ok, "td char {b}");
+            let path_ok = c.is_ascii_alphanumeric() || "._-".contains(c);
+            let r = id(&format!("spiffe://td/a{c}b"));
+            assert_eq!(r.is_ok(), path_ok, "path char {b}");
+            if !path_ok {
+                let msg = r.unwrap_err().to_string();
+                assert!(
+                    msg.contains("path")
+                        || msg.contains("query")
+                        || msg.contains("fragment")
+                        || msg.contains("percent"),
+                    "{b}: {msg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn uppercase_message_names_rule() {
+        let e = id("spiffe://Example.org").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("trust domain contains an uppercase letter")
+        );
+        assert!(
+            id("http://x")
+                .unwrap_err()
+                .to_string()
+                .contains("scheme is missing or not spiffe")
+        );
+        assert!(
+            id("spiffe://td//x")
+                .unwrap_err()
+                .to_string()
+                .contains("path segment is empty")
+        );
+    }
+
+    #[test]
+    fn length_limits() {
+        let td255 = "a".repeat(255);
+        assert!(id(&format!("spiffe://{td255}/x")).is_ok());
+        let td256 = "a".repeat(256);
+        assert_eq!(
+            id(&format!("spiffe://{td256}/x")).unwrap_err(),
+            E::TrustDomainTooLong(256)
+        );
+        assert_eq!(
+            td256.parse::<TrustDomain>().unwrap_err(),
+            E::TrustDomainTooLong(256)
+        );
+        // Exactly 2048 bytes is fine, 2049 is not.
+        let prefix = "spiffe://td/";
+        let ok = format!("{prefix}{}", "p".repeat(2048 - prefix.len()));
+        assert_eq!(ok.len(), 2048);
+        assert!(id(&ok).is_ok());
+        let long = format!("{ok}q");
+        assert_eq!(id(&long).unwrap_err(), E::TooLong(2049));
+        let td: TrustDomain = "td".parse().unwrap();
+        assert_eq!(
+            SpiffeId::new(&td, &format!("/{}", "p".repeat(2040))).unwrap_err(),
+            E::TooLong(2052)
+        );
+    }
+
+    #[test]
+    fn trust_domain_parsing() {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        assert_eq!(td.as_str(), "example.org");
+        assert_eq!(td.id_string(), "spiffe://example.org");
+        assert_eq!(td.to_string(), "example.org");
+        let from_id: TrustDomain = "spiffe://example.org".parse().unwrap();
+        assert_eq!(from_id, td);
+        let from_full: TrustDomain = "spiffe://example.org/foo".parse().unwrap();
+        assert_eq!(from_full, td);
+        assert_eq!(
+            "".parse::<TrustDomain>().unwrap_err(),
+            E::MissingTrustDomain
+        );
+        assert_eq!(
+            "Example.org".parse::<TrustDomain>().unwrap_err(),
+            E::TrustDomainUppercase('E')
+        );
+        assert_eq!(
+            "example.org:443".parse::<TrustDomain>().unwrap_err(),
+            E::Port
+        );
+        assert_eq!(
+            "spiffe://example.org//x"
+                .parse::<TrustDomain>()
+                .unwrap_err(),
+            E::EmptySegment
+        );
+        assert_eq!(
+            "https://example.org".parse::<TrustDomain>().unwrap_err(),
+            E::BadScheme
+        );
+        assert_eq!(
+            TrustDomain::try_from(String::from("a/b")).unwrap_err(),
+            E::TrustDomainChar('/')
+        );
+        assert_eq!(td.to_spiffe_id().as_str(), "spiffe://example.org");
+        assert!(td.to_spiffe_id().is_trust_domain_id());
+    }
+
+    #[test]
+    fn new_and_segments() {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let a = SpiffeId::new(&td, "/ns/prod").unwrap();
+        assert_eq!(a.as_str(), "spiffe://example.org/ns/prod");
+        assert!(a.is_member_of(&td));
+        assert!(!a.is_member_of(&"other.org".parse().unwrap()));
+        assert_eq!(SpiffeId::new(&td, "ns").unwrap_err(), E::PathNotAbsolute);
+        assert_eq!(SpiffeId::new(&td, "/").unwrap_err(), E::TrailingSlash);
+        assert_eq!(td.spiffe_id("").unwrap(), td.to_spiffe_id());
+        let b = SpiffeId::from_segments(&td, &["ns", "prod"]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            SpiffeId::from_segments(&td, &[""]).unwrap_err(),
+            E::EmptySegment
+        );
+        assert_eq!(
+            SpiffeId::from_segments(&td, &["/"]).unwrap_err(),
+            E::PathChar('/')
+        );
+        assert_eq!(
+            SpiffeId::from_segments(&td, &["/foo"]).unwrap_err(),
+            E::PathChar('/')
+        );
+        assert_eq!(
+            SpiffeId::from_segments(&td, &["$"]).unwrap_err(),
+            E::PathChar('$')
+        );
+        let none: [&str; 0] = [];
+        assert_eq!(
+            SpiffeId::from_segments(&td, &none).unwrap(),
+            td.to_spiffe_id()
+        );
+    }
+
+    #[test]
+    fn serde_as_string() {
+        let a: SpiffeId = "spiffe://example.org/x".parse().unwrap();
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, "\"spiffe://example.org/x\"");
+        let back: SpiffeId = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+        let err = serde_json::from_str::<SpiffeId>("\"spiffe://Bad/x\"").unwrap_err();
+        assert!(err.to_string().contains("uppercase"), "{err}");
+        let td: TrustDomain = serde_json::from_str("\"example.org\"").unwrap();
+        assert_eq!(serde_json::to_string(&td).unwrap(), "\"example.org\"");
+        assert!(serde_json::from_str::<TrustDomain>("\"ex ample\"").is_err());
+    }
+
+    #[test]
+    fn ordering_and_debug() {
+        let a: SpiffeId = "spiffe://a/x".parse().unwrap();
+        let b: SpiffeId = "spiffe://a/y".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(format!("{a:?}"), "SpiffeId(\"spiffe://a/x\")");
+    }
+}

@@ -260,3 +260,110 @@ impl fmt::Debug for Selectors {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(s: &str) -> Selector {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parse_splits_at_first_colon() {
+        let s = sel("unix:uid:1000");
+        assert_eq!(s.kind(), "unix");
+        assert_eq!(s.value(), "uid:1000");
+        assert_eq!(s.to_string(), "unix:uid:1000");
+        let s = sel("k8s:ns:");
+        assert_eq!(s.value(), "ns:");
+        let s = sel("a::");
+        assert_eq!(s.value(), ":");
+    }
+
+    #[test]
+    fn parse_rejections() {
+        assert_eq!(
+            "unix".parse::<Selector>().unwrap_err(),
+            SelectorError::MissingSeparator
+        );
+        assert_eq!(
+            "".parse::<Selector>().unwrap_err(),
+            SelectorError::MissingSeparator
+        );
+        assert_eq!(
+            ":uid:1".parse::<Selector>().unwrap_err(),
+            SelectorError::EmptyType
+        );
+        assert_eq!(
+            "unix:".parse::<Selector>().unwrap_err(),
+            SelectorError::EmptyValue
+        );
+        assert_eq!(
+            Selector::new("a:b", "c").unwrap_err(),
+            SelectorError::TypeContainsColon
+        );
+        assert_eq!(
+            Selector::new("", "c").unwrap_err(),
+            SelectorError::EmptyType
+        );
+        assert_eq!(
+            Selector::new("a", "").unwrap_err(),
+            SelectorError::EmptyValue
+        );
+        assert!(
+            SelectorError::EmptyType
+                .to_string()
+                .contains("selector type is empty")
+        );
+    }
+
+    #[test]
+    fn serde_and_order() {
+        let s = sel("unix:uid:0");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"unix:uid:0\"");
+        assert_eq!(
+            serde_json::from_str::<Selector>("\"unix:uid:0\"").unwrap(),
+            s
+        );
+        assert!(serde_json::from_str::<Selector>("\"unix\"").is_err());
+        assert!(sel("a:z") < sel("b:a"));
+        assert!(sel("a:a") < sel("a:b"));
+        assert_eq!(Selector::new("a", "b").unwrap(), sel("a:b"));
+    }
+
+    #[test]
+    fn selectors_set() {
+        let a: Selectors = ["b:2", "a:1", "b:2", "c:3"]
+            .iter()
+            .map(|s| sel(s))
+            .collect();
+        assert_eq!(a.len(), 3);
+        let strs: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        assert_eq!(strs, ["a:1", "b:2", "c:3"]);
+        let sub: Selectors = ["c:3", "a:1"].iter().map(|s| sel(s)).collect();
+        assert!(sub.is_subset_of(&a));
+        assert!(!a.is_subset_of(&sub));
+        assert!(Selectors::new().is_subset_of(&a));
+        assert!(Selectors::new().is_subset_of(&Selectors::new()));
+        assert!(a.is_subset_of(&a));
+        let other: Selectors = ["a:1", "d:4"].iter().map(|s| sel(s)).collect();
+        assert!(!other.is_subset_of(&a));
+        assert!(other.intersects(&a));
+        let disjoint: Selectors = ["z:9"].iter().map(|s| sel(s)).collect();
+        assert!(!disjoint.intersects(&a));
+        assert!(!disjoint.is_subset_of(&a));
+        let mut m = a.clone();
+        assert!(!m.insert(sel("a:1")));
+        assert!(m.insert(sel("0:0")));
+        assert_eq!(m.as_slice()[0], sel("0:0"));
+        assert!(m.remove(&sel("0:0")));
+        assert!(!m.remove(&sel("0:0")));
+        assert_eq!(m, a);
+        assert!(a.contains(&sel("b:2")));
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"["a:1","b:2","c:3"]"#);
+        let back: Selectors = serde_json::from_str(r#"["c:3","a:1","b:2","a:1"]"#).unwrap();
+        assert_eq!(back, a);
+    }
+}
