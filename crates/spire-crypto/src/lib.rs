@@ -13,3 +13,8 @@ pub mod keys;
 
 pub use keymanager::{DiskKeyManager, KeyInfo, KeyManager, KeyManagerError, MemoryKeyManager};
 pub use keys::{JwsAlgorithm, KeyError, KeyType, PrivateKey, PublicKey, Signer};
+pub mod csr;
+pub mod x509;
+
+pub use csr::{CsrError, VerifiedCsr, create_csr, parse_and_verify_csr};
+pub use x509::{CaSubject, CaTemplate, SvidTemplate, X509Authority, X509Error, self_signed_ca};
