@@ -17,7 +17,7 @@ use crate::common::{
 use crate::de::from_value;
 use crate::duration::GoDuration;
 use crate::plugins::{Cardinality, Plugins, RawPlugins};
-use crate::{ConfigError, parse_tree, read_config_text};
+use crate::{ConfigError, EnvLookup, parse_tree, read_config_text};
 
 /// Default `socket_path` of the Workload API.
 pub const DEFAULT_AGENT_SOCKET_PATH: &str = "/tmp/spire-agent/public/api.sock";
@@ -228,7 +228,7 @@ impl AgentConfig {
     /// Reads, parses and validates an agent config file; `expand` is the `-expandEnv` lookup.
     pub fn load(
         path: &Path,
-        expand: Option<&dyn Fn(&str) -> Option<String>>,
+        expand: Option<EnvLookup<'_>>,
         overrides: &AgentOverrides,
     ) -> Result<Self, ConfigError> {
         let text = read_config_text(path, expand)?;
@@ -603,5 +603,257 @@ impl RawAgentFile {
             health_checks: self.health_checks.unwrap_or_default().into(),
             telemetry: self.telemetry.unwrap_or_default().validate(file)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::LogLevel;
+
+    const SAMPLE: &str = r#"
+# A SPIRE-style agent config.
+agent {
+    data_dir = "./.data"
+    log_level = "DEBUG"
+    server_address = "127.0.0.1"
+    server_port = "8081"
+    socket_path ="/tmp/spire-agent/public/api.sock"
+    trust_bundle_path = "./conf/agent/dummy_root_ca.crt"
+    trust_domain = "example.org"
+    admin_socket_path = "/tmp/spire-agent/private/admin.sock"
+    allow_unauthenticated_verifiers = "false"
+    x509_svid_cache_max_size = "500"
+    authorized_delegates = [
+        "spiffe://example.org/authorized_client1",
+    ]
+    sds {
+        default_svid_name = "my_svid"
+        default_bundle_name = "ROOTCA"
+    }
+    experimental {
+        sync_interval = "1s"
+        ratelimit {
+            fetch_x509_svid = 10
+        }
+    }
+}
+
+plugins {
+    NodeAttestor "join_token" {
+        plugin_data {
+        }
+    }
+    KeyManager "disk" {
+        plugin_data {
+            directory = "./.data"
+        }
+    }
+    WorkloadAttestor "unix" {
+        plugin_data {
+            discover_workload_path = "true"
+            workload_size_limit = "-1"
+        }
+    }
+}
+"#;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(text, "agent.conf", &AgentOverrides::default())
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct UnixData {
+        discover_workload_path: bool,
+        workload_size_limit: i64,
+    }
+
+    #[test]
+    fn sample_agent_conf() {
+        let c = parse(SAMPLE).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "example.org");
+        assert_eq!(c.server_address, "127.0.0.1");
+        assert_eq!(c.server_port, 8081);
+        assert_eq!(c.data_dir, PathBuf::from("./.data"));
+        assert_eq!(c.log.level, LogLevel::Debug);
+        assert_eq!(c.socket_path, PathBuf::from(DEFAULT_AGENT_SOCKET_PATH));
+        assert_eq!(
+            c.admin_socket_path,
+            Some(PathBuf::from("/tmp/spire-agent/private/admin.sock"))
+        );
+        assert_eq!(
+            c.trust_bundle,
+            TrustBundleSource::Path("./conf/agent/dummy_root_ca.crt".into())
+        );
+        assert_eq!(c.trust_bundle_format, TrustBundleFormat::Pem);
+        assert_eq!(c.x509_svid_cache_max_size, 500);
+        assert_eq!(c.jwt_svid_cache_max_size, 1000);
+        assert_eq!(
+            c.authorized_delegates[0].as_str(),
+            "spiffe://example.org/authorized_client1"
+        );
+        assert_eq!(c.sds.default_svid_name, "my_svid");
+        assert_eq!(c.sds.default_all_bundles_name, "ALL");
+        assert_eq!(c.experimental.sync_interval, Duration::from_secs(1));
+        assert_eq!(c.experimental.ratelimit.fetch_x509_svid, 10);
+        assert!(c.experimental.use_sync_authorized_entries);
+        assert_eq!(c.plugins.single("NodeAttestor").unwrap().name, "join_token");
+        let unix = c.plugins.single("WorkloadAttestor").unwrap();
+        let data: UnixData = unix.plugin_data().unwrap();
+        assert!(data.discover_workload_path);
+        assert_eq!(data.workload_size_limit, -1);
+        #[derive(Debug, Deserialize)]
+        struct Disk {
+            directory: PathBuf,
+        }
+        let disk: Disk = c
+            .plugins
+            .single("KeyManager")
+            .unwrap()
+            .plugin_data()
+            .unwrap();
+        assert_eq!(disk.directory, PathBuf::from("./.data"));
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let minimal = SAMPLE
+            .lines()
+            .filter(|l| {
+                ![
+                    "data_dir",
+                    "socket_path",
+                    "admin_socket_path",
+                    "x509_svid_cache_max_size",
+                    "log_level",
+                ]
+                .iter()
+                .any(|k| l.trim_start().starts_with(k))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = parse(&minimal).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("."));
+        assert_eq!(
+            c.socket_path,
+            PathBuf::from("/tmp/spire-agent/public/api.sock")
+        );
+        assert_eq!(c.admin_socket_path, None);
+        assert_eq!(c.x509_svid_cache_max_size, 1000);
+        assert_eq!(c.log.level, LogLevel::Info);
+        assert_eq!(c.rebootstrap_mode, RebootstrapMode::Never);
+        assert_eq!(c.rebootstrap_delay, Duration::from_secs(600));
+        assert_eq!(c.workload_x509_svid_key_type, KeyType::EcP256);
+        assert_eq!(
+            c.experimental.jwt_svid_cache_hit_timeout,
+            Duration::from_secs(30)
+        );
+
+        let o = AgentOverrides {
+            server_address: Some("spire-server".into()),
+            server_port: Some(9090),
+            trust_domain: Some("td.test".into()),
+            join_token: Some("tok".into()),
+            socket_path: Some("/run/agent.sock".into()),
+            disable_sds_api: Some(true),
+            ..AgentOverrides::default()
+        };
+        let c = AgentConfig::parse(&minimal, "agent.conf", &o).unwrap();
+        assert_eq!(c.server_address, "spire-server");
+        assert_eq!(c.server_port, 9090);
+        assert_eq!(c.trust_domain.as_str(), "td.test");
+        assert_eq!(c.join_token.as_ref().map(Secret::expose), Some("tok"));
+        assert!(
+            !format!("{c:?}").contains("\"tok\""),
+            "join token must not appear in Debug output"
+        );
+        assert_eq!(c.socket_path, PathBuf::from("/run/agent.sock"));
+        assert!(c.disable_sds_api);
+
+        let o = AgentOverrides {
+            trust_bundle_url: Some("https://x/bundle".into()),
+            ..AgentOverrides::default()
+        };
+        let e = AgentConfig::parse(&minimal, "agent.conf", &o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent.conf: agent.trust_bundle_path: only one of trust_bundle_path, trust_bundle_url or insecure_bootstrap may be set"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let cases = [
+            (
+                SAMPLE.replace("server_port = \"8081\"", "server_port = \"http\""),
+                "agent.conf: agent.server_port: expected a non-negative integer, got \"http\"",
+            ),
+            (
+                SAMPLE.replace("server_port = \"8081\"", ""),
+                "agent.conf: agent.server_port: is required",
+            ),
+            (
+                SAMPLE.replace("server_address = \"127.0.0.1\"", ""),
+                "agent.conf: agent.server_address: is required",
+            ),
+            (
+                SAMPLE.replace("trust_bundle_path = \"./conf/agent/dummy_root_ca.crt\"", ""),
+                "agent.conf: agent.trust_bundle_path: one of trust_bundle_path, trust_bundle_url or insecure_bootstrap must be set",
+            ),
+            (
+                SAMPLE.replace("sync_interval = \"1s\"", "sync_interval = \"soon\""),
+                "agent.conf: agent.experimental.sync_interval: invalid duration \"soon\"",
+            ),
+            (
+                SAMPLE.replace("sync_interval = \"1s\"", "sync_everything = true"),
+                "agent.conf: agent.experimental.sync_everything: unknown field `sync_everything`",
+            ),
+            (
+                SAMPLE.replace("fetch_x509_svid = 10", "fetch_everything = 10"),
+                "agent.conf: agent.experimental.ratelimit.fetch_everything: unknown key",
+            ),
+            (
+                SAMPLE.replace(
+                    "trust_domain = \"example.org\"",
+                    "trust_domain = \"example.org\"\ntrust_bundle_format = \"der\"",
+                ),
+                "agent.conf: agent.trust_bundle_format: unknown format \"der\", expected pem or spiffe",
+            ),
+            (
+                SAMPLE.replace("\"spiffe://example.org/authorized_client1\"", "\"client1\""),
+                "agent.conf: agent.authorized_delegates[0]: invalid SPIFFE ID \"client1\"",
+            ),
+            (
+                SAMPLE.replace("WorkloadAttestor \"unix\"", "SVIDStore \"x\""),
+                "agent.conf: plugins.WorkloadAttestor: expected at least one enabled plugin, found 0",
+            ),
+            (
+                SAMPLE.replace("data_dir", "date_dir"),
+                "agent.conf: agent.date_dir: unknown field `date_dir`",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = parse(&text).unwrap_err().to_string();
+            assert!(got.starts_with(want), "got:  {got}\nwant: {want}");
+        }
+
+        let c = parse(&SAMPLE.replace(
+            "workload_size_limit = \"-1\"",
+            "workload_size_limit = \"big\"",
+        ))
+        .unwrap();
+        let e = c
+            .plugins
+            .single("WorkloadAttestor")
+            .unwrap()
+            .plugin_data::<UnixData>()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent.conf: plugins.WorkloadAttestor.unix.plugin_data.workload_size_limit: expected an integer, got \"big\""
+        );
     }
 }

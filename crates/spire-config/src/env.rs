@@ -95,7 +95,7 @@ mod tests {
             ("cost $ 5", "cost $ 5"),
             ("end$", "end$"),
             ("a${}b", "ab"),
-            ("a${TD", "a{TD"),
+            ("a${TD", "aTD"),
             ("no vars", "no vars"),
             ("ünïcödé $TD ü", "ünïcödé example.org ü"),
         ];

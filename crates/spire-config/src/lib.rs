@@ -100,11 +100,11 @@ impl ConfigError {
     }
 }
 
+/// The `-expandEnv` variable lookup: a name to its value, `None` when unset.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Reads a config file, expanding `$VAR`/`${VAR}` with `expand` when given (`-expandEnv`).
-pub fn read_config_text(
-    path: &Path,
-    expand: Option<&dyn Fn(&str) -> Option<String>>,
-) -> Result<String, ConfigError> {
+pub fn read_config_text(path: &Path, expand: Option<EnvLookup<'_>>) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,

@@ -18,7 +18,7 @@ use crate::common::{
 use crate::de::from_value;
 use crate::duration::GoDuration;
 use crate::plugins::{Cardinality, Plugins, RawPlugins};
-use crate::{ConfigError, parse_tree, read_config_text};
+use crate::{ConfigError, EnvLookup, parse_tree, read_config_text};
 
 /// Default `socket_path` of the server API.
 pub const DEFAULT_SERVER_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
@@ -250,7 +250,7 @@ impl ServerConfig {
     /// Reads, parses and validates a server config file; `expand` is the `-expandEnv` lookup.
     pub fn load(
         path: &Path,
-        expand: Option<&dyn Fn(&str) -> Option<String>>,
+        expand: Option<EnvLookup<'_>>,
         overrides: &ServerOverrides,
     ) -> Result<Self, ConfigError> {
         let text = read_config_text(path, expand)?;
@@ -797,4 +797,390 @@ fn validate_acme(a: RawAcme, file: &str, key: &str) -> Result<AcmeConfig, Config
         email: a.email.unwrap_or_default(),
         tos_accepted: a.tos_accepted.unwrap_or(false),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LogFormat, LogLevel};
+
+    const SAMPLE: &str = r#"
+server {
+    bind_address = "0.0.0.0"
+    bind_port = "8081"
+    socket_path = "/tmp/spire-server/private/api.sock"
+    trust_domain = "example.org"
+    data_dir = "./.data"
+    log_level = "DEBUG"
+    ca_ttl = "168h"
+    default_x509_svid_ttl = "1h30m"
+    default_jwt_svid_ttl = "90s"
+    ca_key_type = "rsa-2048"
+    ca_subject {
+        country = ["US"]
+        organization = ["SPIFFE"]
+        common_name = ""
+    }
+    jwt_issuer = "https://oidc.example.org"
+    admin_ids = ["spiffe://example.org/admin"]
+    audit_log_enabled = "true"
+    ratelimit {
+        attestation = false
+    }
+    federation {
+        bundle_endpoint {
+            address = "0.0.0.0"
+            port = 8443
+            refresh_hint = "10m"
+        }
+        federates_with "domain1.test" {
+            bundle_endpoint_url = "https://1.2.3.4:8443"
+            bundle_endpoint_profile "https_spiffe" {
+                endpoint_spiffe_id = "spiffe://domain1.test/spire/server"
+            }
+        }
+        federates_with "domain2.test" {
+            bundle_endpoint_url = "https://domain2.test/bundle"
+            bundle_endpoint_profile "https_web" {}
+        }
+    }
+    experimental {
+        events_based_cache = true
+        cache_reload_interval = "0"
+    }
+}
+
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "./.data/datastore.sqlite3"
+        }
+    }
+
+    NodeAttestor "join_token" {
+        plugin_data {
+        }
+    }
+
+    KeyManager "memory" {
+        plugin_data = {}
+    }
+
+    UpstreamAuthority "disk" {
+        plugin_data {
+            key_file_path = "./conf/server/dummy_upstream_ca.key"
+            cert_file_path = "./conf/server/dummy_upstream_ca.crt"
+        }
+    }
+}
+
+health_checks {
+    listener_enabled = true
+    bind_address = "0.0.0.0"
+    bind_port = "8080"
+    live_path = "/live"
+    ready_path = "/ready"
+}
+
+telemetry {
+    Prometheus {
+        port = 9988
+    }
+}
+"#;
+
+    const MINIMAL: &str = r#"
+server {
+    trust_domain = "example.org"
+}
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "x.db"
+        }
+    }
+    KeyManager "disk" {
+        plugin_data {
+            keys_path = "keys.json"
+        }
+    }
+}
+"#;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse(text, "server.conf", &ServerOverrides::default())
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sample_server_conf() {
+        let c = parse(SAMPLE).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "example.org");
+        assert_eq!(c.bind_address, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./.data"));
+        assert_eq!(c.log.level, LogLevel::Debug);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.ca_ttl, Duration::from_secs(168 * 3600));
+        assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(5400));
+        assert_eq!(c.agent_ttl, Duration::from_secs(5400));
+        assert_eq!(c.default_jwt_svid_ttl, Duration::from_secs(90));
+        assert_eq!(c.ca_key_type, KeyType::Rsa2048);
+        assert_eq!(c.jwt_key_type, KeyType::Rsa2048);
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://oidc.example.org"));
+        assert_eq!(c.admin_ids[0].as_str(), "spiffe://example.org/admin");
+        assert!(c.audit_log_enabled);
+        assert_eq!(
+            c.ratelimit,
+            ServerRateLimit {
+                attestation: false,
+                signing: true
+            }
+        );
+        let be = c.federation.bundle_endpoint.as_ref().unwrap();
+        assert_eq!(be.address, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(be.refresh_hint, Duration::from_secs(600));
+        assert_eq!(be.serving, BundleEndpointServing::HttpsSpiffe);
+        assert_eq!(c.federation.federates_with.len(), 2);
+        assert_eq!(
+            c.federation.federates_with[0].trust_domain.as_str(),
+            "domain1.test"
+        );
+        assert!(matches!(
+            &c.federation.federates_with[0].profile,
+            BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id } if endpoint_spiffe_id.as_str() == "spiffe://domain1.test/spire/server"
+        ));
+        assert_eq!(
+            c.federation.federates_with[1].profile,
+            BundleEndpointProfile::HttpsWeb
+        );
+        assert!(c.experimental.events_based_cache);
+        assert_eq!(c.experimental.cache_reload_interval, Duration::ZERO);
+        assert_eq!(c.plugins.single("DataStore").unwrap().name, "sql");
+        assert_eq!(c.plugins.single("KeyManager").unwrap().name, "memory");
+        assert_eq!(c.plugins.single("UpstreamAuthority").unwrap().name, "disk");
+        assert_eq!(c.plugins.enabled("NodeAttestor").count(), 1);
+        assert!(c.health_checks.listener_enabled);
+        assert_eq!(c.health_checks.bind_port, 8080);
+        assert_eq!(c.telemetry.prometheus.as_ref().unwrap().port, 9988);
+        assert_eq!(c.telemetry.prometheus.as_ref().unwrap().host, "localhost");
+    }
+
+    #[test]
+    fn defaults_match_spire() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.bind_address, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(
+            c.socket_path,
+            PathBuf::from("/tmp/spire-server/private/api.sock")
+        );
+        assert_eq!(c.ca_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(3600));
+        assert_eq!(c.default_jwt_svid_ttl, Duration::from_secs(300));
+        assert_eq!(c.agent_ttl, Duration::from_secs(3600));
+        assert_eq!(c.ca_key_type, KeyType::EcP256);
+        assert_eq!(c.jwt_key_type, KeyType::EcP256);
+        assert_eq!(c.ca_subject, CaSubject::default());
+        assert_eq!(c.ca_subject.organization, vec!["SPIFFE".to_owned()]);
+        assert_eq!(c.log, LogSettings::default());
+        assert_eq!(
+            c.ratelimit,
+            ServerRateLimit {
+                attestation: true,
+                signing: true
+            }
+        );
+        assert_eq!(c.prune_attested_nodes_batch_size, 1000);
+        assert!(!c.disable_jwt_svids && !c.audit_log_enabled);
+        assert_eq!(c.jwt_issuer, None);
+        assert_eq!(c.federation, FederationConfig::default());
+        assert_eq!(
+            c.experimental.full_cache_reload_interval,
+            Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(
+            c.experimental.prune_events_older_than,
+            Duration::from_secs(12 * 3600)
+        );
+        assert_eq!(c.health_checks, HealthChecks::default());
+        assert!(c.telemetry.enable_hostname_label);
+    }
+
+    #[test]
+    fn bind_port_accepts_number_and_string() {
+        for port in ["8082", "\"8082\""] {
+            let text = MINIMAL.replace(
+                "trust_domain = \"example.org\"",
+                &format!("trust_domain = \"example.org\"\nbind_port = {port}"),
+            );
+            assert_eq!(parse(&text).unwrap().bind_address.port(), 8082);
+        }
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = ServerOverrides {
+            bind_address: Some("127.0.0.1".into()),
+            server_port: Some(9000),
+            socket_path: Some("/run/s.sock".into()),
+            trust_domain: Some("other.test".into()),
+            data_dir: Some("/var/lib/spire".into()),
+            log_file: Some("/var/log/s.log".into()),
+            log_format: Some("JSON".into()),
+            log_level: Some("warn".into()),
+        };
+        let c = ServerConfig::parse(MINIMAL, "server.conf", &o).unwrap();
+        assert_eq!(c.bind_address, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.socket_path, PathBuf::from("/run/s.sock"));
+        assert_eq!(c.trust_domain.as_str(), "other.test");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/spire"));
+        assert_eq!(c.log.file, Some(PathBuf::from("/var/log/s.log")));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, LogLevel::Warn);
+    }
+
+    #[test]
+    fn json_config_is_accepted() {
+        let text = r#"{"server": {"trust_domain": "example.org", "bind_port": "8085"},
+            "plugins": {"DataStore": {"sql": {"plugin_data": {}}}, "KeyManager": {"memory": {}}}}"#;
+        assert_eq!(parse(text).unwrap().bind_address.port(), 8085);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let with = |line: &str| {
+            MINIMAL.replace(
+                "trust_domain = \"example.org\"",
+                &format!("trust_domain = \"example.org\"\n{line}"),
+            )
+        };
+        let cases = [
+            (
+                with("bind_port = \"abc\""),
+                "server.conf: server.bind_port: expected a non-negative integer, got \"abc\"",
+            ),
+            (
+                with("bind_port = 70000"),
+                "server.conf: server.bind_port: value 70000 is out of range for u16",
+            ),
+            (
+                with("ca_ttl = \"3d\""),
+                "server.conf: server.ca_ttl: unknown unit \"d\" in duration \"3d\", expected one of ns, us, ms, s, m, h",
+            ),
+            (
+                with("ca_ttl = \"0\""),
+                "server.conf: server.ca_ttl: must be greater than 0",
+            ),
+            (
+                with("audit_log_enabled = \"yes\""),
+                "server.conf: server.audit_log_enabled: expected a boolean, got \"yes\"",
+            ),
+            (
+                with("log_level = \"loud\""),
+                "server.conf: server.log_level: unknown log level \"loud\", expected one of panic, fatal, error, warn, info, debug, trace",
+            ),
+            (
+                with("log_format = \"xml\""),
+                "server.conf: server.log_format: unknown log format \"xml\", expected text or json",
+            ),
+            (
+                with("ca_key_type = \"ed25519\""),
+                "server.conf: server.ca_key_type: unknown key type \"ed25519\", expected one of rsa-2048, rsa-4096, ec-p256, ec-p384",
+            ),
+            (
+                with("bind_address = \"not-an-ip\""),
+                "server.conf: server.bind_address: expected an IP address, got \"not-an-ip\"",
+            ),
+            (
+                with("admin_ids = [\"spiffe://example.org/a\", \"bad\"]"),
+                "server.conf: server.admin_ids[1]: invalid SPIFFE ID \"bad\": ",
+            ),
+            (
+                with("ca_subject {\ncountry = \"US\"\nbogus = 1\n}"),
+                "server.conf: server.ca_subject.bogus: unknown field `bogus`",
+            ),
+            (
+                with("experimental {\nnope = true\n}"),
+                "server.conf: server.experimental.nope: unknown field `nope`",
+            ),
+            (
+                with(
+                    "federation {\nfederates_with \"td.test\" {\nbundle_endpoint_url = \"https://x\"\n}\n}",
+                ),
+                "server.conf: server.federation.federates_with.td.test.bundle_endpoint_profile: expected exactly one profile",
+            ),
+            (
+                MINIMAL.replace(
+                    "trust_domain = \"example.org\"",
+                    "trust_domain = \"Example.org\"",
+                ),
+                "server.conf: server.trust_domain: invalid trust domain \"Example.org\"",
+            ),
+            (
+                MINIMAL.replace("trust_domain = \"example.org\"", ""),
+                "server.conf: server.trust_domain: is required",
+            ),
+            (
+                format!("{MINIMAL}\nbogus {{}}"),
+                "server.conf: bogus: unknown field `bogus`",
+            ),
+            (
+                MINIMAL.replace(
+                    "KeyManager \"disk\"",
+                    "NotAType \"x\" {}\nKeyManager \"disk\"",
+                ),
+                "server.conf: plugins.NotAType: unknown plugin type",
+            ),
+            (
+                MINIMAL.replace("KeyManager", "NodeAttestor"),
+                "server.conf: plugins.KeyManager: expected exactly one enabled plugin, found 0",
+            ),
+            ("server {".to_owned(), "server.conf: invalid HCL: "),
+        ];
+        for (text, want) in cases {
+            let got = err(&text);
+            assert!(got.starts_with(want), "got:  {got}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn expand_env_happens_before_parsing() {
+        let dir = std::env::temp_dir().join(format!("spire-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.conf");
+        std::fs::write(
+            &path,
+            MINIMAL
+                .replace("\"example.org\"", "\"${TD}\"")
+                .replace("trust_domain", "bind_port = \"$PORT\"\ntrust_domain"),
+        )
+        .unwrap();
+        let lookup = |k: &str| match k {
+            "TD" => Some("env.test".to_owned()),
+            "PORT" => Some("7000".to_owned()),
+            _ => None,
+        };
+        let c = ServerConfig::load(&path, Some(&lookup), &ServerOverrides::default()).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "env.test");
+        assert_eq!(c.bind_address.port(), 7000);
+        // Without -expandEnv the text is taken literally.
+        let e = ServerConfig::load(&path, None, &ServerOverrides::default()).unwrap_err();
+        assert_eq!(e.key(), Some("server.bind_port"));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let missing = ServerConfig::load(
+            Path::new("/nonexistent/server.conf"),
+            None,
+            &ServerOverrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "could not read config file /nonexistent/server.conf"
+        );
+    }
 }
