@@ -111,7 +111,12 @@ mod tests {
             assert_eq!(&v.public_key, k.public_key());
             assert_eq!(v.requested_uris, ["spiffe://example.org/workload"]);
             let der = create_csr(&k, None).unwrap();
-            assert!(parse_and_verify_csr(&der).unwrap().requested_uris.is_empty());
+            assert!(
+                parse_and_verify_csr(&der)
+                    .unwrap()
+                    .requested_uris
+                    .is_empty()
+            );
         }
     }
 
@@ -132,10 +137,7 @@ mod tests {
         let mut swapped = der.clone();
         let old = k.public_key().key_bits();
         let new = other.public_key().key_bits();
-        let pos = swapped
-            .windows(old.len())
-            .position(|w| w == old)
-            .unwrap();
+        let pos = swapped.windows(old.len()).position(|w| w == old).unwrap();
         swapped[pos..pos + old.len()].copy_from_slice(new);
         assert!(matches!(
             parse_and_verify_csr(&swapped),
@@ -160,7 +162,10 @@ mod tests {
         let mut params = rcgen::CertificateParams::default();
         params
             .custom_extensions
-            .push(rcgen::CustomExtension::from_oid_content(&[1, 2, 3, 4, 5], vec![5, 0]));
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 2, 3, 4, 5],
+                vec![5, 0],
+            ));
         let csr = params.serialize_request(&k).unwrap();
         assert!(parse_and_verify_csr(csr.der()).is_ok());
     }

@@ -313,8 +313,8 @@ fn load(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Arc<PrivateKey>>, K
                 .decode(b64.as_bytes())
                 .map_err(|e| corrupt(format!("key {id:?} is not base64: {e}")))?,
         );
-        let key = PrivateKey::from_pkcs8_der(&der)
-            .map_err(|e| corrupt(format!("key {id:?}: {e}")))?;
+        let key =
+            PrivateKey::from_pkcs8_der(&der).map_err(|e| corrupt(format!("key {id:?}: {e}")))?;
         keys.insert(id, Arc::new(key));
     }
     Ok(keys)
@@ -379,7 +379,12 @@ mod tests {
             .sign_jws("JWT-Signer-B", JwsAlgorithm::ES384, b"msg")
             .unwrap();
         let jpk = km.get_public_key("JWT-Signer-B").unwrap().unwrap();
-        assert!(verify_jws(JwsAlgorithm::ES384, jpk.spki_der(), b"msg", &sig));
+        assert!(verify_jws(
+            JwsAlgorithm::ES384,
+            jpk.spki_der(),
+            b"msg",
+            &sig
+        ));
         let ids: Vec<_> = km.get_keys().unwrap().into_iter().map(|k| k.id).collect();
         assert_eq!(ids, ["JWT-Signer-B", "x509-CA-A"]);
         // Regenerating replaces.
@@ -409,7 +414,11 @@ mod tests {
         exercise(&km);
         let mode = fs::metadata(km.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = fs::metadata(dir.path().join("km")).unwrap().permissions().mode() & 0o777;
+        let dmode = fs::metadata(dir.path().join("km"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         let before = km.get_keys().unwrap();
         drop(km);

@@ -37,9 +37,7 @@ pub enum KeyError {
     #[error("invalid PEM: {0}")]
     Pem(#[from] pem::PemError),
     /// The PEM label is not one of the supported private key labels.
-    #[error(
-        "unsupported PEM label {0:?}: expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY"
-    )]
+    #[error("unsupported PEM label {0:?}: expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY")]
     UnsupportedPemLabel(String),
     /// The JWS algorithm does not fit the key.
     #[error("algorithm {alg} cannot be used with a {key_type} key")]
@@ -332,7 +330,12 @@ pub struct PrivateKey {
     public: PublicKey,
 }
 
-fn ec_algs(key_type: KeyType) -> (&'static EcdsaSigningAlgorithm, &'static EcdsaSigningAlgorithm) {
+fn ec_algs(
+    key_type: KeyType,
+) -> (
+    &'static EcdsaSigningAlgorithm,
+    &'static EcdsaSigningAlgorithm,
+) {
     match key_type {
         KeyType::EcP384 => (
             &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
@@ -351,7 +354,8 @@ impl PrivateKey {
         match key_type {
             KeyType::EcP256 | KeyType::EcP384 => {
                 let (der_alg, _) = ec_algs(key_type);
-                let kp = EcdsaKeyPair::generate(der_alg).map_err(|_| KeyError::Generate(key_type))?;
+                let kp =
+                    EcdsaKeyPair::generate(der_alg).map_err(|_| KeyError::Generate(key_type))?;
                 let pkcs8 = kp.to_pkcs8v1().map_err(|_| KeyError::Generate(key_type))?;
                 Self::from_ec_pkcs8(key_type, pkcs8.as_ref())
             }
@@ -581,17 +585,14 @@ impl rcgen::PublicKeyData for RcgenSigner<'_> {
 
 impl rcgen::SigningKey for RcgenSigner<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.0.sign_x509(msg).map_err(|_| rcgen::Error::RingUnspecified)
+        self.0
+            .sign_x509(msg)
+            .map_err(|_| rcgen::Error::RingUnspecified)
     }
 }
 
 /// Verifies a JWS signature over `msg` with a SubjectPublicKeyInfo DER key.
-pub(crate) fn verify_jws(
-    alg: JwsAlgorithm,
-    spki_der: &[u8],
-    msg: &[u8],
-    signature: &[u8],
-) -> bool {
+pub(crate) fn verify_jws(alg: JwsAlgorithm, spki_der: &[u8], msg: &[u8], signature: &[u8]) -> bool {
     sig::UnparsedPublicKey::new(alg.verification_algorithm(), spki_der)
         .verify(msg, signature)
         .is_ok()
@@ -642,7 +643,10 @@ mod tests {
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let pkcs8 = ec.serialize_der();
         let k = PrivateKey::from_pkcs8_der(&pkcs8).unwrap();
-        assert_eq!(k.public_key().spki_der(), rcgen::PublicKeyData::subject_public_key_info(&ec).as_slice());
+        assert_eq!(
+            k.public_key().spki_der(),
+            rcgen::PublicKeyData::subject_public_key_info(&ec).as_slice()
+        );
         // SEC1 from aws-lc directly.
         let kp = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8).unwrap();
         let sec1: aws_lc_rs::encoding::EcPrivateKeyRfc5915Der<'_> =
@@ -670,17 +674,41 @@ mod tests {
         let p256 = PrivateKey::generate(KeyType::EcP256).unwrap();
         let s = p256.sign_jws(JwsAlgorithm::ES256, msg).unwrap();
         assert_eq!(s.len(), 64);
-        assert!(verify_jws(JwsAlgorithm::ES256, p256.public_key().spki_der(), msg, &s));
-        assert!(!verify_jws(JwsAlgorithm::ES256, p256.public_key().spki_der(), b"x", &s));
+        assert!(verify_jws(
+            JwsAlgorithm::ES256,
+            p256.public_key().spki_der(),
+            msg,
+            &s
+        ));
+        assert!(!verify_jws(
+            JwsAlgorithm::ES256,
+            p256.public_key().spki_der(),
+            b"x",
+            &s
+        ));
         assert!(p256.sign_jws(JwsAlgorithm::RS256, msg).is_err());
         let p384 = PrivateKey::generate(KeyType::EcP384).unwrap();
         let s = p384.sign_jws(JwsAlgorithm::ES384, msg).unwrap();
         assert_eq!(s.len(), 96);
-        assert!(verify_jws(JwsAlgorithm::ES384, p384.public_key().spki_der(), msg, &s));
+        assert!(verify_jws(
+            JwsAlgorithm::ES384,
+            p384.public_key().spki_der(),
+            msg,
+            &s
+        ));
         // A P-384 key must not verify as ES256.
-        assert!(!verify_jws(JwsAlgorithm::ES256, p384.public_key().spki_der(), msg, &s));
+        assert!(!verify_jws(
+            JwsAlgorithm::ES256,
+            p384.public_key().spki_der(),
+            msg,
+            &s
+        ));
         let rsa = PrivateKey::generate(KeyType::Rsa2048).unwrap();
-        for alg in [JwsAlgorithm::RS256, JwsAlgorithm::PS256, JwsAlgorithm::PS512] {
+        for alg in [
+            JwsAlgorithm::RS256,
+            JwsAlgorithm::PS256,
+            JwsAlgorithm::PS512,
+        ] {
             let s = rsa.sign_jws(alg, msg).unwrap();
             assert!(verify_jws(alg, rsa.public_key().spki_der(), msg, &s));
         }

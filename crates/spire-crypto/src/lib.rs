@@ -18,3 +18,8 @@ pub mod x509;
 
 pub use csr::{CsrError, VerifiedCsr, create_csr, parse_and_verify_csr};
 pub use x509::{CaSubject, CaTemplate, SvidTemplate, X509Authority, X509Error, self_signed_ca};
+pub mod jwt;
+pub use jwt::{
+    JwtBundleSource, JwtError, JwtKeyLookup, JwtSvidClaims, JwtValidationOptions, ValidatedJwtSvid,
+    sign_jwt_svid, validate_jwt_svid,
+};

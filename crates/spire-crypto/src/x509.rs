@@ -150,7 +150,9 @@ impl rcgen::PublicKeyData for ArcSigner {
 
 impl rcgen::SigningKey for ArcSigner {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.0.sign_x509(msg).map_err(|_| rcgen::Error::RingUnspecified)
+        self.0
+            .sign_x509(msg)
+            .map_err(|_| rcgen::Error::RingUnspecified)
     }
 }
 
@@ -423,7 +425,12 @@ mod tests {
             vec![GeneralName::URI("spiffe://example.org")]
         );
         let subject = cert.subject().to_string();
-        assert!(subject.contains("C=US") && subject.contains("O=Acme") && subject.contains("CN=Acme CA"), "{subject}");
+        assert!(
+            subject.contains("C=US")
+                && subject.contains("O=Acme")
+                && subject.contains("CN=Acme CA"),
+            "{subject}"
+        );
         assert!(!ca.subject_key_id().is_empty());
         assert!(cert.serial.bits() > 64 && cert.serial.bits() <= 127);
         // Self-signed: AKID = SKID, signature verifies with own key.
@@ -452,7 +459,9 @@ mod tests {
         assert!(!bc.value.ca);
         let ku = cert.key_usage().unwrap().unwrap();
         assert!(ku.critical);
-        assert!(ku.value.digital_signature() && ku.value.key_encipherment() && ku.value.key_agreement());
+        assert!(
+            ku.value.digital_signature() && ku.value.key_encipherment() && ku.value.key_agreement()
+        );
         assert!(!ku.value.key_cert_sign() && !ku.value.crl_sign());
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
@@ -480,16 +489,23 @@ mod tests {
     #[test]
     fn intermediate_and_rsa_and_mismatch() {
         let root_key: Arc<dyn Signer> = Arc::new(PrivateKey::generate(KeyType::Rsa2048).unwrap());
-        let root = self_signed_ca(root_key.clone(), &ca_template(86400), from_unix_secs(NOW)).unwrap();
-        let inter_key: Arc<dyn Signer> =
-            Arc::new(PrivateKey::generate(KeyType::EcP384).unwrap());
+        let root =
+            self_signed_ca(root_key.clone(), &ca_template(86400), from_unix_secs(NOW)).unwrap();
+        let inter_key: Arc<dyn Signer> = Arc::new(PrivateKey::generate(KeyType::EcP384).unwrap());
         let der = root
-            .sign_intermediate_ca(inter_key.public_key(), &ca_template(200_000), from_unix_secs(NOW))
+            .sign_intermediate_ca(
+                inter_key.public_key(),
+                &ca_template(200_000),
+                from_unix_secs(NOW),
+            )
             .unwrap();
         let inter = X509Authority::new(der, inter_key).unwrap();
         assert_eq!(inter.not_after(), root.not_after());
         assert!(matches!(
-            X509Authority::new(root.cert_der().to_vec(), Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap())),
+            X509Authority::new(
+                root.cert_der().to_vec(),
+                Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap())
+            ),
             Err(X509Error::KeyMismatch)
         ));
         assert!(matches!(
