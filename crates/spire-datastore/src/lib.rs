@@ -1,1 +1,41 @@
-//! SQL datastore: entries, nodes, tokens, bundles, CA journal, change log
+//! SQL datastore of the SPIRE server: registration entries, attested nodes and their selectors,
+//! join tokens, trust bundles, federation relationships, the CA journal and an ordered change
+//! log, on embedded SQLite (default) or PostgreSQL through sqlx.
+//!
+//! Invariants:
+//! - This is the only crate that contains SQL. Queries use `$N` placeholders and run through
+//!   sqlx's `Any` driver, so one set of queries serves both backends; each backend has its own
+//!   migration set (`migrations/sqlite`, `migrations/postgres`), applied on open.
+//! - Every operation that writes more than one row runs in one transaction, and every write to
+//!   entries, nodes, bundles and federation relationships appends to `change_log` in that same
+//!   transaction (see [`changes`] for how to follow the log, including out-of-order commits on
+//!   PostgreSQL).
+//! - SQLite runs in WAL mode with `synchronous = FULL` and a single writer connection: a write
+//!   that returned `Ok` has been fsynced.
+//! - Duplicate registration entries (same SPIFFE ID, parent ID and selector set) are impossible:
+//!   a unique index on a hash of that triple backs the check.
+//! - Join tokens are stored as SHA-256 hashes and never logged; a token is consumed at most once.
+//! - Times are Unix seconds taken from the injected [`spire_spiffe::Clock`].
+
+mod bundles;
+pub mod changes;
+mod entries;
+mod error;
+mod federation;
+mod journal;
+mod nodes;
+mod sets;
+mod sql;
+mod store;
+mod tokens;
+mod types;
+
+pub use changes::ChangeFollower;
+pub use error::{Error, Result};
+pub use store::{Backend, DataStore, DataStoreConfig, WriteTx};
+pub use types::{
+    AttestedNode, Bundle, BundleDeleteMode, BundleEndpointProfile, Change, ChangeKind, ChangeOp,
+    Entry, EntryFilter, EntryMask, FederatesWithFilter, FederationRelationship,
+    FederationRelationshipMask, JoinTokenStatus, JwtAuthority, MatchMode, NodeFilter, NodeUpdate,
+    ObjectKind, Page, Pagination, SelectorFilter, X509Authority,
+};

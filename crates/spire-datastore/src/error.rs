@@ -1,0 +1,90 @@
+//! The datastore's error type.
+
+use crate::types::{Entry, ObjectKind};
+
+/// Everything a datastore operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The datastore configuration is unusable (unknown `database_type`, bad connection string).
+    #[error("invalid datastore configuration: {0}")]
+    Config(String),
+    /// The database rejected or failed a statement, or could not be reached.
+    #[error("database error")]
+    Sql(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("applying datastore schema migrations failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The object does not exist.
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// What kind of object was looked up.
+        kind: ObjectKind,
+        /// Its identifier.
+        id: String,
+    },
+    /// A registration entry with the same SPIFFE ID, parent ID and selector set (or the same
+    /// entry ID) already exists; the existing entry is carried.
+    #[error("registration entry already exists (existing entry {:?})", .0.id)]
+    EntryAlreadyExists(Box<Entry>),
+    /// An object other than an entry with this identifier already exists.
+    #[error("{kind} {id:?} already exists")]
+    AlreadyExists {
+        /// What kind of object was being created.
+        kind: ObjectKind,
+        /// Its identifier.
+        id: String,
+    },
+    /// An entry federates with a trust domain for which no bundle is stored.
+    #[error("unable to find federated bundle {0:?} (create the bundle before federating with it)")]
+    FederatedBundleNotFound(String),
+    /// A bundle cannot be deleted with mode RESTRICT while entries federate with it.
+    #[error("cannot delete bundle {trust_domain:?}: {entries} registration entries federate with it (use mode DISSOCIATE or DELETE)")]
+    BundleInUse {
+        /// The bundle's trust domain.
+        trust_domain: String,
+        /// How many entries federate with it.
+        entries: i64,
+    },
+    /// A prune would remove every X.509 authority of a bundle.
+    #[error("prune of bundle {0:?} would remove every X.509 authority")]
+    PruneWouldEmptyBundle(String),
+    /// An argument is malformed (e.g. an X.509 authority that is not a DER certificate).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A stored row cannot be turned back into a domain value.
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt {
+        /// Which value was read.
+        what: &'static str,
+        /// Why it could not be decoded.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn not_found(kind: ObjectKind, id: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(what: &'static str, reason: impl std::fmt::Display) -> Self {
+        Error::Corrupt {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// True when the error is a unique-constraint violation reported by the database.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Sql(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+/// Shorthand for datastore results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,36 @@
+//! The CA journal: one opaque blob per server (keyed by a server ID; a single server uses any
+//! fixed key).
+
+use crate::error::Result;
+use crate::sql::{self, Arg, q};
+use crate::store::DataStore;
+
+impl DataStore {
+    /// The journal stored under `server_id`, if any.
+    pub async fn ca_journal(&self, server_id: &str) -> Result<Option<Vec<u8>>> {
+        let row = q(
+            "SELECT data FROM ca_journals WHERE server_id = $1",
+            &[Arg::from(server_id)],
+        )
+        .fetch_optional(&self.inner.reader)
+        .await?;
+        row.map(|r| sql::bytes(&r, "data")).transpose()
+    }
+
+    /// Stores (creates or replaces) the journal under `server_id`.
+    pub async fn set_ca_journal(&self, server_id: &str, data: &[u8]) -> Result<()> {
+        q(
+            "INSERT INTO ca_journals (server_id, data, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (server_id) DO UPDATE SET data = excluded.data, \
+             updated_at = excluded.updated_at",
+            &[
+                Arg::from(server_id),
+                Arg::Bytes(data.to_vec()),
+                Arg::Int(self.now()),
+            ],
+        )
+        .execute(&self.inner.writer)
+        .await?;
+        Ok(())
+    }
+}

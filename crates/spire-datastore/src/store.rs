@@ -1,0 +1,441 @@
+//! Opening the datastore: backends, pools, pragmas, migrations.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use spire_spiffe::Clock;
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+
+use crate::error::{Error, Result};
+use crate::sql::Sql;
+use crate::types::{ChangeKind, ChangeOp};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which SQL database backs the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Embedded SQLite (`database_type = "sqlite3"`).
+    Sqlite,
+    /// PostgreSQL (`database_type = "postgres"`).
+    Postgres,
+}
+
+/// Settings of SPIRE's `DataStore "sql"` plugin that this crate uses.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataStoreConfig {
+    /// `sqlite3` or `postgres`.
+    pub database_type: String,
+    /// SQLite: a file path (or `:memory:`). PostgreSQL: a `postgres://` URL or a libpq
+    /// `key=value` connection string.
+    pub connection_string: String,
+    /// Maximum open connections for PostgreSQL (SQLite always uses one writer).
+    pub max_open_conns: Option<u32>,
+    /// Skip the schema migrations on open (SPIRE `disable_migration`).
+    pub disable_migration: bool,
+}
+
+impl DataStoreConfig {
+    /// A config for `database_type` and `connection_string` with defaults for the rest.
+    pub fn new(database_type: impl Into<String>, connection_string: impl Into<String>) -> Self {
+        DataStoreConfig {
+            database_type: database_type.into(),
+            connection_string: connection_string.into(),
+            max_open_conns: None,
+            disable_migration: false,
+        }
+    }
+}
+
+impl fmt::Debug for DataStoreConfig {
+    // The connection string can carry a password: never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataStoreConfig")
+            .field("database_type", &self.database_type)
+            .field("max_open_conns", &self.max_open_conns)
+            .field("disable_migration", &self.disable_migration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SQL datastore. Cheap to clone (shared pools).
+#[derive(Clone)]
+pub struct DataStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    /// Pool for reads.
+    pub(crate) reader: AnyPool,
+    /// Pool for write transactions (a single connection on SQLite).
+    pub(crate) writer: AnyPool,
+    pub(crate) backend: Backend,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for DataStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataStore")
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataStore {
+    /// Opens (creating if needed) the database described by `config` and applies the schema
+    /// migrations unless disabled.
+    pub async fn open(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        match config.database_type.as_str() {
+            "sqlite3" | "sqlite" => open_sqlite(config, clock).await,
+            "postgres" | "postgresql" => open_postgres(config, clock).await,
+            other => Err(Error::Config(format!(
+                "unsupported database_type {other:?} (expected \"sqlite3\" or \"postgres\")"
+            ))),
+        }
+    }
+
+    /// Opens an SQLite database file (created if missing).
+    pub async fn open_sqlite_file(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> Result<Self> {
+        let cs = path.as_ref().to_str().ok_or_else(|| {
+            Error::Config(format!(
+                "SQLite path {:?} is not valid UTF-8",
+                path.as_ref().display()
+            ))
+        })?;
+        Self::open(&DataStoreConfig::new("sqlite3", cs), clock).await
+    }
+
+    /// Opens a private in-memory SQLite database (for tests and fakes).
+    pub async fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::open(&DataStoreConfig::new("sqlite3", ":memory:"), clock).await
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Closes every connection. Later calls fail.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+
+    /// Starts a write transaction for operations that must commit together (e.g. consuming a
+    /// join token and creating the attested node it attests).
+    pub async fn begin(&self) -> Result<WriteTx> {
+        Ok(WriteTx {
+            tx: self.inner.writer.begin().await?,
+            now: self.now(),
+            backend: self.inner.backend,
+        })
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.clock.now_unix()
+    }
+
+    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+        Ok(self.inner.writer.begin().await?)
+    }
+
+    pub(crate) fn for_update(&self) -> &'static str {
+        for_update(self.inner.backend)
+    }
+}
+
+pub(crate) fn for_update(backend: Backend) -> &'static str {
+    match backend {
+        // SQLite has one writer connection: a write transaction is already exclusive.
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    }
+}
+
+/// A write transaction. Dropping it without [`WriteTx::commit`] rolls everything back.
+pub struct WriteTx {
+    pub(crate) tx: Transaction<'static, Any>,
+    pub(crate) now: i64,
+    pub(crate) backend: Backend,
+}
+
+impl fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTx").finish_non_exhaustive()
+    }
+}
+
+impl WriteTx {
+    /// Commits every write made through this transaction.
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    /// Rolls back every write made through this transaction.
+    pub async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+/// Appends one row to the change log, on the connection of the caller's transaction.
+pub(crate) async fn log_change(
+    conn: &mut AnyConnection,
+    kind: ChangeKind,
+    object_id: &str,
+    op: ChangeOp,
+    now: i64,
+) -> Result<()> {
+    let mut sql = Sql::new("INSERT INTO change_log (kind, object_id, op, created_at) VALUES (");
+    sql.bind(kind.as_str())
+        .push(", ")
+        .bind(object_id)
+        .push(", ")
+        .bind(op.as_str())
+        .push(", ")
+        .bind(now)
+        .push(")");
+    sql.query().execute(&mut *conn).await?;
+    Ok(())
+}
+
+// === opening ===
+
+async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<DataStore> {
+    let cs = config.connection_string.trim();
+    if cs.is_empty() {
+        return Err(Error::Config(
+            "connection_string is empty (expected the SQLite database file path)".into(),
+        ));
+    }
+    let in_memory = cs == ":memory:" || cs.contains("mode=memory");
+    let path = cs.strip_prefix("file:").unwrap_or(cs);
+    let path = if in_memory {
+        path
+    } else {
+        // `file:path?opts` URIs: keep the path, ignore Go-driver options.
+        path.split('?').next().unwrap_or(path)
+    };
+    let url = if in_memory {
+        "sqlite::memory:".parse::<url::Url>().map_err(|e| {
+            Error::Config(format!("cannot build the in-memory SQLite URL: {e}"))
+        })?
+    } else {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .to_url_lossy()
+    };
+    let url = url.to_string();
+
+    let writer = AnyPoolOptions::new()
+        .max_connections(1)
+        .min_connections(if in_memory { 1 } else { 0 })
+        .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(300)) })
+        .max_lifetime(None)
+        .after_connect(|conn, _| sqlite_pragmas(conn))
+        .connect(&url)
+        .await?;
+    {
+        let mut conn = writer.acquire().await?;
+        if !in_memory {
+            // WAL lets readers run while a write commits; it is a persistent property of the file.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .fetch_all(&mut *conn)
+                .await?;
+        }
+        if !config.disable_migration {
+            SQLITE_MIGRATOR.run(&mut *conn).await?;
+        }
+    }
+    let reader = if in_memory {
+        writer.clone()
+    } else {
+        AnyPoolOptions::new()
+            .max_connections(4)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .after_connect(|conn, _| sqlite_pragmas(conn))
+            .connect(&url)
+            .await?
+    };
+    tracing::debug!(backend = "sqlite3", in_memory, "Datastore opened");
+    Ok(DataStore {
+        inner: Arc::new(Inner {
+            reader,
+            writer,
+            backend: Backend::Sqlite,
+            clock,
+        }),
+    })
+}
+
+fn sqlite_pragmas(conn: &mut AnyConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        // FULL: every commit is fsynced before it is acknowledged.
+        conn.execute("PRAGMA synchronous = FULL").await?;
+        conn.execute("PRAGMA foreign_keys = ON").await?;
+        conn.execute("PRAGMA busy_timeout = 30000").await?;
+        Ok(())
+    })
+}
+
+async fn open_postgres(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<DataStore> {
+    let url = postgres_url(&config.connection_string)?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(config.max_open_conns.unwrap_or(20).max(2))
+        .idle_timeout(Some(Duration::from_secs(30)))
+        .connect(&url)
+        .await?;
+    if !config.disable_migration {
+        POSTGRES_MIGRATOR.run(&pool).await?;
+    }
+    tracing::debug!(backend = "postgres", "Datastore opened");
+    Ok(DataStore {
+        inner: Arc::new(Inner {
+            reader: pool.clone(),
+            writer: pool,
+            backend: Backend::Postgres,
+            clock,
+        }),
+    })
+}
+
+/// Turns a PostgreSQL connection string (URL or libpq `key=value` form) into a URL.
+pub(crate) fn postgres_url(cs: &str) -> Result<String> {
+    let cs = cs.trim();
+    if cs.starts_with("postgres://") || cs.starts_with("postgresql://") {
+        url::Url::parse(cs).map_err(|e| {
+            Error::Config(format!("connection_string is not a valid postgres URL: {e}"))
+        })?;
+        return Ok(cs.to_owned());
+    }
+    if cs.is_empty() {
+        return Err(Error::Config(
+            "connection_string is empty (expected a postgres:// URL or \"host=... dbname=...\")"
+                .into(),
+        ));
+    }
+    let pairs = parse_dsn(cs)?;
+    let mut url = url::Url::parse("postgres://localhost")
+        .map_err(|e| Error::Config(format!("cannot build a postgres URL: {e}")))?;
+    let bad = |key: &str| Error::Config(format!("connection_string: bad value for {key:?}"));
+    for (k, v) in pairs {
+        match k.as_str() {
+            "host" => url.set_host(Some(&v)).map_err(|_| bad("host"))?,
+            "port" => {
+                let port: u16 = v.parse().map_err(|_| bad("port"))?;
+                url.set_port(Some(port)).map_err(|_| bad("port"))?;
+            }
+            "user" => url.set_username(&v).map_err(|_| bad("user"))?,
+            "password" => url.set_password(Some(&v)).map_err(|_| bad("password"))?,
+            "dbname" => url.set_path(&format!("/{v}")),
+            _ => {
+                url.query_pairs_mut().append_pair(&k, &v);
+            }
+        }
+    }
+    Ok(url.to_string())
+}
+
+/// Parses libpq `key=value key='quoted value'` pairs.
+fn parse_dsn(cs: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = cs.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(Error::Config(format!(
+                "connection_string: expected \"{key}=value\" (libpq key=value form) or a postgres:// URL"
+            )));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '\'' => {
+                        closed = true;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(Error::Config(format!(
+                    "connection_string: unterminated quoted value for {key:?}"
+                )));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_becomes_url() {
+        let url =
+            postgres_url("host=127.0.0.1 port=5433 user=spire password='p w' dbname=spire sslmode=disable")
+                .unwrap();
+        assert_eq!(
+            url,
+            "postgres://spire:p%20w@127.0.0.1:5433/spire?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn url_is_kept_and_garbage_rejected() {
+        assert_eq!(
+            postgres_url("postgres://u@h:1/db").unwrap(),
+            "postgres://u@h:1/db"
+        );
+        assert!(postgres_url("host").is_err());
+        assert!(postgres_url("password='open").is_err());
+        assert!(postgres_url("").is_err());
+    }
+}
