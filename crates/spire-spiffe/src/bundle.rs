@@ -550,3 +550,353 @@ pub fn certificates_to_pem(certs: &[Vec<u8>]) -> String {
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn td() -> TrustDomain {
+        "example.org".parse().unwrap()
+    }
+
+    fn testdata(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn cert(name: &str) -> Vec<u8> {
+        parse_pem_certificates(&testdata(name)).unwrap().remove(0)
+    }
+
+    fn reference_jwk(name: &str) -> Value {
+        let all: Value = serde_json::from_slice(&testdata("expected-jwks.json")).unwrap();
+        all[name].clone()
+    }
+
+    fn x509_key(cert_file: &str, key: &str) -> Value {
+        let mut k = reference_jwk(key);
+        k["use"] = json!("x509-svid");
+        k["x5c"] = json!([B64STD.encode(cert(cert_file))]);
+        k
+    }
+
+    fn jwt_key(key: &str, kid: &str) -> Value {
+        let mut k = reference_jwk(key);
+        k["use"] = json!("jwt-svid");
+        k["kid"] = json!(kid);
+        k
+    }
+
+    fn parse(doc: &Value) -> Result<Bundle, BundleError> {
+        Bundle::from_json(td(), doc.to_string().as_bytes())
+    }
+
+    fn valid_doc() -> Value {
+        json!({
+            "keys": [
+                x509_key("ca-p256.pem", "p256"),
+                jwt_key("p256", "kid-ec"),
+                x509_key("ca-rsa2048.pem", "rsa"),
+                jwt_key("rsa4096", "kid-rsa"),
+                jwt_key("p521", "kid-521"),
+                {"use": "wit-svid", "kty": "EC", "kid": "w", "crv": "P-256", "x": "??", "y": 1},
+                {"use": "something-else", "kty": "EC"},
+                {"kty": "EC", "kid": "no-use"},
+                {"use": "jwt-svid", "kty": "oct", "kid": "sym", "k": "c2VjcmV0"},
+            ],
+            "spiffe_refresh_hint": 60,
+            "spiffe_sequence": 7,
+        })
+    }
+
+    #[test]
+    fn parses_valid_bundle_and_ignores_unknown_use_and_kty() {
+        let b = parse(&valid_doc()).unwrap();
+        assert_eq!(b.trust_domain, td());
+        assert_eq!(
+            b.x509_authorities,
+            [cert("ca-p256.pem"), cert("ca-rsa2048.pem")]
+        );
+        let kids: Vec<&str> = b
+            .jwt_authorities
+            .iter()
+            .map(|a| a.key_id.as_str())
+            .collect();
+        assert_eq!(kids, ["kid-ec", "kid-rsa", "kid-521"]);
+        assert_eq!(
+            b.jwt_authority("kid-ec").unwrap().public_key,
+            testdata("spki-p256.der")
+        );
+        assert_eq!(
+            b.jwt_authority("kid-rsa").unwrap().public_key,
+            testdata("spki-rsa4096.der")
+        );
+        assert!(b.jwt_authority("w").is_none());
+        assert!(b.jwt_authority("sym").is_none());
+        assert_eq!(b.refresh_hint, Some(Duration::from_secs(60)));
+        assert_eq!(b.sequence_number, 7);
+        assert!(!b.is_empty());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let b = parse(&valid_doc()).unwrap();
+        let json = b.to_json().unwrap();
+        let back = Bundle::from_json(td(), json.as_bytes()).unwrap();
+        assert_eq!(back, b);
+        let pretty = b.to_json_pretty().unwrap();
+        assert_eq!(Bundle::from_json(td(), pretty.as_bytes()).unwrap(), b);
+        // The written keys carry the members the standard requires.
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["spiffe_sequence"], 7);
+        assert_eq!(v["spiffe_refresh_hint"], 60);
+        let keys = v["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 5);
+        assert_eq!(keys[0]["use"], "x509-svid");
+        assert_eq!(keys[0]["kty"], "EC");
+        assert!(keys[0].get("kid").is_none());
+        assert_eq!(keys[0]["x"], reference_jwk("p256")["x"]);
+        assert_eq!(keys[1]["kty"], "RSA");
+        assert_eq!(keys[2]["use"], "jwt-svid");
+        assert_eq!(keys[2]["kid"], "kid-ec");
+        assert_eq!(keys[2]["crv"], "P-256");
+        assert_eq!(keys[3]["n"], reference_jwk("rsa4096")["n"]);
+    }
+
+    #[test]
+    fn empty_keys_is_a_bundle_that_trusts_nothing() {
+        let b = parse(&json!({"keys": [], "spiffe_sequence": 2})).unwrap();
+        assert!(b.is_empty());
+        assert_eq!(b.sequence_number, 2);
+        assert_eq!(b.refresh_hint, None);
+        let v: Value = serde_json::from_str(&b.to_json().unwrap()).unwrap();
+        assert_eq!(v, json!({"keys": [], "spiffe_sequence": 2}));
+    }
+
+    #[test]
+    fn jwt_only_bundle() {
+        let b = parse(&json!({"keys": [jwt_key("p384", "a"), jwt_key("ed", "b")]})).unwrap();
+        assert!(b.x509_authorities.is_empty());
+        assert_eq!(b.jwt_authorities.len(), 2);
+        assert_eq!(b.sequence_number, 0);
+        assert_eq!(
+            b.jwt_authority("b").unwrap().public_key,
+            testdata("spki-ed.der")
+        );
+    }
+
+    fn rejected(doc: Value) -> BundleError {
+        parse(&doc).unwrap_err()
+    }
+
+    #[test]
+    fn x509_key_certificate_count() {
+        let mut two = x509_key("ca-p256.pem", "p256");
+        two["x5c"] = json!([
+            B64STD.encode(cert("ca-p256.pem")),
+            B64STD.encode(cert("ca-p256.pem"))
+        ]);
+        let err = rejected(json!({"keys": [jwt_key("p256", "k"), two]}));
+        assert!(
+            matches!(
+                err,
+                BundleError::X509CertificateCount { index: 1, count: 2 }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "x509-svid key 1 must hold exactly one certificate in x5c, found 2"
+        );
+        let mut zero = x509_key("ca-p256.pem", "p256");
+        zero["x5c"] = json!([]);
+        assert!(matches!(
+            rejected(json!({"keys": [zero]})),
+            BundleError::X509CertificateCount { index: 0, count: 0 }
+        ));
+        let mut missing = x509_key("ca-p256.pem", "p256");
+        missing.as_object_mut().unwrap().remove("x5c");
+        assert!(matches!(
+            rejected(json!({"keys": [missing]})),
+            BundleError::X509CertificateCount { index: 0, count: 0 }
+        ));
+    }
+
+    #[test]
+    fn jwt_key_without_kid() {
+        let mut no_kid = jwt_key("p256", "x");
+        no_kid.as_object_mut().unwrap().remove("kid");
+        let err = rejected(json!({"keys": [jwt_key("p384", "a"), no_kid]}));
+        assert!(matches!(err, BundleError::MissingKid { index: 1 }), "{err}");
+        assert!(err.to_string().contains("has no kid"));
+        let empty = jwt_key("p256", "");
+        assert!(matches!(
+            rejected(json!({"keys": [empty]})),
+            BundleError::MissingKid { index: 0 }
+        ));
+    }
+
+    #[test]
+    fn other_rejections() {
+        // Bad JSON and wrong shapes.
+        for doc in [
+            &b"{"[..],
+            b"",
+            b"[]",
+            b"{\"keys\": {}}",
+            b"{\"nokeys\": []}",
+            b"{\"keys\": [], \"spiffe_sequence\": -1}",
+            b"{\"keys\": [], \"spiffe_sequence\": \"1\"}",
+            b"{\"keys\": [], \"keys\": []}",
+        ] {
+            let err = Bundle::from_json(td(), doc).unwrap_err();
+            assert!(matches!(err, BundleError::Json(_)), "{err}");
+            assert!(err.to_string().starts_with("bundle is not valid json"));
+        }
+        assert!(matches!(
+            rejected(json!({"keys": [1]})),
+            BundleError::KeyNotObject { index: 0 }
+        ));
+        assert!(matches!(
+            rejected(json!({"keys": [], "spiffe_refresh_hint": -5})),
+            BundleError::NegativeRefreshHint(-5)
+        ));
+        // Bad base64 in x5c.
+        let mut bad = x509_key("ca-p256.pem", "p256");
+        bad["x5c"] = json!(["***"]);
+        assert!(matches!(
+            rejected(json!({"keys": [bad]})),
+            BundleError::X5cBase64 { index: 0, .. }
+        ));
+        // x5c that is base64 but not a certificate.
+        let mut not_cert = x509_key("ca-p256.pem", "p256");
+        not_cert["x5c"] = json!([B64STD.encode(b"hello")]);
+        assert!(matches!(
+            rejected(json!({"keys": [not_cert]})),
+            BundleError::X5cCertificate { index: 0, .. }
+        ));
+        // Bad base64url in a key member.
+        let mut bad_x = jwt_key("p256", "k");
+        bad_x["x"] = json!("a+b/");
+        let err = rejected(json!({"keys": [bad_x]}));
+        assert!(
+            matches!(
+                err,
+                BundleError::Key {
+                    index: 0,
+                    source: KeyError::Base64 { field: "x", .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Malformed EC key (missing y).
+        let mut no_y = jwt_key("p256", "k");
+        no_y.as_object_mut().unwrap().remove("y");
+        assert!(matches!(
+            rejected(json!({"keys": [no_y]})),
+            BundleError::Key {
+                source: KeyError::MissingMember("y"),
+                ..
+            }
+        ));
+        // Member of the wrong JSON type in a known-use key.
+        let mut wrong_type = jwt_key("p256", "k");
+        wrong_type["kid"] = json!(5);
+        assert!(matches!(
+            rejected(json!({"keys": [wrong_type]})),
+            BundleError::KeyJson { index: 0, .. }
+        ));
+        // Missing kty.
+        let mut no_kty = jwt_key("p256", "k");
+        no_kty.as_object_mut().unwrap().remove("kty");
+        assert!(matches!(
+            rejected(json!({"keys": [no_kty]})),
+            BundleError::MissingKty { index: 0, .. }
+        ));
+        // Key members that describe another key than the certificate's.
+        let mismatch = {
+            let mut k = jwt_key("rsa", "unused");
+            k.as_object_mut().unwrap().remove("kid");
+            k["use"] = json!("x509-svid");
+            k["x5c"] = json!([B64STD.encode(cert("ca-p256.pem"))]);
+            k
+        };
+        assert!(matches!(
+            rejected(json!({"keys": [mismatch]})),
+            BundleError::X509KeyMismatch { index: 0 }
+        ));
+        // Duplicate kid.
+        let err = rejected(json!({"keys": [jwt_key("p256", "k"), jwt_key("p384", "k")]}));
+        assert!(
+            matches!(err, BundleError::DuplicateKid { index: 1, ref kid } if kid == "k"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unencodable_authorities() {
+        let mut b = Bundle::new(td());
+        b.jwt_authorities.push(JwtAuthority {
+            key_id: "k".into(),
+            public_key: vec![1, 2, 3],
+            expires_at: None,
+        });
+        assert!(matches!(
+            b.to_json().unwrap_err(),
+            BundleError::UnencodableJwtAuthority { .. }
+        ));
+        let mut b = Bundle::new(td());
+        b.x509_authorities.push(vec![0x30, 0x00]);
+        assert!(matches!(
+            b.to_json().unwrap_err(),
+            BundleError::UnencodableX509Authority { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn pem_bundles() {
+        let mut text = testdata("ca-p256.pem");
+        text.extend_from_slice(&testdata("ca-rsa2048.pem"));
+        let b = Bundle::from_pem(td(), &text).unwrap();
+        assert_eq!(
+            b.x509_authorities,
+            [cert("ca-p256.pem"), cert("ca-rsa2048.pem")]
+        );
+        let out = b.to_pem();
+        assert_eq!(out.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+        assert_eq!(Bundle::from_pem(td(), out.as_bytes()).unwrap(), b);
+        assert!(matches!(
+            Bundle::from_pem(td(), b"").unwrap_err(),
+            PemBundleError::Empty
+        ));
+        assert!(matches!(
+            Bundle::from_pem(td(), b"not pem at all").unwrap_err(),
+            PemBundleError::Empty
+        ));
+        let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let err = Bundle::from_pem(td(), key.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, PemBundleError::NotCertificate { index: 0, ref label } if label == "PRIVATE KEY"),
+            "{err}"
+        );
+        let corrupt = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            Bundle::from_pem(td(), corrupt.as_bytes()).unwrap_err(),
+            PemBundleError::BadCertificate { index: 0, .. }
+        ));
+        let broken = "-----BEGIN CERTIFICATE-----\n*!*\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            Bundle::from_pem(td(), broken.as_bytes()).unwrap_err(),
+            PemBundleError::Pem(_)
+        ));
+    }
+
+    #[test]
+    fn debug_is_compact() {
+        let b = parse(&valid_doc()).unwrap();
+        let d = format!("{b:?}");
+        assert!(d.contains("x509_authorities: 2"), "{d}");
+        assert!(d.contains("kid-ec"), "{d}");
+    }
+}
