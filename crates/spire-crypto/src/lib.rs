@@ -23,3 +23,5 @@ pub use jwt::{
     JwtBundleSource, JwtError, JwtKeyLookup, JwtSvidClaims, JwtValidationOptions, ValidatedJwtSvid,
     sign_jwt_svid, validate_jwt_svid,
 };
+pub mod x509svid;
+pub use x509svid::{X509BundleSource, X509SvidError, spiffe_id_from_cert, validate_x509_svid};
