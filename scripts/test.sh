@@ -91,7 +91,8 @@ as_user() {
 	local user="$1"
 	shift
 	if [[ "$(id -u)" == 0 ]]; then
-		runuser -u "$user" -- "$@"
+		# From / so the service user need not reach the current directory.
+		(cd / && runuser -u "$user" -- "$@")
 	else
 		"$@"
 	fi
