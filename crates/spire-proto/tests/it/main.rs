@@ -336,10 +336,11 @@ fn workload_api_is_wire_compatible() {
     let upstream = upstream_workload();
     let up = index(&upstream);
     let svc = up.services.get(".SpiffeWorkloadAPI").unwrap();
-    assert_eq!(
-        svc.method.len(),
-        5,
-        "spiffe crate's workload.proto changed shape"
+    // Guard against a vacuous pass: the five X509/JWT methods at least (newer copies add WIT).
+    assert!(
+        svc.method.len() >= 5,
+        "only {} Workload API methods upstream",
+        svc.method.len()
     );
     assert_compatible("workload.proto (spiffe crate)", &upstream, &ours());
 }
