@@ -638,6 +638,39 @@ mod tests {
     }
 
     #[test]
+    fn bundle_is_a_jwt_bundle_source() {
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let mut b = Bundle::new(td("example.org"));
+        b.jwt_authorities.push(spire_spiffe::JwtAuthority {
+            key_id: "k1".into(),
+            public_key: key.public_key().spki_der().to_vec(),
+            expires_at: None,
+        });
+        let claims = crate::jwt::JwtSvidClaims {
+            spiffe_id: "spiffe://example.org/w".parse().unwrap(),
+            audience: vec!["a".into()],
+            issued_at: from_unix_secs(NOW),
+            expires_at: from_unix_secs(NOW + 60),
+            issuer: None,
+            jwt_id: None,
+        };
+        let tok = crate::jwt::sign_jwt_svid(&key, "k1", None, &claims).unwrap();
+        let opts = crate::jwt::JwtValidationOptions::default();
+        let v = crate::jwt::validate_jwt_svid(&tok, &b, "a", from_unix_secs(NOW), &opts).unwrap();
+        assert_eq!(v.spiffe_id.as_str(), "spiffe://example.org/w");
+        let map: HashMap<TrustDomain, Bundle> = [(td("example.org"), b.clone())].into();
+        assert!(crate::jwt::validate_jwt_svid(&tok, &map, "a", from_unix_secs(NOW), &opts).is_ok());
+        let other = vec![Bundle::new(td("other.org"))];
+        assert!(matches!(
+            crate::jwt::validate_jwt_svid(&tok, &other, "a", from_unix_secs(NOW), &opts),
+            Err(crate::jwt::JwtError::NoBundle(_))
+        ));
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<X509Authority>();
+        send_sync::<crate::DiskKeyManager>();
+    }
+
+    #[test]
     fn rejects_garbage_and_empty() {
         let ca = ca("example.org");
         let b = bundles(&[("example.org", &ca)]);
