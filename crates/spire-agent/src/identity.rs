@@ -1,0 +1,225 @@
+//! The contract between the side of the agent that talks to the server (attestation, entry
+//! sync, SVID signing, rotation: `manager`) and the side that serves workloads (Workload API,
+//! SDS, delegated identity: `endpoints`).
+//!
+//! The manager publishes an immutable [`IdentitySnapshot`] through a `tokio::sync::watch`
+//! channel each time anything a workload can see changes (entries, SVIDs, bundles). Endpoints
+//! hold a receiver, filter the snapshot by the caller's selectors with
+//! [`IdentitySnapshot::identities_for`], and send only when their view changed. JWT-SVIDs are
+//! minted on demand through [`JwtSvidSource`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use spire_spiffe::{Selectors, SpiffeId, TrustDomain};
+
+/// An authorized registration entry as the agent knows it (after sync).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryView {
+    /// The entry ID assigned by the server.
+    pub entry_id: String,
+    /// The SPIFFE ID a workload matching this entry receives.
+    pub spiffe_id: SpiffeId,
+    /// The parent ID (agent or node alias).
+    pub parent_id: SpiffeId,
+    /// The entry's selectors: a workload matches when these are a subset of its own.
+    pub selectors: Selectors,
+    /// Foreign trust domains whose bundles a matching workload receives.
+    pub federates_with: Vec<TrustDomain>,
+    /// The hint (empty if none); duplicates are de-duplicated, oldest entry wins.
+    pub hint: String,
+    /// Creation time (seconds since epoch), used to pick the oldest entry on duplicate hints.
+    pub created_at: i64,
+    /// The entry revision seen at the server.
+    pub revision_number: i64,
+    /// Entry-level X.509-SVID TTL in seconds (0 = server default).
+    pub x509_svid_ttl: i32,
+    /// Entry-level JWT-SVID TTL in seconds (0 = server default).
+    pub jwt_svid_ttl: i32,
+    /// Whether JWT-SVIDs for this entry carry a jti (and must not be cached).
+    pub jwt_svid_include_jti: bool,
+    /// Whether the agent skips pre-fetching an X.509-SVID for this entry.
+    pub disable_x509_svid_prefetch: bool,
+    /// Admin entry.
+    pub admin: bool,
+    /// Downstream entry.
+    pub downstream: bool,
+}
+
+/// An X.509-SVID held by the agent for one entry, with its private key.
+#[derive(Clone)]
+pub struct WorkloadX509Svid {
+    /// The entry this SVID was issued for.
+    pub entry_id: String,
+    /// The SPIFFE ID in the certificate's URI SAN.
+    pub spiffe_id: SpiffeId,
+    /// DER certificates, leaf first (intermediates follow).
+    pub cert_chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER private key. Never logged.
+    pub private_key_pkcs8: Arc<zeroize::Zeroizing<Vec<u8>>>,
+    /// The leaf's NotBefore.
+    pub not_before: SystemTime,
+    /// The leaf's NotAfter.
+    pub expires_at: SystemTime,
+}
+
+impl fmt::Debug for WorkloadX509Svid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadX509Svid")
+            .field("entry_id", &self.entry_id)
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A trust bundle as the endpoints need it: X.509 authorities (DER) and the JWKS JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleView {
+    /// The bundle's trust domain.
+    pub trust_domain: TrustDomain,
+    /// X.509 authorities, DER.
+    pub x509_authorities: Vec<Vec<u8>>,
+    /// The full bundle, which carries the JWT authorities.
+    pub bundle: spire_spiffe::Bundle,
+}
+
+/// One identity a workload is entitled to: its entry and (once signed) its SVID.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The entry.
+    pub entry: Arc<EntryView>,
+    /// The SVID, `None` until the manager got it signed.
+    pub svid: Option<Arc<WorkloadX509Svid>>,
+}
+
+/// Everything a workload can be given, at one instant. Immutable once published.
+#[derive(Debug, Clone)]
+pub struct IdentitySnapshot {
+    /// Increases by one with every publication.
+    pub revision: u64,
+    /// The agent's trust domain.
+    pub trust_domain: TrustDomain,
+    /// The local trust bundle (`None` only before the first sync).
+    pub bundle: Option<Arc<BundleView>>,
+    /// Federated bundles by trust domain.
+    pub federated_bundles: BTreeMap<TrustDomain, Arc<BundleView>>,
+    /// All authorized entries with their SVIDs, keyed by entry ID.
+    pub identities: BTreeMap<String, Identity>,
+}
+
+impl IdentitySnapshot {
+    /// An empty snapshot (before the first sync).
+    pub fn empty(trust_domain: TrustDomain) -> Self {
+        Self {
+            revision: 0,
+            trust_domain,
+            bundle: None,
+            federated_bundles: BTreeMap::new(),
+            identities: BTreeMap::new(),
+        }
+    }
+
+    /// The entries whose selectors are a subset of `selectors`, ordered by entry ID, with
+    /// duplicate non-empty hints de-duplicated (the oldest entry keeps its place).
+    pub fn entries_for(&self, selectors: &Selectors) -> Vec<&Identity> {
+        let matching: Vec<&Identity> = self
+            .identities
+            .values()
+            .filter(|id| id.entry.selectors.is_subset_of(selectors))
+            .collect();
+        let mut oldest_by_hint: BTreeMap<&str, (&i64, &str)> = BTreeMap::new();
+        for id in &matching {
+            if id.entry.hint.is_empty() {
+                continue;
+            }
+            let key = (&id.entry.created_at, id.entry.entry_id.as_str());
+            oldest_by_hint
+                .entry(id.entry.hint.as_str())
+                .and_modify(|cur| {
+                    if key < *cur {
+                        *cur = key;
+                    }
+                })
+                .or_insert(key);
+        }
+        matching
+            .into_iter()
+            .filter(|id| {
+                id.entry.hint.is_empty()
+                    || oldest_by_hint
+                        .get(id.entry.hint.as_str())
+                        .is_some_and(|(_, eid)| *eid == id.entry.entry_id)
+            })
+            .collect()
+    }
+
+    /// The signed X.509-SVIDs for a caller with `selectors`, in the order of
+    /// [`Self::entries_for`]. Entries whose SVID is not signed yet are left out.
+    pub fn x509_svids_for(&self, selectors: &Selectors) -> Vec<Arc<WorkloadX509Svid>> {
+        self.entries_for(selectors)
+            .into_iter()
+            .filter_map(|id| id.svid.clone())
+            .collect()
+    }
+
+    /// The federated bundles a caller with `selectors` receives: those named in the
+    /// `federates_with` of its matching entries and known to the agent.
+    pub fn federated_bundles_for(&self, selectors: &Selectors) -> Vec<Arc<BundleView>> {
+        let mut tds: Vec<&TrustDomain> = self
+            .entries_for(selectors)
+            .into_iter()
+            .flat_map(|id| id.entry.federates_with.iter())
+            .collect();
+        tds.sort();
+        tds.dedup();
+        tds.into_iter()
+            .filter_map(|td| self.federated_bundles.get(td).cloned())
+            .collect()
+    }
+}
+
+/// A JWT-SVID minted for a workload.
+#[derive(Clone)]
+pub struct JwtSvid {
+    /// The subject.
+    pub spiffe_id: SpiffeId,
+    /// The compact JWS. Never logged.
+    pub token: String,
+    /// The token's exp.
+    pub expires_at: SystemTime,
+    /// The hint of the entry it was minted for.
+    pub hint: String,
+}
+
+impl fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a JWT-SVID could not be minted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtSvidError {
+    /// The server could not be reached or refused; the Workload API answers Unavailable.
+    #[error("could not mint JWT-SVID: {0}")]
+    Unavailable(String),
+}
+
+/// Mints (or returns a cached) JWT-SVID for an authorized entry.
+pub trait JwtSvidSource: Send + Sync + 'static {
+    /// A JWT-SVID for `entry` with the given audiences (non-empty). Implementations cache per
+    /// (SPIFFE ID, sorted audiences) until half-life, unless the entry asks for a jti.
+    fn fetch_jwt_svid(
+        &self,
+        entry: Arc<EntryView>,
+        audiences: Vec<String>,
+    ) -> BoxFuture<'static, Result<JwtSvid, JwtSvidError>>;
+}
