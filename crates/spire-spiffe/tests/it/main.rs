@@ -1,5 +1,7 @@
 //! Property tests for the spire-spiffe parsers, through the public API only.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use proptest::collection::vec;
