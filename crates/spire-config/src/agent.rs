@@ -75,6 +75,9 @@ pub struct AgentConfig {
     pub sds: SdsConfig,
     /// `profiling_*`.
     pub profiling: ProfilingConfig,
+    /// `ratelimit {}`: Workload API calls per second per caller (0 = off). SPIRE also reads
+    /// these under `experimental.ratelimit`; a top-level value wins.
+    pub ratelimit: AgentRateLimits,
     /// `experimental {}`.
     pub experimental: AgentExperimental,
     /// `plugins {}`: exactly one KeyManager and NodeAttestor, at least one WorkloadAttestor.
@@ -162,15 +165,13 @@ pub struct AgentExperimental {
     pub admin_named_pipe_name: Option<String>,
     /// `require_pq_kem`, default false.
     pub require_pq_kem: bool,
-    /// `ratelimit {}`: per selector set, 0 = off.
-    pub ratelimit: AgentRateLimits,
     /// `broker {}`, kept as written.
     pub broker: Option<Value>,
     /// `feature_flags`.
     pub feature_flags: Vec<String>,
 }
 
-/// `agent.experimental.ratelimit {}`; 0 means unlimited.
+/// `agent.ratelimit {}` (or `agent.experimental.ratelimit {}`); 0 means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AgentRateLimits {
     /// `fetch_x509_svid`.
@@ -185,6 +186,8 @@ pub struct AgentRateLimits {
     pub stream_secrets: u32,
     /// `fetch_secrets`.
     pub fetch_secrets: u32,
+    /// `validate_jwt_svid`.
+    pub validate_jwt_svid: u32,
 }
 
 /// Values from `spire-agent run` flags that override the file.
@@ -289,6 +292,7 @@ struct RawAgent {
     profiling_port: Option<u16>,
     profiling_freq: Option<u64>,
     profiling_names: Option<Vec<String>>,
+    ratelimit: Option<BTreeMap<String, u32>>,
     experimental: Option<RawAgentExperimental>,
 }
 
@@ -507,25 +511,18 @@ impl RawAgentFile {
 
         let x = a.experimental.unwrap_or_default();
         let mut ratelimit = AgentRateLimits::default();
-        for (name, value) in x.ratelimit.unwrap_or_default() {
-            let slot = match name.as_str() {
-                "fetch_x509_svid" => &mut ratelimit.fetch_x509_svid,
-                "fetch_jwt_svid" => &mut ratelimit.fetch_jwt_svid,
-                "fetch_x509_bundles" => &mut ratelimit.fetch_x509_bundles,
-                "fetch_jwt_bundles" => &mut ratelimit.fetch_jwt_bundles,
-                "stream_secrets" => &mut ratelimit.stream_secrets,
-                "fetch_secrets" => &mut ratelimit.fetch_secrets,
-                other => {
-                    return Err(invalid(
-                        &format!("agent.experimental.ratelimit.{other}"),
-                        "unknown key, expected one of fetch_x509_svid, fetch_jwt_svid, fetch_x509_bundles, \
-                         fetch_jwt_bundles, stream_secrets, fetch_secrets"
-                            .to_owned(),
-                    ));
-                }
-            };
-            *slot = value;
-        }
+        apply_ratelimits(
+            &mut ratelimit,
+            x.ratelimit.unwrap_or_default(),
+            file,
+            "agent.experimental.ratelimit",
+        )?;
+        apply_ratelimits(
+            &mut ratelimit,
+            a.ratelimit.unwrap_or_default(),
+            file,
+            "agent.ratelimit",
+        )?;
         let experimental = AgentExperimental {
             sync_interval: dur(x.sync_interval, Duration::from_secs(5)),
             use_sync_authorized_entries: x.use_sync_authorized_entries.unwrap_or(true),
@@ -533,7 +530,6 @@ impl RawAgentFile {
             named_pipe_name: x.named_pipe_name,
             admin_named_pipe_name: x.admin_named_pipe_name,
             require_pq_kem: x.require_pq_kem.unwrap_or(false),
-            ratelimit,
             broker: x.broker,
             feature_flags: x.feature_flags.unwrap_or_default(),
         };
@@ -592,6 +588,7 @@ impl RawAgentFile {
                 .unwrap_or(false),
             disable_sds_api: o.disable_sds_api.or(a.disable_sds_api).unwrap_or(false),
             sds,
+            ratelimit,
             profiling: ProfilingConfig {
                 enabled: a.profiling_enabled.unwrap_or(false),
                 port: a.profiling_port,
@@ -604,6 +601,36 @@ impl RawAgentFile {
             telemetry: self.telemetry.unwrap_or_default().validate(file)?,
         })
     }
+}
+
+fn apply_ratelimits(
+    limits: &mut AgentRateLimits,
+    values: BTreeMap<String, u32>,
+    file: &str,
+    key: &str,
+) -> Result<(), ConfigError> {
+    for (name, value) in values {
+        let slot = match name.as_str() {
+            "fetch_x509_svid" => &mut limits.fetch_x509_svid,
+            "fetch_jwt_svid" => &mut limits.fetch_jwt_svid,
+            "fetch_x509_bundles" => &mut limits.fetch_x509_bundles,
+            "fetch_jwt_bundles" => &mut limits.fetch_jwt_bundles,
+            "stream_secrets" => &mut limits.stream_secrets,
+            "fetch_secrets" => &mut limits.fetch_secrets,
+            "validate_jwt_svid" => &mut limits.validate_jwt_svid,
+            other => {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("{key}.{other}"),
+                    "unknown key, expected one of fetch_x509_svid, fetch_jwt_svid, fetch_x509_bundles, \
+                     fetch_jwt_bundles, validate_jwt_svid, stream_secrets, fetch_secrets"
+                        .to_owned(),
+                ));
+            }
+        };
+        *slot = value;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -629,6 +656,9 @@ agent {
     authorized_delegates = [
         "spiffe://example.org/authorized_client1",
     ]
+    ratelimit {
+        validate_jwt_svid = "3"
+    }
     sds {
         default_svid_name = "my_svid"
         default_bundle_name = "ROOTCA"
@@ -698,7 +728,8 @@ plugins {
         assert_eq!(c.sds.default_svid_name, "my_svid");
         assert_eq!(c.sds.default_all_bundles_name, "ALL");
         assert_eq!(c.experimental.sync_interval, Duration::from_secs(1));
-        assert_eq!(c.experimental.ratelimit.fetch_x509_svid, 10);
+        assert_eq!(c.ratelimit.fetch_x509_svid, 10);
+        assert_eq!(c.ratelimit.validate_jwt_svid, 3);
         assert!(c.experimental.use_sync_authorized_entries);
         assert_eq!(c.plugins.single("NodeAttestor").unwrap().name, "join_token");
         let unix = c.plugins.single("WorkloadAttestor").unwrap();

@@ -262,6 +262,23 @@ pub struct PrometheusConfig {
     pub host: String,
     /// `port` (required).
     pub port: u16,
+    /// `tls {}`; plain HTTP when unset.
+    pub tls: Option<PrometheusTls>,
+}
+
+/// `telemetry { Prometheus { tls { ... } } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrometheusTls {
+    /// `use_spire_svid`: serve with the process's own SVID.
+    pub use_spire_svid: bool,
+    /// `authorized_spiffe_ids`: clients allowed (mTLS with SPIFFE IDs).
+    pub authorized_spiffe_ids: Vec<String>,
+    /// `cert_file`.
+    pub cert_file: Option<PathBuf>,
+    /// `key_file`.
+    pub key_file: Option<PathBuf>,
+    /// `client_ca_file`.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// One `M3` sink.
@@ -307,6 +324,17 @@ pub(crate) struct RawTelemetry {
 struct RawPrometheus {
     host: Option<String>,
     port: Option<u16>,
+    tls: Option<RawPrometheusTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheusTls {
+    use_spire_svid: Option<bool>,
+    authorized_spiffe_ids: Option<Vec<String>>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,16 +359,54 @@ struct RawInMem {
 impl RawTelemetry {
     pub(crate) fn validate(self, file: &str) -> Result<TelemetryConfig, ConfigError> {
         let prometheus = match self.prometheus {
-            Some(p) => Some(PrometheusConfig {
-                host: p.host.unwrap_or_else(|| "localhost".to_owned()),
-                port: p.port.ok_or_else(|| {
-                    ConfigError::invalid(
-                        file,
-                        "telemetry.Prometheus.port",
-                        "is required".to_owned(),
-                    )
-                })?,
-            }),
+            Some(p) => {
+                let key = "telemetry.Prometheus";
+                let port = p.port.ok_or_else(|| {
+                    ConfigError::invalid(file, format!("{key}.port"), "is required".to_owned())
+                })?;
+                let tls = match p.tls {
+                    Some(t) => {
+                        let tls = PrometheusTls {
+                            use_spire_svid: t.use_spire_svid.unwrap_or(false),
+                            authorized_spiffe_ids: t.authorized_spiffe_ids.unwrap_or_default(),
+                            cert_file: t.cert_file.filter(|f| !f.is_empty()).map(PathBuf::from),
+                            key_file: t.key_file.filter(|f| !f.is_empty()).map(PathBuf::from),
+                            client_ca_file: t
+                                .client_ca_file
+                                .filter(|f| !f.is_empty())
+                                .map(PathBuf::from),
+                        };
+                        if !tls.use_spire_svid
+                            && (tls.cert_file.is_none() || tls.key_file.is_none())
+                        {
+                            return Err(ConfigError::invalid(
+                                file,
+                                format!("{key}.tls"),
+                                "cert_file and key_file are required unless use_spire_svid is true"
+                                    .to_owned(),
+                            ));
+                        }
+                        if !tls.authorized_spiffe_ids.is_empty() && tls.client_ca_file.is_some() {
+                            return Err(ConfigError::invalid(
+                                file,
+                                format!("{key}.tls"),
+                                "authorized_spiffe_ids and client_ca_file are mutually exclusive"
+                                    .to_owned(),
+                            ));
+                        }
+                        Some(tls)
+                    }
+                    None => None,
+                };
+                Some(PrometheusConfig {
+                    host: p
+                        .host
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| "localhost".to_owned()),
+                    port,
+                    tls,
+                })
+            }
             None => None,
         };
         let addresses = |v: Option<Vec<RawAddress>>| {

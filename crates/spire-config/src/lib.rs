@@ -26,7 +26,7 @@ pub use agent::{
 };
 pub use common::{
     HealthChecks, KeyType, LogFormat, LogLevel, LogSettings, M3Config, ProfilingConfig,
-    PrometheusConfig, Secret, TelemetryConfig,
+    PrometheusConfig, PrometheusTls, Secret, TelemetryConfig,
 };
 pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
 pub use env::expand_env;
@@ -34,7 +34,7 @@ pub use plugins::{PluginConfig, Plugins};
 pub use server::{
     AcmeConfig, BundleEndpointConfig, BundleEndpointProfile, BundleEndpointServing, CaSubject,
     DEFAULT_SERVER_SOCKET_PATH, FederatesWith, FederationConfig, ServerConfig, ServerExperimental,
-    ServerOverrides, ServerRateLimit, ServingCertFile,
+    ServerOverrides, ServerRateLimit, ServingCertFile, TlsConfig,
 };
 
 /// Why a config file could not be loaded.

@@ -28,8 +28,10 @@ pub const DEFAULT_SERVER_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock
 pub struct ServerConfig {
     /// `trust_domain` (required).
     pub trust_domain: TrustDomain,
-    /// `bind_address`:`bind_port`, default `0.0.0.0:8081`.
-    pub bind_address: SocketAddr,
+    /// `bind_address`: an IP address or DNS name, default `0.0.0.0`.
+    pub bind_address: String,
+    /// `bind_port`, default 8081.
+    pub bind_port: u16,
     /// `socket_path`, default `/tmp/spire-server/private/api.sock`.
     pub socket_path: PathBuf,
     /// `data_dir`, default `.`.
@@ -74,6 +76,8 @@ pub struct ServerConfig {
     pub proxy_protocol_trusted_cidrs: Vec<String>,
     /// `profiling_*`.
     pub profiling: ProfilingConfig,
+    /// `tls_config {}`.
+    pub tls_config: TlsConfig,
     /// `experimental {}`.
     pub experimental: ServerExperimental,
     /// `plugins {}`: exactly one DataStore and KeyManager, at most one UpstreamAuthority.
@@ -82,6 +86,18 @@ pub struct ServerConfig {
     pub health_checks: HealthChecks,
     /// `telemetry {}`.
     pub telemetry: TelemetryConfig,
+}
+
+/// `server.tls_config { min_tls_version, cipher_suites, curve_preferences }` for the server's
+/// TLS listeners; unset fields keep the built-in defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// `min_tls_version` (`VersionTLS12`, `VersionTLS13`).
+    pub min_tls_version: Option<String>,
+    /// `cipher_suites` (Go names).
+    pub cipher_suites: Vec<String>,
+    /// `curve_preferences` (`X25519MLKEM768`, `X25519`, `secp256r1`, ...).
+    pub curve_preferences: Vec<String>,
 }
 
 /// `ca_subject { country, organization, common_name }`.
@@ -247,6 +263,17 @@ pub struct ServerOverrides {
 // === impl ServerConfig ===
 
 impl ServerConfig {
+    /// Resolves `bind_address`:`bind_port` to socket addresses (a DNS name may give several).
+    pub fn bind_socket_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        match self.bind_address.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, self.bind_port)]),
+            Err(_) => Ok((self.bind_address.as_str(), self.bind_port)
+                .to_socket_addrs()?
+                .collect()),
+        }
+    }
+
     /// Reads, parses and validates a server config file; `expand` is the `-expandEnv` lookup.
     pub fn load(
         path: &Path,
@@ -309,7 +336,16 @@ struct RawServer {
     profiling_port: Option<u16>,
     profiling_freq: Option<u64>,
     profiling_names: Option<Vec<String>>,
+    tls_config: Option<RawTlsConfig>,
     experimental: Option<RawServerExperimental>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsConfig {
+    min_tls_version: Option<String>,
+    cipher_suites: Option<Vec<String>>,
+    curve_preferences: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,17 +472,17 @@ impl RawServerFile {
             )
         })?;
 
-        let bind_ip_text = o
+        let bind_address = o
             .bind_address
             .clone()
             .or(s.bind_address)
             .unwrap_or_else(|| "0.0.0.0".to_owned());
-        let bind_ip = parse_ip(&bind_ip_text).ok_or_else(|| {
-            invalid(
+        if !is_host(&bind_address) {
+            return Err(invalid(
                 "server.bind_address",
-                format!("expected an IP address, got {bind_ip_text:?}"),
-            )
-        })?;
+                format!("expected an IP address or DNS name, got {bind_address:?}"),
+            ));
+        }
         let bind_port = o.server_port.or(s.bind_port).unwrap_or(8081);
 
         let log = LogSettings {
@@ -544,7 +580,8 @@ impl RawServerFile {
 
         let config = ServerConfig {
             trust_domain,
-            bind_address: SocketAddr::new(bind_ip, bind_port),
+            bind_address,
+            bind_port,
             socket_path: o
                 .socket_path
                 .clone()
@@ -585,6 +622,14 @@ impl RawServerFile {
                 freq: s.profiling_freq,
                 names: s.profiling_names.unwrap_or_default(),
             },
+            tls_config: s
+                .tls_config
+                .map(|t| TlsConfig {
+                    min_tls_version: t.min_tls_version.filter(|v| !v.is_empty()),
+                    cipher_suites: t.cipher_suites.unwrap_or_default(),
+                    curve_preferences: t.curve_preferences.unwrap_or_default(),
+                })
+                .unwrap_or_default(),
             experimental,
             plugins: Plugins::from_raw(
                 self.plugins.unwrap_or_default(),
@@ -614,6 +659,20 @@ fn check_ttls(c: &ServerConfig, file: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// An IP address or a plausible DNS name.
+fn is_host(text: &str) -> bool {
+    text.parse::<IpAddr>().is_ok()
+        || (!text.is_empty()
+            && text.len() <= 253
+            && text.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }))
 }
 
 /// Parses an IP address; `localhost` means the IPv4 loopback.
@@ -816,6 +875,13 @@ server {
     default_x509_svid_ttl = "1h30m"
     default_jwt_svid_ttl = "90s"
     ca_key_type = "rsa-2048"
+    tls_config {
+        min_tls_version = "VersionTLS13"
+        curve_preferences = [
+            "X25519MLKEM768",
+            "X25519",
+        ]
+    }
     ca_subject {
         country = ["US"]
         organization = ["SPIFFE"]
@@ -921,7 +987,7 @@ plugins {
     fn sample_server_conf() {
         let c = parse(SAMPLE).unwrap();
         assert_eq!(c.trust_domain.as_str(), "example.org");
-        assert_eq!(c.bind_address, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!((c.bind_address.as_str(), c.bind_port), ("0.0.0.0", 8081));
         assert_eq!(c.data_dir, PathBuf::from("./.data"));
         assert_eq!(c.log.level, LogLevel::Debug);
         assert_eq!(c.log.format, LogFormat::Text);
@@ -931,6 +997,14 @@ plugins {
         assert_eq!(c.default_jwt_svid_ttl, Duration::from_secs(90));
         assert_eq!(c.ca_key_type, KeyType::Rsa2048);
         assert_eq!(c.jwt_key_type, KeyType::Rsa2048);
+        assert_eq!(
+            c.tls_config.min_tls_version.as_deref(),
+            Some("VersionTLS13")
+        );
+        assert_eq!(
+            c.tls_config.curve_preferences,
+            vec!["X25519MLKEM768", "X25519"]
+        );
         assert_eq!(c.jwt_issuer.as_deref(), Some("https://oidc.example.org"));
         assert_eq!(c.admin_ids[0].as_str(), "spiffe://example.org/admin");
         assert!(c.audit_log_enabled);
@@ -973,7 +1047,7 @@ plugins {
     #[test]
     fn defaults_match_spire() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.bind_address, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!((c.bind_address.as_str(), c.bind_port), ("0.0.0.0", 8081));
         assert_eq!(
             c.socket_path,
             PathBuf::from("/tmp/spire-server/private/api.sock")
@@ -1017,7 +1091,7 @@ plugins {
                 "trust_domain = \"example.org\"",
                 &format!("trust_domain = \"example.org\"\nbind_port = {port}"),
             );
-            assert_eq!(parse(&text).unwrap().bind_address.port(), 8082);
+            assert_eq!(parse(&text).unwrap().bind_port, 8082);
         }
     }
 
@@ -1034,7 +1108,10 @@ plugins {
             log_level: Some("warn".into()),
         };
         let c = ServerConfig::parse(MINIMAL, "server.conf", &o).unwrap();
-        assert_eq!(c.bind_address, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            c.bind_socket_addrs().unwrap(),
+            vec!["127.0.0.1:9000".parse().unwrap()]
+        );
         assert_eq!(c.socket_path, PathBuf::from("/run/s.sock"));
         assert_eq!(c.trust_domain.as_str(), "other.test");
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/spire"));
@@ -1047,7 +1124,7 @@ plugins {
     fn json_config_is_accepted() {
         let text = r#"{"server": {"trust_domain": "example.org", "bind_port": "8085"},
             "plugins": {"DataStore": {"sql": {"plugin_data": {}}}, "KeyManager": {"memory": {}}}}"#;
-        assert_eq!(parse(text).unwrap().bind_address.port(), 8085);
+        assert_eq!(parse(text).unwrap().bind_port, 8085);
     }
 
     #[test]
@@ -1092,8 +1169,8 @@ plugins {
                 "server.conf: server.ca_key_type: unknown key type \"ed25519\", expected one of rsa-2048, rsa-4096, ec-p256, ec-p384",
             ),
             (
-                with("bind_address = \"not-an-ip\""),
-                "server.conf: server.bind_address: expected an IP address, got \"not-an-ip\"",
+                with("bind_address = \"not an ip\""),
+                "server.conf: server.bind_address: expected an IP address or DNS name, got \"not an ip\"",
             ),
             (
                 with("admin_ids = [\"spiffe://example.org/a\", \"bad\"]"),
@@ -1140,6 +1217,20 @@ plugins {
                 "server.conf: plugins.KeyManager: expected exactly one enabled plugin, found 0",
             ),
             ("server {".to_owned(), "server.conf: invalid HCL: "),
+            (
+                format!(
+                    "{MINIMAL}\ntelemetry {{\nPrometheus {{\nport = 9\ntls {{\ncert_file = \"c.pem\"\n}}\n}}\n}}"
+                ),
+                "server.conf: telemetry.Prometheus.tls: cert_file and key_file are required unless use_spire_svid is true",
+            ),
+            (
+                format!("{MINIMAL}\ntelemetry {{\nPrometheus {{\nhost = \"0.0.0.0\"\n}}\n}}"),
+                "server.conf: telemetry.Prometheus.port: is required",
+            ),
+            (
+                with("tls_config {\nmin_version = \"x\"\n}"),
+                "server.conf: server.tls_config.min_version: unknown field `min_version`",
+            ),
         ];
         for (text, want) in cases {
             let got = err(&text);
@@ -1166,7 +1257,7 @@ plugins {
         };
         let c = ServerConfig::load(&path, Some(&lookup), &ServerOverrides::default()).unwrap();
         assert_eq!(c.trust_domain.as_str(), "env.test");
-        assert_eq!(c.bind_address.port(), 7000);
+        assert_eq!(c.bind_port, 7000);
         // Without -expandEnv the text is taken literally.
         let e = ServerConfig::load(&path, None, &ServerOverrides::default()).unwrap_err();
         assert_eq!(e.key(), Some("server.bind_port"));
