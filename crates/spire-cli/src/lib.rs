@@ -50,6 +50,31 @@ pub enum FlagError {
     NotUtf8(OsString),
 }
 
+/// Why [`parse_from`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// A Go-style flag problem (unknown flag, missing value, bad boolean).
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    /// clap rejected the arguments, or help/version was asked for (`clap::Error::exit` prints
+    /// it with the right exit code).
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+}
+
+/// Normalizes Go-style `args` (program name first) and parses them into `P`.
+pub fn parse_from<P, I, T>(args: I) -> Result<P, CliError>
+where
+    P: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let command = P::command();
+    let normalized = normalize_args(&command, args)?;
+    Ok(P::try_parse_from(normalized)?)
+}
+
 /// Rewrites Go-style arguments (including the program name first) into a form clap parses.
 ///
 /// * `-name`, `-name value`, `-name=value`, `--name value` become `--name` / `--name=value` when
@@ -345,6 +370,73 @@ mod tests {
         assert_eq!(err.to_string(), "flag provided but not defined: -spiffeID");
         let err = norm(&["entry", "show", "-entryID"]).unwrap_err();
         assert_eq!(err.to_string(), "flag needs an argument: -entryID");
+    }
+
+    #[derive(Debug, clap::Parser)]
+    #[command(name = "spire-agent")]
+    struct AgentCli {
+        #[command(subcommand)]
+        command: AgentCommand,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum AgentCommand {
+        /// Runs the agent.
+        Run {
+            #[arg(long = "config", default_value = "conf/agent/agent.conf")]
+            config: String,
+            #[arg(long = "joinToken")]
+            join_token: Option<String>,
+            #[arg(long = "serverPort")]
+            server_port: Option<u16>,
+            #[arg(long = "expandEnv")]
+            expand_env: bool,
+        },
+    }
+
+    #[test]
+    fn parse_from_derive() {
+        let cli: AgentCli = parse_from([
+            "spire-agent",
+            "run",
+            "-config",
+            "a.conf",
+            "-joinToken=T",
+            "-serverPort",
+            "8081",
+            "-expandEnv",
+        ])
+        .unwrap();
+        let AgentCommand::Run {
+            config,
+            join_token,
+            server_port,
+            expand_env,
+        } = cli.command;
+        assert_eq!(config, "a.conf");
+        assert_eq!(join_token.as_deref(), Some("T"));
+        assert_eq!(server_port, Some(8081));
+        assert!(expand_env);
+
+        let err = parse_from::<AgentCli, _, _>(["spire-agent", "run", "-serverPort", "http"])
+            .unwrap_err();
+        assert!(matches!(err, CliError::Clap(_)));
+        assert!(err.to_string().contains("--serverPort"), "{err}");
+        let err = parse_from::<AgentCli, _, _>(["spire-agent", "run", "-bogus"]).unwrap_err();
+        assert_eq!(err.to_string(), "flag provided but not defined: -bogus");
+        let err = parse_from::<AgentCli, _, _>(["spire-agent", "run", "-help"]).unwrap_err();
+        assert!(
+            matches!(&err, CliError::Clap(e) if e.kind() == clap::error::ErrorKind::DisplayHelp)
+        );
+    }
+
+    #[test]
+    fn global_flags_are_known_in_subcommands() {
+        let cmd = Command::new("x")
+            .arg(Arg::new("socket").long("socketPath").global(true))
+            .subcommand(Command::new("show"));
+        let out = normalize_args(&cmd, ["x", "show", "-socketPath", "/s"]).unwrap();
+        assert_eq!(out, vec!["x", "show", "--socketPath=/s"]);
     }
 
     #[test]
