@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
-use spire_spiffe::TrustDomain;
+use spire_spiffe::{Bundle, TrustDomain};
 
 use crate::error::TlsError;
 
@@ -64,6 +64,28 @@ impl BundleSet {
             next
         });
         Ok(())
+    }
+
+    /// Replaces the X.509 authorities of `bundle`'s trust domain with the bundle's. JWT
+    /// authorities are ignored. On error nothing changes.
+    pub fn set_bundle(&self, bundle: &Bundle) -> Result<(), TlsError> {
+        self.set_roots(
+            bundle.trust_domain.clone(),
+            bundle.x509_authorities.iter().cloned(),
+        )
+    }
+
+    /// Replaces the whole set atomically with the X.509 authorities of `bundles`. On error
+    /// nothing changes.
+    pub fn replace_bundles<'a>(
+        &self,
+        bundles: impl IntoIterator<Item = &'a Bundle>,
+    ) -> Result<(), TlsError> {
+        self.replace_all(
+            bundles
+                .into_iter()
+                .map(|b| (b.trust_domain.clone(), b.x509_authorities.iter().cloned())),
+        )
     }
 
     /// Replaces the whole set atomically. On error nothing changes.

@@ -39,6 +39,40 @@ async fn client_with_valid_svid_is_seen_by_handler() {
 }
 
 #[tokio::test]
+async fn chains_through_an_intermediate_validate_on_both_sides() {
+    bounded(async {
+        let root = TestCa::new("example.org");
+        let inter = root.intermediate();
+        let (server_cert, server_key) =
+            inter.sign(inter.leaf_params(&["spiffe://example.org/spire/server"]));
+        let (agent_cert, agent_key) = inter.sign(inter.leaf_params(&[AGENT]));
+        let server_id =
+            spire_tls::Identity::from_der([server_cert, inter.root()], server_key).unwrap();
+        let agent_id =
+            spire_tls::Identity::from_der([agent_cert.clone(), inter.root()], agent_key.clone())
+                .unwrap();
+        // Only the root is in the bundle.
+        let server = TestServer::start(server_id, root.bundle()).await;
+
+        server
+            .call(client(&root.bundle(), Some(agent_id)))
+            .await
+            .unwrap();
+        assert_eq!(server.calls()[0].peer_spiffe_id(), Some(&id(AGENT)));
+        assert_eq!(server.calls()[0].peer_cert_chain().len(), 2);
+
+        // Without the intermediate the leaf cannot be chained to the root.
+        let bare = spire_tls::Identity::from_der([agent_cert], agent_key).unwrap();
+        let err = server
+            .call(client(&root.bundle(), Some(bare)))
+            .await
+            .unwrap_err();
+        assert!(err.contains("UnknownCA"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn client_without_certificate_is_anonymous() {
     bounded(async {
         let ca = TestCa::new("example.org");
@@ -356,6 +390,72 @@ async fn stalled_handshake_times_out_without_blocking_others() {
     .await;
 }
 
+#[tokio::test]
+async fn sessions_are_never_resumed() {
+    bounded(async {
+        let ca = TestCa::new("example.org");
+        let identity = SharedIdentity::new(ca.svid("/spire/server"));
+        let ours = spire_tls::server_config(&identity, &ca.bundle(), server_options()).unwrap();
+        let mut resuming_server = (*ours).clone();
+        resuming_server.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
+        resuming_server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        resuming_server.send_tls13_tickets = 2;
+        let resuming_server = Arc::new(resuming_server);
+
+        let our_client = client(&ca.bundle(), None);
+        let mut resuming_client = (*our_client).clone();
+        resuming_client.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        let resuming_client = Arc::new(resuming_client);
+
+        // Control: with resumption on both sides the second handshake is resumed.
+        let addr = serve_raw(resuming_server.clone()).await;
+        assert_eq!(
+            fetch_kind(addr, resuming_client.clone()).await,
+            HandshakeKind::Full
+        );
+        assert_eq!(
+            fetch_kind(addr, resuming_client.clone()).await,
+            HandshakeKind::Resumed
+        );
+
+        // Our client never resumes, even with a server that offers it.
+        assert_eq!(
+            fetch_kind(addr, our_client.clone()).await,
+            HandshakeKind::Full
+        );
+        assert_eq!(
+            fetch_kind(addr, our_client.clone()).await,
+            HandshakeKind::Full
+        );
+
+        // Our server never resumes, even with a client that tries.
+        let addr = serve_raw(ours).await;
+        assert_eq!(
+            fetch_kind(addr, resuming_client.clone()).await,
+            HandshakeKind::Full
+        );
+        assert_eq!(fetch_kind(addr, resuming_client).await, HandshakeKind::Full);
+    })
+    .await;
+}
+
+#[test]
+fn bundle_set_from_spiffe_bundles() {
+    let ca = TestCa::new("example.org");
+    let other = TestCa::new("other.org");
+    let mut bundle = spire_spiffe::Bundle::new(td("example.org"));
+    bundle.x509_authorities = vec![ca.root().to_vec()];
+    let mut other_bundle = spire_spiffe::Bundle::new(td("other.org"));
+    other_bundle.x509_authorities = vec![other.root().to_vec()];
+
+    let set = BundleSet::new();
+    set.set_bundle(&bundle).unwrap();
+    assert_eq!(set.roots(&td("example.org")), Some(vec![ca.root()]));
+    set.replace_bundles([&other_bundle]).unwrap();
+    assert_eq!(set.trust_domains(), vec![td("other.org")]);
+    assert_eq!(set.roots(&td("other.org")), Some(vec![other.root()]));
+}
+
 #[test]
 fn bundle_set_rejects_garbage_roots_and_keeps_old_ones() {
     let ca = TestCa::new("example.org");
@@ -372,6 +472,47 @@ fn bundle_set_rejects_garbage_roots_and_keeps_old_ones() {
 }
 
 // === helpers ===
+
+fn server_options() -> ServerOptions {
+    ServerOptions {
+        clock: Arc::new(spire_spiffe::FakeClock::default()),
+        ..ServerOptions::default()
+    }
+}
+
+/// A bare TLS server that answers every connection with "ok" and closes it.
+async fn serve_raw(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let _ = tls.write_all(b"ok").await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Connects, reads the whole answer (so session tickets are processed) and reports the kind of
+/// handshake that was done.
+async fn fetch_kind(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> HandshakeKind {
+    let mut stream = handshake_to(addr, config).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"ok");
+    stream.get_ref().1.handshake_kind().unwrap()
+}
 
 #[derive(Debug)]
 struct Fixed(Arc<rustls::sign::CertifiedKey>);

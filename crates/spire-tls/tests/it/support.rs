@@ -82,6 +82,32 @@ impl TestCa {
         }
     }
 
+    /// An intermediate signing CA under this one; its SVIDs carry the intermediate in their
+    /// chain.
+    pub fn intermediate(&self) -> TestCa {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("{} intermediate", self.trust_domain),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.subject_alt_names = vec![SanType::URI(
+            format!("spiffe://{}", self.trust_domain)
+                .try_into()
+                .unwrap(),
+        )];
+        params.not_before = at(-hours(24));
+        params.not_after = at(hours(24));
+        let key = KeyPair::generate().unwrap();
+        TestCa {
+            trust_domain: self.trust_domain.clone(),
+            issuer: CertifiedIssuer::signed_by(params, key, &self.issuer).unwrap(),
+        }
+    }
+
     pub fn root(&self) -> CertificateDer<'static> {
         self.issuer.der().clone()
     }
