@@ -1,4 +1,5 @@
 //! The `spire-server` binary.
-fn main() {
-    println!("spire-server {}", env!("CARGO_PKG_VERSION"));
+
+fn main() -> std::process::ExitCode {
+    spire_server::cli::main()
 }

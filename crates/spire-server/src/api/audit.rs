@@ -1,0 +1,148 @@
+//! The audit log (`audit_log_enabled`): one structured line per API operation and per batch item.
+//!
+//! Mirrors `pkg/server/api/audit`: fields `type=audit`, `request_id`, `status`
+//! (`success`/`error`), `status_code`, `status_message`, the request fields, and the caller
+//! (`caller_uid`, `caller_gid`, `caller_path` over the socket; `caller_addr`, `caller_id` over TLS).
+
+use std::fmt::Write as _;
+
+use tonic::Status;
+
+use super::caller::{Caller, CallerKind};
+
+/// Audit context of one RPC.
+#[derive(Debug, Clone)]
+pub(crate) struct Audit {
+    enabled: bool,
+    method: &'static str,
+    request_id: String,
+    caller: CallerFields,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CallerFields {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    pid: Option<i32>,
+    path: Option<String>,
+    addr: Option<String>,
+    id: Option<String>,
+}
+
+impl Audit {
+    pub(crate) fn new(enabled: bool, method: &'static str, caller: &Caller) -> Self {
+        let caller = if enabled {
+            caller_fields(caller)
+        } else {
+            CallerFields::default()
+        };
+        Audit {
+            enabled,
+            method,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            caller,
+        }
+    }
+
+    /// Records a successful operation (or batch item) with its request fields.
+    pub(crate) fn emit_ok(&self, fields: &[(&str, String)]) {
+        if !self.enabled {
+            return;
+        }
+        tracing::info!(
+            target: "audit",
+            r#type = "audit",
+            request_id = %self.request_id,
+            method = self.method,
+            status = "success",
+            caller_uid = self.caller.uid,
+            caller_gid = self.caller.gid,
+            caller_pid = self.caller.pid,
+            caller_path = self.caller.path.as_deref(),
+            caller_addr = self.caller.addr.as_deref(),
+            caller_id = self.caller.id.as_deref(),
+            fields = %render(fields),
+            "API accessed"
+        );
+    }
+
+    /// Records a failed operation (or batch item).
+    pub(crate) fn emit_error(&self, status: &Status, fields: &[(&str, String)]) {
+        if !self.enabled {
+            return;
+        }
+        tracing::info!(
+            target: "audit",
+            r#type = "audit",
+            request_id = %self.request_id,
+            method = self.method,
+            status = "error",
+            status_code = ?status.code(),
+            status_message = status.message(),
+            caller_uid = self.caller.uid,
+            caller_gid = self.caller.gid,
+            caller_pid = self.caller.pid,
+            caller_path = self.caller.path.as_deref(),
+            caller_addr = self.caller.addr.as_deref(),
+            caller_id = self.caller.id.as_deref(),
+            fields = %render(fields),
+            "API accessed"
+        );
+    }
+
+    /// Records the outcome of `result`.
+    pub(crate) fn emit<T>(&self, result: &Result<T, Status>, fields: &[(&str, String)]) {
+        match result {
+            Ok(_) => self.emit_ok(fields),
+            Err(s) => self.emit_error(s, fields),
+        }
+    }
+
+    /// Records a batch item given its wire status.
+    pub(crate) fn emit_item(&self, status: &crate::pb::types::Status, fields: &[(&str, String)]) {
+        if status.code == 0 {
+            self.emit_ok(fields);
+        } else {
+            self.emit_error(
+                &Status::new(tonic::Code::from_i32(status.code), status.message.clone()),
+                fields,
+            );
+        }
+    }
+}
+
+fn caller_fields(c: &Caller) -> CallerFields {
+    match &c.kind {
+        CallerKind::Local {
+            uid,
+            gid,
+            pid,
+            path,
+        } => CallerFields {
+            uid: *uid,
+            gid: *gid,
+            pid: *pid,
+            path: path.as_ref().map(|p| p.display().to_string()),
+            ..CallerFields::default()
+        },
+        CallerKind::Admin { addr, .. }
+        | CallerKind::Agent { addr, .. }
+        | CallerKind::Downstream { addr, .. }
+        | CallerKind::Unauthenticated { addr, .. } => CallerFields {
+            addr: addr.map(|a| a.to_string()),
+            id: c.spiffe_id().map(|i| i.to_string()),
+            ..CallerFields::default()
+        },
+    }
+}
+
+fn render(fields: &[(&str, String)]) -> String {
+    let mut s = String::new();
+    for (k, v) in fields {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        let _ = write!(s, "{k}={v:?}");
+    }
+    s
+}

@@ -1,0 +1,121 @@
+//! The server's gRPC APIs (`spire.api.server.*`), one module per service.
+//!
+//! Every service is one struct holding `Arc<ServerState>`; the same service values are mounted
+//! on the local Unix socket (caller class *local*) and on the TCP listener (callers identified
+//! by their X509-SVID). Each RPC starts with an explicit authorization decision through
+//! [`authorize`], and each module maps its errors to `tonic::Status` in one place.
+//!
+//! Mirrors `pkg/server/api/*`.
+
+pub mod agent;
+pub mod audit;
+pub mod bundle;
+pub mod caller;
+pub mod convert;
+pub mod debug;
+pub mod entry;
+pub mod health;
+pub mod localauthority;
+pub mod logger;
+pub mod svid;
+
+use std::sync::Arc;
+
+use tonic::Status;
+
+pub use caller::{Caller, CallerKind};
+
+use crate::server::ServerState;
+
+/// Who may call an RPC (SPIRE `pkg/server/authpolicy/policy_data.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Anybody, authenticated or not.
+    Any,
+    /// The local socket only.
+    Local,
+    /// The local socket or an admin SVID.
+    AdminOrLocal,
+    /// The local socket, an admin SVID or an active agent.
+    AdminLocalOrAgent,
+    /// An active agent only.
+    Agent,
+    /// A downstream SPIRE server only.
+    Downstream,
+}
+
+/// Authorizes `caller` for an RPC guarded by `policy`.
+///
+/// Agent and downstream checks are made by the TCP listener, which attaches
+/// [`CallerKind::Agent`] / [`CallerKind::Downstream`] / [`CallerKind::Admin`] to the request
+/// after validating the peer's SVID against the datastore.
+pub fn authorize(caller: &Caller, policy: Policy) -> Result<(), Status> {
+    let ok = match policy {
+        Policy::Any => true,
+        Policy::Local => matches!(caller.kind, CallerKind::Local { .. }),
+        Policy::AdminOrLocal => {
+            matches!(
+                caller.kind,
+                CallerKind::Local { .. } | CallerKind::Admin { .. }
+            )
+        }
+        Policy::AdminLocalOrAgent => matches!(
+            caller.kind,
+            CallerKind::Local { .. } | CallerKind::Admin { .. } | CallerKind::Agent { .. }
+        ),
+        Policy::Agent => matches!(caller.kind, CallerKind::Agent { .. }),
+        Policy::Downstream => matches!(caller.kind, CallerKind::Downstream { .. }),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::permission_denied("authorization denied for method"))
+    }
+}
+
+/// Everything an RPC handler needs: shared state plus the caller of this request.
+pub(crate) struct Ctx {
+    pub(crate) state: Arc<ServerState>,
+    /// The caller (agent-facing RPCs read the agent's SPIFFE ID from it).
+    #[allow(dead_code)]
+    pub(crate) caller: Caller,
+    pub(crate) audit: audit::Audit,
+}
+
+impl Ctx {
+    /// Extracts the caller from `req`, authorizes it and prepares the audit record.
+    pub(crate) fn new<T>(
+        state: &Arc<ServerState>,
+        req: &tonic::Request<T>,
+        method: &'static str,
+        policy: Policy,
+    ) -> Result<Self, Status> {
+        let caller = Caller::from_request(req);
+        let audit = audit::Audit::new(state.audit_enabled(), method, &caller);
+        if let Err(status) = authorize(&caller, policy) {
+            audit.emit_error(&status, &[]);
+            return Err(status);
+        }
+        Ok(Ctx {
+            state: Arc::clone(state),
+            caller,
+            audit,
+        })
+    }
+}
+
+/// A per-item `spire.api.types.Status` for success.
+pub(crate) fn ok_status() -> crate::pb::types::Status {
+    crate::pb::types::Status {
+        code: 0,
+        message: "OK".to_string(),
+    }
+}
+
+/// A per-item `spire.api.types.Status` from a `tonic::Status`.
+pub(crate) fn item_status(s: &Status) -> crate::pb::types::Status {
+    crate::pb::types::Status {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+    }
+}

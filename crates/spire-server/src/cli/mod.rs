@@ -1,0 +1,285 @@
+//! The `spire-server` command line: SPIRE's command tree and Go-style single-dash flags.
+//!
+//! Mirrors `cmd/spire-server/cli/cli.go`. Every management command talks to the server's local
+//! Unix socket (`-socketPath`) and prints either SPIRE's pretty layout or JSON (`-output`).
+
+mod agent;
+mod bundle;
+mod client;
+mod debug;
+mod entry;
+mod healthcheck;
+mod jwt;
+mod localauthority;
+mod logger;
+mod printer;
+mod run;
+mod token;
+mod x509;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use printer::OutputFormat;
+
+/// SPIRE's default path of the server's local API socket.
+pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
+
+/// Parses `argv` (Go-style flags accepted) and runs the chosen command.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let normalized = normalize_go_flags(args);
+    let cli = match Cli::try_parse_from(normalized) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        other => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("Error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(dispatch(other)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(_) => Ok(ExitCode::from(1)),
+        Command::Validate(args) => run::validate(args),
+        Command::Healthcheck(args) => healthcheck::run(args).await,
+        Command::Entry(cmd) => entry::run(cmd).await,
+        Command::Bundle(cmd) => bundle::run(cmd).await,
+        Command::Token(cmd) => token::run(cmd).await,
+        Command::X509(cmd) => x509::run(cmd).await,
+        Command::Jwt(cmd) => jwt::run(cmd).await,
+        Command::Agent(cmd) => agent::run(cmd).await,
+        Command::Localauthority(cmd) => localauthority::run(cmd).await,
+        Command::Debug(cmd) => debug::run(cmd).await,
+        Command::Logger(cmd) => logger::run(cmd).await,
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "spire-server", version, disable_help_subcommand = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server
+    Run(run::RunArgs),
+    /// Validates a SPIRE server configuration file
+    Validate(run::ValidateArgs),
+    /// Determines server health status
+    Healthcheck(healthcheck::HealthcheckArgs),
+    /// Manages registration entries
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
+    /// Manages trust bundles
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Manages join tokens
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Mints X509-SVIDs
+    #[command(subcommand)]
+    X509(x509::X509Command),
+    /// Mints JWT-SVIDs
+    #[command(subcommand)]
+    Jwt(jwt::JwtCommand),
+    /// Manages attested agents
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Manages local X.509 and JWT authorities
+    #[command(subcommand)]
+    Localauthority(localauthority::LocalAuthorityCommand),
+    /// Debug information about the server
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
+    /// Manages the server's log level
+    #[command(subcommand)]
+    Logger(logger::LoggerCommand),
+}
+
+/// Flags shared by every command that talks to the local API.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CommonArgs {
+    /// Path to the SPIRE Server API socket
+    #[arg(long = "socketPath", default_value = DEFAULT_SOCKET_PATH)]
+    pub(crate) socket_path: PathBuf,
+    /// Desired output format (pretty, json)
+    #[arg(long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub(crate) output: OutputFormat,
+}
+
+/// How `-matchSelectorsOn` / `-matchFederatesWithOn` compare sets.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum MatchMode {
+    Exact,
+    Any,
+    Superset,
+    Subset,
+}
+
+impl MatchMode {
+    /// The wire value of `MatchBehavior` (same numbers in SelectorMatch and FederatesWithMatch).
+    pub(crate) fn wire(self) -> i32 {
+        match self {
+            MatchMode::Exact => 0,
+            MatchMode::Subset => 1,
+            MatchMode::Superset => 2,
+            MatchMode::Any => 3,
+        }
+    }
+}
+
+/// Rewrites Go-style single-dash long flags (`-spiffeID x`, `-admin=false`) into clap's
+/// double-dash form. Negative numbers and a lone `-` (stdin) are left alone.
+pub(crate) fn normalize_go_flags(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut after_double_dash = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || after_double_dash {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            after_double_dash = true;
+            out.push(arg);
+            continue;
+        }
+        let bytes = arg.as_bytes();
+        let single_dash_flag = bytes.len() > 2
+            && bytes[0] == b'-'
+            && bytes[1] != b'-'
+            && bytes[1].is_ascii_alphabetic();
+        if single_dash_flag {
+            out.push(format!("-{arg}"));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+/// Parses Go's boolean flag values (`-admin`, `-admin=true`, `-admin=false`).
+pub(crate) fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("invalid boolean value {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn normalizes_single_dash_flags_but_not_numbers_or_stdin() {
+        let got = normalize_go_flags(argv(&[
+            "spire-server",
+            "entry",
+            "create",
+            "-spiffeID",
+            "spiffe://a/b",
+            "-x509SVIDTTL",
+            "-5",
+            "-data",
+            "-",
+            "-admin=false",
+            "--parentID",
+            "x",
+        ]));
+        assert_eq!(
+            got,
+            argv(&[
+                "spire-server",
+                "entry",
+                "create",
+                "--spiffeID",
+                "spiffe://a/b",
+                "--x509SVIDTTL",
+                "-5",
+                "--data",
+                "-",
+                "--admin=false",
+                "--parentID",
+                "x",
+            ])
+        );
+    }
+
+    #[test]
+    fn parses_entry_create_with_repeated_flags() {
+        let cli = Cli::try_parse_from(normalize_go_flags(argv(&[
+            "spire-server",
+            "entry",
+            "create",
+            "-spiffeID",
+            "spiffe://example.org/w",
+            "-parentID",
+            "spiffe://example.org/a",
+            "-selector",
+            "unix:uid:1000",
+            "-selector",
+            "unix:gid:1000",
+            "-dns",
+            "a.example",
+            "-admin",
+        ])))
+        .unwrap();
+        let Command::Entry(entry::EntryCommand::Create(args)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(args.fields.selector, vec!["unix:uid:1000", "unix:gid:1000"]);
+        assert!(args.fields.admin.unwrap_or(false));
+    }
+
+    #[test]
+    fn unknown_flag_is_an_error_naming_it() {
+        let err = Cli::try_parse_from(normalize_go_flags(argv(&[
+            "spire-server",
+            "entry",
+            "show",
+            "-bogusFlag",
+            "1",
+        ])))
+        .unwrap_err();
+        assert!(err.to_string().contains("bogusFlag"), "{err}");
+    }
+
+    #[test]
+    fn go_bool_values() {
+        assert_eq!(go_bool("true"), Ok(true));
+        assert_eq!(go_bool("f"), Ok(false));
+        assert!(go_bool("yes").is_err());
+    }
+}
