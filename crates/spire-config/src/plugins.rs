@@ -267,6 +267,49 @@ mod tests {
     }
 
     #[test]
+    fn plugin_data_file_is_read_when_decoding() {
+        let dir = std::env::temp_dir().join(format!("spire-config-pdf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sql.hcl");
+        std::fs::write(&path, "database_type = \"postgres\"\nconnection_string = \"dbname=spire\"\nmax_open_conns = \"x\"\n").unwrap();
+        let p = plugins(
+            json!({"DataStore": {"sql": {"plugin_data_file": path.display().to_string()}}}),
+            &[("DataStore", Cardinality::ExactlyOne)],
+        )
+        .unwrap();
+        let err = p
+            .single("DataStore")
+            .unwrap()
+            .plugin_data::<SqlData>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: plugins.DataStore.sql.plugin_data.max_open_conns: expected a non-negative integer, got \"x\"",
+                path.display()
+            )
+        );
+        std::fs::write(
+            &path,
+            "database_type = \"postgres\"\nconnection_string = \"dbname=spire\"\n",
+        )
+        .unwrap();
+        let data: SqlData = p.single("DataStore").unwrap().plugin_data().unwrap();
+        assert_eq!(data.database_type, "postgres");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let err = plugins(
+            json!({"DataStore": {"sql": {"plugin_data_file": "a", "plugin_data": {}}}}),
+            &[("DataStore", Cardinality::ExactlyOne)],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "f.conf: plugins.DataStore.sql: plugin_data and plugin_data_file are mutually exclusive"
+        );
+    }
+
+    #[test]
     fn cardinality_and_types_are_checked() {
         let err = plugins(
             json!({"KeyManager": {"disk": {}, "memory": {}}}),

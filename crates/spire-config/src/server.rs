@@ -797,16 +797,22 @@ fn validate_federation(f: RawFederation, file: &str) -> Result<FederationConfig,
         }
         let mut profiles = fw.bundle_endpoint_profile.unwrap_or_default();
         let pkey = format!("{key}.bundle_endpoint_profile");
-        if profiles.len() != 1 {
+        let (Some((name, p)), true) = (profiles.pop_first(), profiles.is_empty()) else {
             return Err(invalid(
                 &pkey,
                 "expected exactly one profile: \"https_web\" {} or \"https_spiffe\" { endpoint_spiffe_id }"
                     .to_owned(),
             ));
-        }
-        let profile = match profiles.pop_first() {
-            Some((name, _)) if name == "https_web" => BundleEndpointProfile::HttpsWeb,
-            Some((name, p)) if name == "https_spiffe" => {
+        };
+        let profile = match name.as_str() {
+            "https_web" if p.endpoint_spiffe_id.is_some() => {
+                return Err(invalid(
+                    &format!("{pkey}.https_web.endpoint_spiffe_id"),
+                    "only valid with the https_spiffe profile".to_owned(),
+                ));
+            }
+            "https_web" => BundleEndpointProfile::HttpsWeb,
+            "https_spiffe" => {
                 let id_text = p.endpoint_spiffe_id.unwrap_or_default();
                 let id_key = format!("{pkey}.https_spiffe.endpoint_spiffe_id");
                 if id_text.is_empty() {
@@ -817,13 +823,12 @@ fn validate_federation(f: RawFederation, file: &str) -> Result<FederationConfig,
                     .map_err(|e| invalid(&id_key, format!("invalid SPIFFE ID {id_text:?}: {e}")))?;
                 BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id }
             }
-            Some((name, _)) => {
+            _ => {
                 return Err(invalid(
                     &pkey,
                     format!("unknown profile {name:?}, expected https_web or https_spiffe"),
                 ));
             }
-            None => unreachable_profile(&pkey, file)?,
         };
         federates_with.push(FederatesWith {
             trust_domain,
@@ -835,14 +840,6 @@ fn validate_federation(f: RawFederation, file: &str) -> Result<FederationConfig,
         bundle_endpoint,
         federates_with,
     })
-}
-
-fn unreachable_profile(key: &str, file: &str) -> Result<BundleEndpointProfile, ConfigError> {
-    Err(ConfigError::invalid(
-        file,
-        key,
-        "expected exactly one profile".to_owned(),
-    ))
 }
 
 fn validate_acme(a: RawAcme, file: &str, key: &str) -> Result<AcmeConfig, ConfigError> {
