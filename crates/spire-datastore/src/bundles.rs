@@ -21,7 +21,10 @@ impl DataStore {
     pub async fn create_bundle(&self, bundle: &Bundle) -> Result<Bundle> {
         let now = self.now();
         let mut tx = self.write_tx().await?;
-        if load(&mut tx, bundle.trust_domain.as_str(), "").await?.is_some() {
+        if load(&mut tx, bundle.trust_domain.as_str(), "")
+            .await?
+            .is_some()
+        {
             return Err(Error::AlreadyExists {
                 kind: ObjectKind::Bundle,
                 id: bundle.trust_domain.as_str().to_owned(),
@@ -222,9 +225,12 @@ impl DataStore {
                 }
             }
         }
-        q("DELETE FROM bundles WHERE trust_domain = $1", &[Arg::from(td)])
-            .execute(&mut *tx)
-            .await?;
+        q(
+            "DELETE FROM bundles WHERE trust_domain = $1",
+            &[Arg::from(td)],
+        )
+        .execute(&mut *tx)
+        .await?;
         log_change(&mut tx, ChangeKind::Bundle, td, ChangeOp::Delete, now).await?;
         tx.commit().await?;
         Ok(())
@@ -349,8 +355,7 @@ fn encode(b: &Bundle) -> Result<String> {
 fn decode_row(row: &AnyRow) -> Result<Bundle> {
     let td: TrustDomain = sql::parse("bundle trust domain", &sql::text(row, "trust_domain")?)?;
     let data = sql::text(row, "data")?;
-    let s: StoredBundle =
-        serde_json::from_str(&data).map_err(|e| Error::corrupt("bundle", e))?;
+    let s: StoredBundle = serde_json::from_str(&data).map_err(|e| Error::corrupt("bundle", e))?;
     let b64 = |v: &str| B64.decode(v).map_err(|e| Error::corrupt("bundle", e));
     Ok(Bundle {
         trust_domain: td,

@@ -134,7 +134,12 @@ impl ChangeFollower {
 
     /// Reads newly visible changes: skipped ids that have appeared, then up to `limit` changes
     /// after the cursor. `now` comes from the caller's clock and drives gap timeouts.
-    pub async fn poll(&mut self, ds: &DataStore, now: SystemTime, limit: u32) -> Result<Vec<Change>> {
+    pub async fn poll(
+        &mut self,
+        ds: &DataStore,
+        now: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
         self.expire(now);
         let gaps: Vec<i64> = self.gaps.keys().copied().collect();
         let mut out = if gaps.is_empty() {

@@ -153,8 +153,7 @@ impl DataStore {
         }
         sql.push(" ORDER BY e.id");
         if page.page_size > 0 {
-            sql.push(" LIMIT ")
-                .bind(i64::from(page.page_size) + 1);
+            sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
         }
         let mut rows = sql.query().fetch_all(&mut *conn).await?;
         let more = page.page_size > 0 && rows.len() > page.page_size as usize;
@@ -604,7 +603,8 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Entry>
             .collect();
 
         let mut sel: Vec<Vec<Selector>> = vec![Vec::new(); chunk.len()];
-        let mut sql = Sql::new("SELECT entry_id, type, value FROM entry_selectors WHERE entry_id IN (");
+        let mut sql =
+            Sql::new("SELECT entry_id, type, value FROM entry_selectors WHERE entry_id IN (");
         push_list(&mut sql, ids.clone());
         sql.push(")");
         for r in sql.query().fetch_all(&mut *conn).await? {
@@ -619,9 +619,7 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Entry>
             e.selectors = Selectors::from(s);
         }
 
-        let mut sql = Sql::new(
-            "SELECT entry_id, value FROM entry_dns_names WHERE entry_id IN (",
-        );
+        let mut sql = Sql::new("SELECT entry_id, value FROM entry_dns_names WHERE entry_id IN (");
         push_list(&mut sql, ids.clone());
         sql.push(") ORDER BY entry_id, position");
         for r in sql.query().fetch_all(&mut *conn).await? {
@@ -631,15 +629,16 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Entry>
             }
         }
 
-        let mut sql = Sql::new(
-            "SELECT entry_id, trust_domain FROM entry_federates_with WHERE entry_id IN (",
-        );
+        let mut sql =
+            Sql::new("SELECT entry_id, trust_domain FROM entry_federates_with WHERE entry_id IN (");
         push_list(&mut sql, ids);
         sql.push(") ORDER BY entry_id, trust_domain");
         for r in sql.query().fetch_all(&mut *conn).await? {
             let id = sql::text(&r, "entry_id")?;
-            let td: TrustDomain =
-                sql::parse("entry federated trust domain", &sql::text(&r, "trust_domain")?)?;
+            let td: TrustDomain = sql::parse(
+                "entry federated trust domain",
+                &sql::text(&r, "trust_domain")?,
+            )?;
             if let Some(&i) = index.get(&id) {
                 chunk[i].federates_with.push(td);
             }

@@ -39,7 +39,9 @@ pub enum Error {
     #[error("unable to find federated bundle {0:?} (create the bundle before federating with it)")]
     FederatedBundleNotFound(String),
     /// A bundle cannot be deleted with mode RESTRICT while entries federate with it.
-    #[error("cannot delete bundle {trust_domain:?}: {entries} registration entries federate with it (use mode DISSOCIATE or DELETE)")]
+    #[error(
+        "cannot delete bundle {trust_domain:?}: {entries} registration entries federate with it (use mode DISSOCIATE or DELETE)"
+    )]
     BundleInUse {
         /// The bundle's trust domain.
         trust_domain: String,

@@ -109,7 +109,8 @@ impl DataStore {
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let td = rel.trust_domain.as_str();
-        let mut sql = Sql::new("SELECT trust_domain FROM federation_relationships WHERE trust_domain = ");
+        let mut sql =
+            Sql::new("SELECT trust_domain FROM federation_relationships WHERE trust_domain = ");
         sql.bind(td).push(self.for_update());
         if sql.query().fetch_optional(&mut *tx).await?.is_none() {
             return Err(Error::not_found(ObjectKind::FederationRelationship, td));

@@ -82,7 +82,14 @@ impl DataStore {
         )
         .execute(&mut *tx)
         .await?;
-        log_change(&mut tx, ChangeKind::Node, id.as_str(), ChangeOp::Delete, now).await?;
+        log_change(
+            &mut tx,
+            ChangeKind::Node,
+            id.as_str(),
+            ChangeOp::Delete,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(node)
     }
@@ -275,7 +282,11 @@ impl WriteTx {
     }
 }
 
-async fn replace_selectors(conn: &mut AnyConnection, id: &str, selectors: &Selectors) -> Result<()> {
+async fn replace_selectors(
+    conn: &mut AnyConnection,
+    id: &str,
+    selectors: &Selectors,
+) -> Result<()> {
     q(
         "DELETE FROM node_selectors WHERE spiffe_id = $1",
         &[Arg::from(id)],
@@ -377,7 +388,8 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Attest
             .map(|(i, n)| (n.spiffe_id.as_str().to_owned(), i))
             .collect();
         let mut sel: Vec<Vec<Selector>> = vec![Vec::new(); chunk.len()];
-        let mut sql = Sql::new("SELECT spiffe_id, type, value FROM node_selectors WHERE spiffe_id IN (");
+        let mut sql =
+            Sql::new("SELECT spiffe_id, type, value FROM node_selectors WHERE spiffe_id IN (");
         push_list(
             &mut sql,
             chunk.iter().map(|n| Arg::from(n.spiffe_id.as_str())),

@@ -20,7 +20,12 @@ pub(crate) struct SetColumns<'a> {
 /// - Subset: the owner has at least one element and all of them are in `elems`;
 /// - Superset: the owner has every element of `elems`;
 /// - Any: the owner has at least one element of `elems`.
-pub(crate) fn push_set_match(sql: &mut Sql, c: &SetColumns<'_>, elems: &[Vec<Arg>], mode: MatchMode) {
+pub(crate) fn push_set_match(
+    sql: &mut Sql,
+    c: &SetColumns<'_>,
+    elems: &[Vec<Arg>],
+    mode: MatchMode,
+) {
     match mode {
         MatchMode::Any => {
             sql.push(" AND ");

@@ -226,9 +226,9 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
         path.split('?').next().unwrap_or(path)
     };
     let url = if in_memory {
-        "sqlite::memory:".parse::<url::Url>().map_err(|e| {
-            Error::Config(format!("cannot build the in-memory SQLite URL: {e}"))
-        })?
+        "sqlite::memory:"
+            .parse::<url::Url>()
+            .map_err(|e| Error::Config(format!("cannot build the in-memory SQLite URL: {e}")))?
     } else {
         SqliteConnectOptions::new()
             .filename(path)
@@ -240,7 +240,11 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
     let writer = AnyPoolOptions::new()
         .max_connections(1)
         .min_connections(if in_memory { 1 } else { 0 })
-        .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(300)) })
+        .idle_timeout(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(300))
+        })
         .max_lifetime(None)
         .after_connect(|conn, _| sqlite_pragmas(conn))
         .connect(&url)
@@ -314,7 +318,9 @@ pub(crate) fn postgres_url(cs: &str) -> Result<String> {
     let cs = cs.trim();
     if cs.starts_with("postgres://") || cs.starts_with("postgresql://") {
         url::Url::parse(cs).map_err(|e| {
-            Error::Config(format!("connection_string is not a valid postgres URL: {e}"))
+            Error::Config(format!(
+                "connection_string is not a valid postgres URL: {e}"
+            ))
         })?;
         return Ok(cs.to_owned());
     }
@@ -419,9 +425,10 @@ mod tests {
 
     #[test]
     fn dsn_becomes_url() {
-        let url =
-            postgres_url("host=127.0.0.1 port=5433 user=spire password='p w' dbname=spire sslmode=disable")
-                .unwrap();
+        let url = postgres_url(
+            "host=127.0.0.1 port=5433 user=spire password='p w' dbname=spire sslmode=disable",
+        )
+        .unwrap();
         assert_eq!(
             url,
             "postgres://spire:p%20w@127.0.0.1:5433/spire?sslmode=disable"

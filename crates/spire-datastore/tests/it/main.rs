@@ -1,0 +1,14 @@
+//! Datastore integration tests. Every test function runs against SQLite (temp file) and, when
+//! `SPIRE_TEST_POSTGRES_URL` is set, against a fresh PostgreSQL database. Under `CI=true` the
+//! PostgreSQL variants fail when the variable is missing.
+
+// Test helpers outside #[test] functions unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod bundles;
+mod changes;
+mod entries;
+mod misc;
+mod nodes;

@@ -1,0 +1,156 @@
+use std::sync::Arc;
+
+use spire_datastore::{
+    Backend, BundleEndpointProfile, DataStore, DataStoreConfig, Error, FederationRelationship,
+    FederationRelationshipMask, Pagination,
+};
+use spire_spiffe::FakeClock;
+
+use crate::harness::{TestDb, entry, id, td};
+
+crate::backend_tests!(ca_journal, federation_relationships);
+
+async fn ca_journal(db: &TestDb) {
+    let ds = &db.ds;
+    assert!(ds.ca_journal("server-a").await.unwrap().is_none());
+    ds.set_ca_journal("server-a", b"one").await.unwrap();
+    ds.set_ca_journal("server-b", b"\x00\xffbinary")
+        .await
+        .unwrap();
+    ds.set_ca_journal("server-a", b"two").await.unwrap();
+    assert_eq!(ds.ca_journal("server-a").await.unwrap().unwrap(), b"two");
+    assert_eq!(
+        ds.ca_journal("server-b").await.unwrap().unwrap(),
+        b"\x00\xffbinary"
+    );
+}
+
+async fn federation_relationships(db: &TestDb) {
+    let ds = &db.ds;
+    let rel = FederationRelationship {
+        trust_domain: td("a.org"),
+        bundle_endpoint_url: "https://a.org:8443".into(),
+        profile: BundleEndpointProfile::HttpsSpiffe {
+            endpoint_spiffe_id: id("spiffe://a.org/spire/server"),
+        },
+        trust_domain_bundle: None,
+    };
+    let created = ds.create_federation_relationship(&rel).await.unwrap();
+    assert_eq!(created, rel);
+    assert!(matches!(
+        ds.create_federation_relationship(&rel).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    let mut web = rel.clone();
+    web.trust_domain = td("b.org");
+    web.profile = BundleEndpointProfile::HttpsWeb;
+    ds.create_federation_relationship(&web).await.unwrap();
+    assert_eq!(
+        ds.get_federation_relationship(&td("b.org"))
+            .await
+            .unwrap()
+            .unwrap(),
+        web
+    );
+    let mut changed = rel.clone();
+    changed.bundle_endpoint_url = "https://a.org:9443".into();
+    changed.profile = BundleEndpointProfile::HttpsWeb;
+    let mask = FederationRelationshipMask {
+        bundle_endpoint_url: true,
+        ..FederationRelationshipMask::default()
+    };
+    let updated = ds
+        .update_federation_relationship(&changed, &mask)
+        .await
+        .unwrap();
+    assert_eq!(updated.bundle_endpoint_url, "https://a.org:9443");
+    assert_eq!(updated.profile, rel.profile, "profile not in the mask");
+    let page = ds
+        .list_federation_relationships(&Pagination::first(1))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].trust_domain, td("a.org"));
+    let page2 = ds
+        .list_federation_relationships(&Pagination {
+            token: page.next_page_token,
+            page_size: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page2.items[0].trust_domain, td("b.org"));
+    ds.delete_federation_relationship(&td("a.org"))
+        .await
+        .unwrap();
+    assert!(
+        ds.get_federation_relationship(&td("a.org"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        ds.delete_federation_relationship(&td("a.org")).await,
+        Err(Error::NotFound { .. })
+    ));
+    let missing = FederationRelationship {
+        trust_domain: td("zzz.org"),
+        ..rel
+    };
+    assert!(matches!(
+        ds.update_federation_relationship(&missing, &FederationRelationshipMask::all())
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn unsupported_database_type_is_rejected() {
+    let err = DataStore::open(
+        &DataStoreConfig::new("mysql", "root@/spire"),
+        Arc::new(FakeClock::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Config(ref m) if m.contains("mysql") && m.contains("sqlite3")));
+}
+
+#[tokio::test]
+async fn sqlite_file_survives_reopen_and_in_memory_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds.sqlite3");
+    let clock = Arc::new(FakeClock::default());
+    let ds = DataStore::open_sqlite_file(&path, clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(ds.backend(), Backend::Sqlite);
+    let e = ds.create_entry(&entry("/w", "/a", &["t:1"])).await.unwrap();
+    ds.set_ca_journal("s", b"j").await.unwrap();
+    ds.close().await;
+    drop(ds);
+    // Re-open: migrations are idempotent, data is there, WAL is on.
+    let ds = DataStore::open_sqlite_file(&path, clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(ds.get_entry(&e.id).await.unwrap().unwrap(), e);
+    assert_eq!(ds.ca_journal("s").await.unwrap().unwrap(), b"j");
+    ds.close().await;
+    assert!(dir.path().join("ds.sqlite3-wal").exists() || path.exists());
+
+    let mem = DataStore::open_in_memory(clock).await.unwrap();
+    let e = mem
+        .create_entry(&entry("/w", "/a", &["t:1"]))
+        .await
+        .unwrap();
+    assert_eq!(mem.get_entry(&e.id).await.unwrap().unwrap(), e);
+}
+
+#[tokio::test]
+async fn bad_sqlite_path_names_the_problem() {
+    let err = DataStore::open(
+        &DataStoreConfig::new("sqlite3", "/nonexistent-dir/sub/ds.sqlite3"),
+        Arc::new(FakeClock::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Sql(_)), "{err:?}");
+}
