@@ -670,6 +670,47 @@ mod tests {
         send_sync::<crate::DiskKeyManager>();
     }
 
+    /// An upstream CA made by `openssl req -x509` (C, O, OU, CN as PrintableString/UTF8String):
+    /// the intermediate's issuer must match the root's subject byte for byte.
+    #[test]
+    fn openssl_upstream_root_chains() {
+        let crt = include_str!("../testdata/openssl-upstream-ca.crt");
+        let key = include_str!("../testdata/openssl-upstream-ca.key");
+        let root_der = spire_spiffe::parse_pem_certificates(crt.as_bytes())
+            .unwrap()
+            .remove(0);
+        let root_key: Arc<dyn Signer> = Arc::new(PrivateKey::from_pem(key).unwrap());
+        let upstream = X509Authority::new(root_der.clone(), root_key).unwrap();
+        let t = CaTemplate {
+            trust_domain: td("example.org"),
+            subject: CaSubject::default(),
+            ttl: Duration::from_secs(86400),
+        };
+        let inter_key: Arc<dyn Signer> = Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap());
+        let inter_der = upstream
+            .sign_intermediate_ca(inter_key.public_key(), &t, from_unix_secs(NOW - 60))
+            .unwrap();
+        let (_, root) = X509Certificate::from_der(&root_der).unwrap();
+        let (_, inter) = X509Certificate::from_der(&inter_der).unwrap();
+        assert_eq!(inter.issuer().as_raw(), root.subject().as_raw());
+        let inter_ca = X509Authority::new(inter_der.clone(), inter_key).unwrap();
+        let leaf_key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let leaf = inter_ca
+            .sign_svid(
+                leaf_key.public_key(),
+                &SvidTemplate {
+                    spiffe_id: "spiffe://example.org/web".parse().unwrap(),
+                    dns_names: vec![],
+                    ttl: Duration::from_secs(600),
+                },
+                from_unix_secs(NOW - 60),
+            )
+            .unwrap();
+        let mut b = Bundle::new(td("example.org"));
+        b.x509_authorities.push(root_der);
+        assert!(validate_x509_svid(&[leaf, inter_der], &b, from_unix_secs(NOW)).is_ok());
+    }
+
     #[test]
     fn rejects_garbage_and_empty() {
         let ca = ca("example.org");
