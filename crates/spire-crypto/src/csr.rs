@@ -16,6 +16,18 @@ use crate::keys::{KeyError, PublicKey, RcgenSigner, Signer};
 /// Largest CSR accepted, in bytes (an RSA-4096 CSR is about 1.2 KiB).
 pub const MAX_CSR_LEN: usize = 16 * 1024;
 
+/// Signature algorithms accepted on CSRs: ECDSA with SHA-256/384/512, sha256/384/512WithRSA,
+/// RSASSA-PSS. SHA-1 is refused, as Go's `CheckSignature` refuses it.
+const ALLOWED_SIGNATURE_ALGORITHMS: &[&str] = &[
+    "1.2.840.10045.4.3.2",
+    "1.2.840.10045.4.3.3",
+    "1.2.840.10045.4.3.4",
+    "1.2.840.113549.1.1.11",
+    "1.2.840.113549.1.1.12",
+    "1.2.840.113549.1.1.13",
+    "1.2.840.113549.1.1.10",
+];
+
 /// Errors from CSR creation and verification.
 #[derive(Debug, thiserror::Error)]
 pub enum CsrError {
@@ -31,6 +43,11 @@ pub enum CsrError {
     /// The self-signature does not verify: no proof of possession.
     #[error("csr signature does not verify (no proof of possession of the key): {0}")]
     BadSignature(String),
+    /// The signature algorithm is not allowed (for example SHA-1).
+    #[error(
+        "csr signature algorithm {0} is not allowed: expected ECDSA or RSA with SHA-256/384/512, or RSASSA-PSS"
+    )]
+    SignatureAlgorithm(String),
     /// The public key is of an unsupported type.
     #[error("csr public key: {0}")]
     PublicKey(#[source] KeyError),
@@ -75,6 +92,10 @@ pub fn parse_and_verify_csr(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
     // Check the key type first: verify_signature must only see keys we support.
     let public_key = PublicKey::from_parsed_spki(&csr.certification_request_info.subject_pki)
         .map_err(CsrError::PublicKey)?;
+    let alg = csr.signature_algorithm.algorithm.to_id_string();
+    if !ALLOWED_SIGNATURE_ALGORITHMS.contains(&alg.as_str()) {
+        return Err(CsrError::SignatureAlgorithm(alg));
+    }
     csr.verify_signature()
         .map_err(|e| CsrError::BadSignature(e.to_string()))?;
     let mut requested_uris = Vec::new();
@@ -168,6 +189,24 @@ mod tests {
             ));
         let csr = params.serialize_request(&k).unwrap();
         assert!(parse_and_verify_csr(csr.der()).is_ok());
+    }
+
+    #[test]
+    fn openssl_csrs_verify_and_sha1_is_refused() {
+        let p256 = include_bytes!("../testdata/openssl-p256-uri-san.csr.der");
+        let v = parse_and_verify_csr(p256).unwrap();
+        assert_eq!(v.public_key.key_type(), KeyType::EcP256);
+        assert_eq!(v.requested_uris, ["spiffe://example.org/w"]);
+        let rsa = include_bytes!("../testdata/openssl-rsa2048.csr.der");
+        assert_eq!(
+            parse_and_verify_csr(rsa).unwrap().public_key.key_type(),
+            KeyType::Rsa2048
+        );
+        let sha1 = include_bytes!("../testdata/rsa2048-sha1.csr.der");
+        assert!(matches!(
+            parse_and_verify_csr(sha1),
+            Err(CsrError::SignatureAlgorithm(a)) if a == "1.2.840.113549.1.1.5"
+        ));
     }
 
     proptest! {
