@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::ConfigError;
 use crate::de::{DeError, from_value};
 
-/// All configured plugins, in file order of type then name (sorted).
+/// All configured plugins, sorted by type, then name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plugins {
     entries: Vec<PluginConfig>,

@@ -258,6 +258,24 @@ impl FromStr for LogLevel {
     }
 }
 
+impl FromStr for LogFormat {
+    type Err = UnknownLogFormat;
+
+    /// `text` or `json`, case-insensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(UnknownLogFormat(s.to_owned())),
+        }
+    }
+}
+
+/// An unknown log format name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log format {0:?}, expected text or json")]
+pub struct UnknownLogFormat(pub String);
+
 // === output ===
 
 /// A log file that can be reopened after rotation.
@@ -369,6 +387,11 @@ mod tests {
             assert_eq!(l.as_str().parse::<LogLevel>(), Ok(l));
         }
         assert_eq!(LogLevel::Fatal.filter(), LevelFilter::ERROR);
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!(
+            "xml".parse::<LogFormat>().unwrap_err().to_string(),
+            "unknown log format \"xml\", expected text or json"
+        );
     }
 
     #[test]
