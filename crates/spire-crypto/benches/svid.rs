@@ -109,3 +109,33 @@ fn jwt_svid_validate_es256(bencher: Bencher<'_, '_>) {
         .unwrap()
     });
 }
+
+/// Floor: one raw aws-lc-rs ECDSA P-256 (SHA-256, DER) signature over a typical TBS size.
+#[divan::bench]
+fn raw_p256_sign(bencher: Bencher<'_, '_>) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    let rng = SystemRandom::new();
+    let msg = [7u8; 400];
+    bencher.bench_local(|| kp.sign(&rng, divan::black_box(&msg)).unwrap());
+}
+
+/// Floor: one raw aws-lc-rs ECDSA P-256 verification (key parsed each time, as for a CSR).
+#[divan::bench]
+fn raw_p256_verify(bencher: Bencher<'_, '_>) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+        UnparsedPublicKey,
+    };
+    let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    let msg = [7u8; 200];
+    let sig = kp.sign(&SystemRandom::new(), &msg).unwrap();
+    let pk = kp.public_key().as_ref().to_vec();
+    bencher.bench_local(|| {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, divan::black_box(&pk))
+            .verify(&msg, sig.as_ref())
+            .unwrap()
+    });
+}
