@@ -30,7 +30,9 @@ impl DataStore {
                 id: bundle.trust_domain.as_str().to_owned(),
             });
         }
-        insert(&mut tx, bundle, now).await?;
+        insert(&mut tx, bundle, now).await.map_err(|e| {
+            e.already_exists_if_unique(ObjectKind::Bundle, bundle.trust_domain.as_str())
+        })?;
         tx.commit().await?;
         Ok(bundle.clone())
     }

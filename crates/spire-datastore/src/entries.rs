@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use crate::error::{Error, Result};
 use crate::sets::{SetColumns, push_set_match};
 use crate::sql::{self, Arg, Sql, q};
-use crate::store::{DataStore, log_change};
+use crate::store::{Backend, DataStore, for_share, for_update, log_change};
 use crate::types::{
     ChangeKind, ChangeOp, Entry, EntryFilter, EntryMask, ObjectKind, Page, Pagination,
 };
@@ -31,7 +31,7 @@ impl DataStore {
     pub async fn create_entry(&self, entry: &Entry) -> Result<Entry> {
         let now = self.now();
         let mut tx = self.write_tx().await?;
-        match insert_entry(&mut tx, entry, now).await {
+        match insert_entry(&mut tx, self.backend(), entry, now).await {
             Ok(created) => {
                 tx.commit().await?;
                 Ok(created)
@@ -65,7 +65,7 @@ impl DataStore {
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            out.push(insert_entry(&mut tx, e, now).await?);
+            out.push(insert_entry(&mut tx, self.backend(), e, now).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -100,7 +100,7 @@ impl DataStore {
     pub async fn update_entry(&self, entry: &Entry, mask: &EntryMask) -> Result<Entry> {
         let now = self.now();
         let mut tx = self.write_tx().await?;
-        let updated = update_entry_tx(&mut tx, self.for_update(), entry, mask, now).await;
+        let updated = update_entry_tx(&mut tx, self.backend(), entry, mask, now).await;
         match updated {
             Ok(updated) => {
                 tx.commit().await?;
@@ -225,10 +225,11 @@ impl DataStore {
 /// Inserts an entry (and its children and change-log row) on `conn`.
 pub(crate) async fn insert_entry(
     conn: &mut AnyConnection,
+    backend: Backend,
     entry: &Entry,
     now: i64,
 ) -> Result<Entry> {
-    check_bundles_exist(conn, &entry.federates_with).await?;
+    check_bundles_exist(conn, backend, &entry.federates_with).await?;
     if let Some(existing) = load_by_identity(conn, entry).await? {
         return Err(Error::EntryAlreadyExists(Box::new(existing)));
     }
@@ -279,12 +280,12 @@ pub(crate) async fn insert_entry(
 
 pub(crate) async fn update_entry_tx(
     conn: &mut AnyConnection,
-    lock: &str,
+    backend: Backend,
     entry: &Entry,
     mask: &EntryMask,
     now: i64,
 ) -> Result<Entry> {
-    let mut cur = load_entry(conn, &entry.id, lock)
+    let mut cur = load_entry(conn, &entry.id, for_update(backend))
         .await?
         .ok_or_else(|| Error::not_found(ObjectKind::Entry, &entry.id))?;
     let m = mask;
@@ -304,7 +305,7 @@ pub(crate) async fn update_entry_tx(
         cur.jwt_svid_ttl = entry.jwt_svid_ttl;
     }
     if m.federates_with {
-        check_bundles_exist(conn, &entry.federates_with).await?;
+        check_bundles_exist(conn, backend, &entry.federates_with).await?;
         cur.federates_with = entry.federates_with.clone();
     }
     if m.admin {
@@ -438,14 +439,15 @@ async fn load_by_identity(conn: &mut AnyConnection, entry: &Entry) -> Result<Opt
     Ok(hydrate(conn, &rows).await?.into_iter().next())
 }
 
-async fn check_bundles_exist(conn: &mut AnyConnection, tds: &[TrustDomain]) -> Result<()> {
+async fn check_bundles_exist(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tds: &[TrustDomain],
+) -> Result<()> {
     for td in tds {
-        let row = q(
-            "SELECT trust_domain FROM bundles WHERE trust_domain = $1",
-            &[Arg::from(td.as_str())],
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
+        let mut sql = Sql::new("SELECT trust_domain FROM bundles WHERE trust_domain = ");
+        sql.bind(td.as_str()).push(for_share(backend));
+        let row = sql.query().fetch_optional(&mut *conn).await?;
         if row.is_none() {
             return Err(Error::FederatedBundleNotFound(td.as_str().to_owned()));
         }

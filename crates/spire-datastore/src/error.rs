@@ -9,6 +9,17 @@ pub enum Error {
     /// The datastore configuration is unusable (unknown `database_type`, bad connection string).
     #[error("invalid datastore configuration: {0}")]
     Config(String),
+    /// The database could not be opened or reached when the store was opened.
+    #[error("cannot open the {database_type} datastore at {target}")]
+    Open {
+        /// `sqlite3` or `postgres`.
+        database_type: &'static str,
+        /// The file path, or the PostgreSQL host and database (never the password).
+        target: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database rejected or failed a statement, or could not be reached.
     #[error("database error")]
     Sql(#[from] sqlx::Error),
@@ -69,6 +80,18 @@ impl Error {
         Error::NotFound {
             kind,
             id: id.into(),
+        }
+    }
+
+    /// Turns a unique-constraint violation into [`Error::AlreadyExists`].
+    pub(crate) fn already_exists_if_unique(self, kind: ObjectKind, id: &str) -> Self {
+        if self.is_unique_violation() {
+            Error::AlreadyExists {
+                kind,
+                id: id.to_owned(),
+            }
+        } else {
+            self
         }
     }
 

@@ -42,7 +42,10 @@ impl DataStore {
             ],
         )
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| {
+            Error::from(e).already_exists_if_unique(ObjectKind::FederationRelationship, td)
+        })?;
         if let Some(b) = &rel.trust_domain_bundle {
             set_bundle_tx(&mut tx, self.backend(), &with_td(b, &rel.trust_domain), now).await?;
         }

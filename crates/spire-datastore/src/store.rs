@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
 use crate::error::{Error, Result};
 use crate::sql::Sql;
@@ -162,6 +162,15 @@ pub(crate) fn for_update(backend: Backend) -> &'static str {
     }
 }
 
+/// Row lock taken on a bundle while an entry that federates with it is written, so a concurrent
+/// bundle delete either sees the entry or makes the entry write fail.
+pub(crate) fn for_share(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR SHARE",
+    }
+}
+
 /// A write transaction. Dropping it without [`WriteTx::commit`] rolls everything back.
 pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
@@ -236,6 +245,12 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
             .to_url_lossy()
     };
     let url = url.to_string();
+    let target = if in_memory { ":memory:" } else { path }.to_owned();
+    let open_err = |source| Error::Open {
+        database_type: "sqlite3",
+        target: target.clone(),
+        source,
+    };
 
     let writer = AnyPoolOptions::new()
         .max_connections(1)
@@ -248,14 +263,16 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
         .max_lifetime(None)
         .after_connect(|conn, _| sqlite_pragmas(conn))
         .connect(&url)
-        .await?;
+        .await
+        .map_err(open_err)?;
     {
-        let mut conn = writer.acquire().await?;
+        let mut conn = writer.acquire().await.map_err(open_err)?;
         if !in_memory {
             // WAL lets readers run while a write commits; it is a persistent property of the file.
             sqlx::query("PRAGMA journal_mode = WAL")
                 .fetch_all(&mut *conn)
-                .await?;
+                .await
+                .map_err(open_err)?;
         }
         if !config.disable_migration {
             SQLITE_MIGRATOR.run(&mut *conn).await?;
@@ -269,7 +286,8 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
             .idle_timeout(Some(Duration::from_secs(300)))
             .after_connect(|conn, _| sqlite_pragmas(conn))
             .connect(&url)
-            .await?
+            .await
+            .map_err(open_err)?
     };
     tracing::debug!(backend = "sqlite3", in_memory, "Datastore opened");
     Ok(DataStore {
@@ -294,11 +312,21 @@ fn sqlite_pragmas(conn: &mut AnyConnection) -> BoxFuture<'_, Result<(), sqlx::Er
 
 async fn open_postgres(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<DataStore> {
     let url = postgres_url(&config.connection_string)?;
+    let open_err = |source| Error::Open {
+        database_type: "postgres",
+        target: redacted_target(&url),
+        source,
+    };
+    // One direct connection first: an unreachable server fails at once instead of after the
+    // pool's acquire timeout.
+    let probe = AnyConnection::connect(&url).await.map_err(open_err)?;
+    probe.close().await.map_err(open_err)?;
     let pool = AnyPoolOptions::new()
         .max_connections(config.max_open_conns.unwrap_or(20).max(2))
         .idle_timeout(Some(Duration::from_secs(30)))
         .connect(&url)
-        .await?;
+        .await
+        .map_err(open_err)?;
     if !config.disable_migration {
         POSTGRES_MIGRATOR.run(&pool).await?;
     }
@@ -350,6 +378,19 @@ pub(crate) fn postgres_url(cs: &str) -> Result<String> {
         }
     }
     Ok(url.to_string())
+}
+
+/// `host:port/database` of a postgres URL, without credentials.
+fn redacted_target(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}{}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432),
+            u.path()
+        ),
+        Err(_) => "<unparseable URL>".into(),
+    }
 }
 
 /// Parses libpq `key=value key='quoted value'` pairs.

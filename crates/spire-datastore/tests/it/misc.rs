@@ -5,6 +5,7 @@ use spire_datastore::{
     FederationRelationshipMask, Pagination,
 };
 use spire_spiffe::FakeClock;
+use sqlx::Connection;
 
 use crate::harness::{TestDb, entry, id, td};
 
@@ -134,7 +135,15 @@ async fn sqlite_file_survives_reopen_and_in_memory_works() {
     assert_eq!(ds.get_entry(&e.id).await.unwrap().unwrap(), e);
     assert_eq!(ds.ca_journal("s").await.unwrap().unwrap(), b"j");
     ds.close().await;
-    assert!(dir.path().join("ds.sqlite3-wal").exists() || path.exists());
+    // WAL is a persistent property of the file: a plain connection sees it.
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
 
     let mem = DataStore::open_in_memory(clock).await.unwrap();
     let e = mem
@@ -145,6 +154,22 @@ async fn sqlite_file_survives_reopen_and_in_memory_works() {
 }
 
 #[tokio::test]
+async fn unreachable_postgres_is_reported_without_password() {
+    let err = DataStore::open(
+        &DataStoreConfig::new(
+            "postgres",
+            "host=127.0.0.1 port=1 user=spire password=hunter2 dbname=spire connect_timeout=2",
+        ),
+        Arc::new(FakeClock::default()),
+    )
+    .await
+    .unwrap_err();
+    let msg = format!("{err} {err:?}");
+    assert!(msg.contains("127.0.0.1:1/spire"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[tokio::test]
 async fn bad_sqlite_path_names_the_problem() {
     let err = DataStore::open(
         &DataStoreConfig::new("sqlite3", "/nonexistent-dir/sub/ds.sqlite3"),
@@ -152,5 +177,9 @@ async fn bad_sqlite_path_names_the_problem() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Sql(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Open { database_type: "sqlite3", ref target, .. } if target == "/nonexistent-dir/sub/ds.sqlite3"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("/nonexistent-dir/sub/ds.sqlite3"));
 }
