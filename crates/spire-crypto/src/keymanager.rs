@@ -3,7 +3,10 @@
 //!
 //! Two built-ins: [`MemoryKeyManager`] (keys are lost on restart) and [`DiskKeyManager`] (one
 //! JSON file in SPIRE's `keys.json` shape, `{"keys": {"<id>": "<base64 PKCS#8 DER>"}}`, written
-//! atomically through a temporary file and a rename, mode 0600).
+//! atomically through a temporary file and a rename, mode 0600). Reading also accepts SPIRE's
+//! newer per-key record form (`{"private_key": "<base64>", "created_at": …}`). SPIRE's server
+//! plugin takes the file path (`keys_path`); the agent's takes a `directory` holding `keys.json`:
+//! see [`DiskKeyManager::open`] and [`DiskKeyManager::in_directory`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -191,7 +194,7 @@ impl KeyManager for MemoryKeyManager {
     }
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Default)]
 struct KeysFile {
     keys: BTreeMap<String, String>,
 }
@@ -300,19 +303,36 @@ impl DiskKeyManager {
     }
 }
 
+/// On-disk entry as read: SPIRE's legacy form (base64 PKCS#8 string) or its newer record form
+/// (`{"id": …, "private_key": "<base64 PKCS#8>", "created_at": …, "server_id": …}`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredKey {
+    Legacy(String),
+    Record { private_key: String },
+}
+
+#[derive(Deserialize)]
+struct KeysFileIn {
+    keys: BTreeMap<String, StoredKey>,
+}
+
 fn load(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Arc<PrivateKey>>, KeyManagerError> {
     let corrupt = |reason: String| KeyManagerError::Corrupt {
         path: path.to_owned(),
         reason,
     };
-    let file: KeysFile = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    // serde_json's messages carry positions, never the key text.
+    let file: KeysFileIn = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut keys = HashMap::with_capacity(file.keys.len());
-    for (id, b64) in file.keys {
-        let der = Zeroizing::new(
-            STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|e| corrupt(format!("key {id:?} is not base64: {e}")))?,
-        );
+    for (id, stored) in file.keys {
+        let mut b64 = match stored {
+            StoredKey::Legacy(s) | StoredKey::Record { private_key: s } => s,
+        };
+        let decoded = STANDARD.decode(b64.as_bytes());
+        zeroize::Zeroize::zeroize(&mut b64);
+        let der =
+            Zeroizing::new(decoded.map_err(|e| corrupt(format!("key {id:?} is not base64: {e}")))?);
         let key =
             PrivateKey::from_pkcs8_der(&der).map_err(|e| corrupt(format!("key {id:?}: {e}")))?;
         keys.insert(id, Arc::new(key));
@@ -454,6 +474,17 @@ mod tests {
         let der = STANDARD.decode(b64).unwrap();
         assert!(PrivateKey::from_pkcs8_der(&der).is_ok());
         assert!(!format!("{km:?}").contains(b64));
+
+        // SPIRE's newer record form is read too.
+        let record = format!(
+            r#"{{"keys": {{"x509-CA-A": {{"id": "x509-CA-A", "private_key": "{b64}", "created_at": "2026-01-01T00:00:00Z", "server_id": "s1"}}}}}}"#
+        );
+        fs::write(&path, record).unwrap();
+        let km2 = DiskKeyManager::open(&path).unwrap();
+        assert_eq!(
+            km2.get_public_key("x509-CA-A").unwrap(),
+            km.get_public_key("agent-svid-A").unwrap()
+        );
 
         fs::write(&path, b"{\"keys\": {\"a\": \"!!\"}}").unwrap();
         assert!(matches!(
