@@ -8,11 +8,14 @@
 //! KeyManager or in memory and never appear in logs.
 
 pub mod api;
+pub mod authorized_entries;
+pub mod authz;
 pub mod ca;
 pub mod cli;
 pub mod csr;
 pub mod endpoints;
 pub mod housekeeping;
+pub mod node_attestor;
 pub mod pb;
 pub mod plugin;
 pub mod server;

@@ -304,6 +304,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let ca_task = tokio::spawn(Arc::clone(&state.ca).run(state.shutdown.clone()));
     let prune_task = tokio::spawn(crate::housekeeping::run(Arc::clone(&state)));
+    let tcp_task = crate::endpoints::tcp::spawn(Arc::clone(&state));
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -314,6 +315,7 @@ pub async fn run(
     state.shutdown.cancel();
     let _ = ca_task.await;
     let _ = prune_task.await;
+    let _ = tcp_task.await;
     for t in extra {
         t.abort();
     }

@@ -84,8 +84,8 @@ pub(crate) struct PurgeArgs {
     #[arg(long = "expiredFor", default_value = "720h")]
     expired_for: String,
     /// Indicates that the command will not perform any action, but will print the agents that would be purged
-    #[arg(long = "dryRun", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    dry_run: Option<bool>,
+    #[arg(long = "dryRun", action = clap::ArgAction::SetTrue)]
+    dry_run: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -261,7 +261,7 @@ async fn evict(a: IdArgs) -> anyhow::Result<ExitCode> {
 async fn purge(a: PurgeArgs) -> anyhow::Result<ExitCode> {
     let expired_for = parse_go_duration(&a.expired_for)
         .with_context(|| format!("invalid value {:?} for -expiredFor", a.expired_for))?;
-    let dry_run = a.dry_run.unwrap_or(false);
+    let dry_run = a.dry_run;
     let channel = connect(&a.common.socket_path).await?;
     let mut client = pb::agent_client::AgentClient::new(channel);
     let agents = list_all(&mut client, pb::list_agents_request::Filter::default()).await?;

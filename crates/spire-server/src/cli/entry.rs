@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::client::{connect, rpc_error};
 use super::printer::{self, OutputFormat};
-use super::{CommonArgs, MatchMode, go_bool};
+use super::{CommonArgs, MatchMode};
 use crate::pb::{entry as pb, types};
 
 #[derive(Debug, Subcommand)]
@@ -51,11 +51,11 @@ pub(crate) struct EntryFields {
     #[arg(long = "federatesWith")]
     pub(crate) federates_with: Vec<String>,
     /// If set, the SPIFFE ID in this entry will be granted access to the SPIRE Server's APIs
-    #[arg(long = "admin", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub(crate) admin: Option<bool>,
+    #[arg(long = "admin", action = clap::ArgAction::SetTrue)]
+    pub(crate) admin: bool,
     /// A boolean value that, when set, indicates that the entry describes a downstream SPIRE server
-    #[arg(long = "downstream", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub(crate) downstream: Option<bool>,
+    #[arg(long = "downstream", action = clap::ArgAction::SetTrue)]
+    pub(crate) downstream: bool,
     /// An expiry, from epoch in seconds, for the resulting registration entry to be pruned
     #[arg(long = "entryExpiry", allow_negative_numbers = true)]
     pub(crate) entry_expiry: Option<i64>,
@@ -63,17 +63,17 @@ pub(crate) struct EntryFields {
     #[arg(long = "dns")]
     pub(crate) dns: Vec<String>,
     /// A boolean value that, when set, indicates that the resulting issued SVID from this entry must be stored through an SVIDStore plugin
-    #[arg(long = "storeSVID", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub(crate) store_svid: Option<bool>,
+    #[arg(long = "storeSVID", action = clap::ArgAction::SetTrue)]
+    pub(crate) store_svid: bool,
     /// The entry hint, used to disambiguate entries with the same SPIFFE ID
     #[arg(long = "hint")]
     pub(crate) hint: Option<String>,
     /// Do not pre-fetch X509-SVIDs for this entry
-    #[arg(long = "disableX509SVIDPrefetch", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub(crate) disable_x509_svid_prefetch: Option<bool>,
+    #[arg(long = "disableX509SVIDPrefetch", action = clap::ArgAction::SetTrue)]
+    pub(crate) disable_x509_svid_prefetch: bool,
     /// Include a jti claim in JWT-SVIDs issued for this entry
-    #[arg(long = "jwtSVIDIncludeJTI", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub(crate) jwt_svid_include_jti: Option<bool>,
+    #[arg(long = "jwtSVIDIncludeJTI", action = clap::ArgAction::SetTrue)]
+    pub(crate) jwt_svid_include_jti: bool,
     /// Path to a file containing registration JSON (optional). If set to '-', read the JSON from stdin.
     #[arg(long = "data")]
     pub(crate) data: Option<String>,
@@ -84,8 +84,8 @@ pub(crate) struct CreateArgs {
     #[command(flatten)]
     pub(crate) fields: EntryFields,
     /// If set, this entry will be applied to matching nodes rather than workloads
-    #[arg(long = "node", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub(crate) node: Option<bool>,
+    #[arg(long = "node", action = clap::ArgAction::SetTrue)]
+    pub(crate) node: bool,
     /// A custom ID for this registration entry (optional). If not set, a new entry ID will be generated
     #[arg(long = "entryID")]
     pub(crate) entry_id: Option<String>,
@@ -129,8 +129,8 @@ pub(crate) struct FilterArgs {
     #[arg(long = "hint")]
     hint: Option<String>,
     /// Whether or not to show entries which are downstream
-    #[arg(long = "downstream", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    downstream: Option<bool>,
+    #[arg(long = "downstream", action = clap::ArgAction::SetTrue)]
+    downstream: bool,
 }
 
 #[derive(Debug, Args)]
@@ -180,7 +180,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
     let entries = match &a.fields.data {
         Some(path) => read_entries_json(path)?,
         None => {
-            let mut e = entry_from_flags(&a.fields, a.node.unwrap_or(false), true)?;
+            let mut e = entry_from_flags(&a.fields, a.node, true)?;
             if let Some(id) = &a.entry_id {
                 e.id = id.clone();
             }
@@ -332,14 +332,10 @@ fn entry_from_flags(f: &EntryFields, node: bool, create: bool) -> anyhow::Result
     for s in &f.selector {
         selectors.push(parse_selector(s)?);
     }
-    let attrs = if f.disable_x509_svid_prefetch.is_some() || f.jwt_svid_include_jti.is_some() {
-        Some(types::entry::AdditionalAttributes {
-            disable_x509_svid_prefetch: f.disable_x509_svid_prefetch.unwrap_or(false),
-            jwt_svid_include_jti: f.jwt_svid_include_jti.unwrap_or(false),
-        })
-    } else {
-        None
-    };
+    let attrs = Some(types::entry::AdditionalAttributes {
+        disable_x509_svid_prefetch: f.disable_x509_svid_prefetch,
+        jwt_svid_include_jti: f.jwt_svid_include_jti,
+    });
     let _ = create;
     Ok(types::Entry {
         id: String::new(),
@@ -349,12 +345,12 @@ fn entry_from_flags(f: &EntryFields, node: bool, create: bool) -> anyhow::Result
         x509_svid_ttl: f.x509_svid_ttl.unwrap_or(0),
         jwt_svid_ttl: f.jwt_svid_ttl.unwrap_or(0),
         federates_with: f.federates_with.clone(),
-        admin: f.admin.unwrap_or(false),
-        downstream: f.downstream.unwrap_or(false),
+        admin: f.admin,
+        downstream: f.downstream,
         expires_at: f.entry_expiry.unwrap_or(0),
         dns_names: f.dns.clone(),
         revision_number: 0,
-        store_svid: f.store_svid.unwrap_or(false),
+        store_svid: f.store_svid,
         hint: f.hint.clone().unwrap_or_default(),
         created_at: 0,
         additional_attributes: attrs,
@@ -549,7 +545,7 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             by_selectors,
             by_federates_with,
             by_hint: a.filter.hint.clone(),
-            by_downstream: a.filter.downstream,
+            by_downstream: a.filter.downstream.then_some(true),
         };
         let mut all = Vec::new();
         let mut token = String::new();
@@ -597,7 +593,7 @@ async fn count(a: CountArgs) -> anyhow::Result<ExitCode> {
                 by_selectors,
                 by_federates_with,
                 by_hint: a.filter.hint.clone(),
-                by_downstream: a.filter.downstream,
+                by_downstream: a.filter.downstream.then_some(true),
             }),
         })
         .await

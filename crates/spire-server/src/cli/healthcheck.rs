@@ -16,15 +16,15 @@ pub(crate) struct HealthcheckArgs {
     #[arg(long = "socketPath", default_value = DEFAULT_SOCKET_PATH)]
     socket_path: PathBuf,
     /// Perform a less stringent health check
-    #[arg(long = "shallow", num_args = 0..=1, default_missing_value = "true", value_parser = super::go_bool)]
-    shallow: Option<bool>,
+    #[arg(long = "shallow", action = clap::ArgAction::SetTrue)]
+    shallow: bool,
     /// Print verbose information
-    #[arg(long = "verbose", num_args = 0..=1, default_missing_value = "true", value_parser = super::go_bool)]
-    verbose: Option<bool>,
+    #[arg(long = "verbose", action = clap::ArgAction::SetTrue)]
+    verbose: bool,
 }
 
 pub(crate) async fn run(a: HealthcheckArgs) -> anyhow::Result<ExitCode> {
-    let verbose = a.verbose.unwrap_or(false);
+    let verbose = a.verbose;
     let _ = a.shallow;
     if verbose {
         println!("Checking server health...");

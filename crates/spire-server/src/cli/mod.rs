@@ -29,14 +29,16 @@ pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
 
 /// Parses `argv` (Go-style flags accepted) and runs the chosen command.
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let normalized = normalize_go_flags(args);
-    let cli = match Cli::try_parse_from(normalized) {
+    let cli: Cli = match spire_cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(spire_cli::CliError::Clap(e)) => {
+            let code = e.exit_code();
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
         }
     };
     match cli.command {
@@ -156,35 +158,6 @@ impl MatchMode {
     }
 }
 
-/// Rewrites Go-style single-dash long flags (`-spiffeID x`, `-admin=false`) into clap's
-/// double-dash form. Negative numbers and a lone `-` (stdin) are left alone.
-pub(crate) fn normalize_go_flags(args: Vec<String>) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut after_double_dash = false;
-    for (i, arg) in args.into_iter().enumerate() {
-        if i == 0 || after_double_dash {
-            out.push(arg);
-            continue;
-        }
-        if arg == "--" {
-            after_double_dash = true;
-            out.push(arg);
-            continue;
-        }
-        let bytes = arg.as_bytes();
-        let single_dash_flag = bytes.len() > 2
-            && bytes[0] == b'-'
-            && bytes[1] != b'-'
-            && bytes[1].is_ascii_alphabetic();
-        if single_dash_flag {
-            out.push(format!("-{arg}"));
-        } else {
-            out.push(arg);
-        }
-    }
-    out
-}
-
 /// Parses Go's boolean flag values (`-admin`, `-admin=true`, `-admin=false`).
 pub(crate) fn go_bool(s: &str) -> Result<bool, String> {
     match s {
@@ -202,44 +175,40 @@ mod tests {
         s.iter().map(|a| a.to_string()).collect()
     }
 
+    fn parse(args: &[&str]) -> Result<Cli, spire_cli::CliError> {
+        spire_cli::parse_from::<Cli, _, _>(argv(args))
+    }
+
     #[test]
-    fn normalizes_single_dash_flags_but_not_numbers_or_stdin() {
-        let got = normalize_go_flags(argv(&[
+    fn negative_numbers_and_stdin_stay_values() {
+        let cli = parse(&[
             "spire-server",
             "entry",
             "create",
             "-spiffeID",
             "spiffe://a/b",
+            "-parentID",
+            "spiffe://a/c",
+            "-selector",
+            "a:b",
             "-x509SVIDTTL",
             "-5",
             "-data",
             "-",
             "-admin=false",
-            "--parentID",
-            "x",
-        ]));
-        assert_eq!(
-            got,
-            argv(&[
-                "spire-server",
-                "entry",
-                "create",
-                "--spiffeID",
-                "spiffe://a/b",
-                "--x509SVIDTTL",
-                "-5",
-                "--data",
-                "-",
-                "--admin=false",
-                "--parentID",
-                "x",
-            ])
-        );
+        ])
+        .unwrap();
+        let Command::Entry(entry::EntryCommand::Create(args)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(args.fields.x509_svid_ttl, Some(-5));
+        assert_eq!(args.fields.data.as_deref(), Some("-"));
+        assert!(!args.fields.admin);
     }
 
     #[test]
     fn parses_entry_create_with_repeated_flags() {
-        let cli = Cli::try_parse_from(normalize_go_flags(argv(&[
+        let cli = parse(&[
             "spire-server",
             "entry",
             "create",
@@ -254,26 +223,19 @@ mod tests {
             "-dns",
             "a.example",
             "-admin",
-        ])))
+        ])
         .unwrap();
         let Command::Entry(entry::EntryCommand::Create(args)) = cli.command else {
             panic!("wrong command");
         };
         assert_eq!(args.fields.selector, vec!["unix:uid:1000", "unix:gid:1000"]);
-        assert!(args.fields.admin.unwrap_or(false));
+        assert!(args.fields.admin);
     }
 
     #[test]
     fn unknown_flag_is_an_error_naming_it() {
-        let err = Cli::try_parse_from(normalize_go_flags(argv(&[
-            "spire-server",
-            "entry",
-            "show",
-            "-bogusFlag",
-            "1",
-        ])))
-        .unwrap_err();
-        assert!(err.to_string().contains("bogusFlag"), "{err}");
+        let err = parse(&["spire-server", "entry", "show", "-bogusFlag", "1"]).unwrap_err();
+        assert_eq!(err.to_string(), "flag provided but not defined: -bogusFlag");
     }
 
     #[test]

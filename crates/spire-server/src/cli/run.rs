@@ -11,8 +11,6 @@ use std::sync::Arc;
 use clap::Args;
 use spire_config::{ServerConfig, ServerOverrides};
 
-use super::go_bool;
-
 /// SPIRE's default config path.
 pub const DEFAULT_CONFIG_PATH: &str = "conf/server/server.conf";
 
@@ -22,8 +20,8 @@ pub(crate) struct RunArgs {
     #[arg(long = "config", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     /// Expand environment variables in SPIRE config file
-    #[arg(long = "expandEnv", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    expand_env: Option<bool>,
+    #[arg(long = "expandEnv", action = clap::ArgAction::SetTrue)]
+    expand_env: bool,
     /// IP address or DNS name of the SPIRE server
     #[arg(long = "bindAddress")]
     bind_address: Option<String>,
@@ -56,8 +54,8 @@ pub(crate) struct ValidateArgs {
     #[arg(long = "config", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     /// Expand environment variables in SPIRE config file
-    #[arg(long = "expandEnv", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    expand_env: Option<bool>,
+    #[arg(long = "expandEnv", action = clap::ArgAction::SetTrue)]
+    expand_env: bool,
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -75,11 +73,7 @@ fn load(
 
 /// `spire-server validate`.
 pub(crate) fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let config = match load(
-        &a.config,
-        a.expand_env.unwrap_or(false),
-        &ServerOverrides::default(),
-    ) {
+    let config = match load(&a.config, a.expand_env, &ServerOverrides::default()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("SPIRE server configuration file is invalid: {e}");
@@ -109,7 +103,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
         log_format: a.log_format.clone(),
         log_level: a.log_level.clone(),
     };
-    let config = match load(&a.config, a.expand_env.unwrap_or(false), &overrides) {
+    let config = match load(&a.config, a.expand_env, &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");

@@ -3,6 +3,8 @@
 //!
 //! Mirrors `pkg/server/endpoints/endpoints.go`.
 
+pub mod tcp;
+
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
