@@ -1,17 +1,49 @@
-//! Agent.PostStatus: the agent reports its version and bundle serial.
+//! Agent.PostStatus: the agent reports its version (and bundle serial, which is not stored).
 //!
-//! STUB owned by the agent-facing work: replace this function (keep its signature). The caller
-//! is already authorized as an agent (`Policy::Agent`).
+//! The caller is already authorized as an agent (`Policy::Agent`).
+//!
+//! Mirrors `pkg/server/api/agent/v1/service.go` (`PostStatus`).
 
+use spire_datastore::NodeUpdate;
 use tonic::{Request, Response, Status};
 
 use crate::api::Ctx;
+use crate::endpoints::tcp::tcp_context;
 use crate::pb::agent as pb;
+
+/// Longest agent version accepted.
+const MAX_VERSION_LEN: usize = 255;
 
 /// PostStatus.
 pub(crate) async fn post_status(
-    _ctx: &Ctx,
-    _request: Request<pb::PostStatusRequest>,
+    ctx: &Ctx,
+    request: Request<pb::PostStatusRequest>,
 ) -> Result<Response<pb::PostStatusResponse>, Status> {
-    Err(Status::unimplemented("PostStatus is not implemented yet"))
+    let tcp = tcp_context(&request)?;
+    let req = request.into_inner();
+    let result = async {
+        tcp.limits.post_status.wait(&ctx.caller, 1).await.map_err(|s| {
+            Status::new(s.code(), format!("rejecting request due to post status rate limiting: {}", s.message()))
+        })?;
+        let id = ctx
+            .caller
+            .spiffe_id()
+            .cloned()
+            .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
+        if !req.agent_version.is_empty() {
+            if req.agent_version.len() > MAX_VERSION_LEN {
+                return Err(Status::invalid_argument("agent version is too long (max 255 characters)"));
+            }
+            let update = NodeUpdate { agent_version: Some(req.agent_version.clone()), ..NodeUpdate::default() };
+            ctx.state
+                .datastore
+                .update_attested_node(&id, &update)
+                .await
+                .map_err(|e| Status::internal(format!("failed to update agent version: {e}")))?;
+        }
+        Ok(pb::PostStatusResponse {})
+    }
+    .await;
+    ctx.audit.emit(&result, &[("agent_version", req.agent_version.clone())]);
+    result.map(Response::new)
 }

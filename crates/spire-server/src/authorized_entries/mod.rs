@@ -1,0 +1,245 @@
+//! The authorized-entry index of the server: which registration entries each agent may get
+//! SVIDs for, kept in memory and followed incrementally from the datastore's change log.
+//!
+//! Cold start loads every entry and every agent in one pass (after noting the change-log
+//! position); afterwards [`AuthorizedEntries::run`] polls the change log, re-reads only the
+//! objects named by new rows, and publishes a [`Notification`] naming the agents whose view
+//! changed (for the push stream, [`crate::api::watch`]). A full reload happens only when the
+//! follower gives up on a gap in the log.
+//!
+//! Mirrors `pkg/server/authorizedentries` (design-notes §3).
+
+mod index;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use spire_datastore::{ChangeFollower, ChangeKind, DataStore, Entry};
+use spire_spiffe::{Clock, SpiffeId, TrustDomain};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub use index::Index;
+
+/// How often the change log is polled.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a gap in the change log is waited for before it is given up (then: full reload).
+pub const GAP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Most change-log rows read per poll.
+const POLL_LIMIT: u32 = 5000;
+
+/// Bits of [`Notification`] masks (they mirror `spire_rs.agent.v1.Change`).
+pub mod change {
+    /// Authorized entries changed.
+    pub const ENTRIES: u32 = 1 << 2;
+    /// The local bundle changed.
+    pub const BUNDLE: u32 = 1 << 3;
+    /// A federated bundle changed.
+    pub const FEDERATED_BUNDLE: u32 = 1 << 4;
+    /// The agent's own record changed.
+    pub const AGENT: u32 = 1 << 5;
+    /// Everything must be re-synced.
+    pub const RESYNC: u32 = 1 << 6;
+}
+
+/// One batch of applied changes.
+#[derive(Debug, Default)]
+pub struct Notification {
+    /// The change-log position after the batch.
+    pub revision: i64,
+    /// What changed for every agent.
+    pub all: u32,
+    /// What changed, per agent SPIFFE ID.
+    pub agents: HashMap<String, u32>,
+}
+
+impl Notification {
+    /// The change mask for `agent_id` (0 = nothing it can see changed).
+    pub fn mask_for(&self, agent_id: &str) -> u32 {
+        self.all | self.agents.get(agent_id).copied().unwrap_or(0)
+    }
+}
+
+/// Why the index could not be loaded or followed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the datastore for the authorized-entry index")]
+pub struct IndexError(#[from] spire_datastore::Error);
+
+/// The shared index handle.
+#[derive(Debug)]
+pub struct AuthorizedEntries {
+    trust_domain: TrustDomain,
+    index: RwLock<Index>,
+    revision: AtomicI64,
+    notify: broadcast::Sender<Arc<Notification>>,
+}
+
+impl AuthorizedEntries {
+    /// An empty index for `trust_domain` (call [`AuthorizedEntries::load`] before use).
+    pub fn new(trust_domain: TrustDomain) -> Self {
+        let server_id = server_id(&trust_domain);
+        let (notify, _) = broadcast::channel(1024);
+        AuthorizedEntries {
+            trust_domain,
+            index: RwLock::new(Index::new(&server_id)),
+            revision: AtomicI64::new(0),
+            notify,
+        }
+    }
+
+    /// Reads the index.
+    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The change-log position the index reflects.
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Subscribes to notifications.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Notification>> {
+        self.notify.subscribe()
+    }
+
+    /// Every entry `agent` is authorized for, sorted by ID.
+    pub fn authorized_entries(&self, agent: &SpiffeId) -> Vec<Arc<Entry>> {
+        self.read().authorized_entries(agent.as_str())
+    }
+
+    /// Loads everything from the datastore (cold start or recovery); returns the follower
+    /// positioned at the log position read before the load.
+    pub async fn load(&self, ds: &DataStore) -> Result<ChangeFollower, IndexError> {
+        let start = ds.latest_change_id().await?;
+        let entries = ds.list_all_entries().await?;
+        let nodes = ds.list_all_nodes_with_selectors().await?;
+        let mut fresh = Index::new(&server_id(&self.trust_domain));
+        for e in entries {
+            fresh.upsert_entry(e);
+        }
+        for n in nodes {
+            fresh.upsert_agent(n);
+        }
+        tracing::info!(
+            entries = fresh.entry_count(),
+            agents = fresh.agent_count(),
+            revision = start,
+            "Authorized-entry index loaded"
+        );
+        *self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        self.revision.store(start, Ordering::Release);
+        Ok(ChangeFollower::new(start, GAP_TIMEOUT))
+    }
+
+    /// Follows the change log until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        ds: DataStore,
+        clock: Arc<dyn Clock>,
+        mut follower: ChangeFollower,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(POLL_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match self.poll_once(&ds, clock.as_ref(), &mut follower).await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "Failed to follow the change log"),
+            }
+        }
+    }
+
+    /// Reads and applies one batch of change-log rows.
+    pub async fn poll_once(
+        &self,
+        ds: &DataStore,
+        clock: &dyn Clock,
+        follower: &mut ChangeFollower,
+    ) -> Result<(), IndexError> {
+        let changes = follower.poll(ds, clock.now(), POLL_LIMIT).await?;
+        if !follower.take_expired().is_empty() {
+            tracing::warn!("Change-log gaps timed out; reloading the authorized-entry index");
+            *follower = self.load(ds).await?;
+            self.publish(Notification {
+                revision: self.revision(),
+                all: change::RESYNC,
+                agents: HashMap::new(),
+            });
+            return Ok(());
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut n = Notification::default();
+        for c in &changes {
+            match c.kind {
+                ChangeKind::Entry => {
+                    let fresh = ds.get_entry(&c.object_id).await?;
+                    let mut ix = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let old = ix.remove_entry(&c.object_id);
+                    let mut affected = old.as_ref().map(|e| ix.agents_seeing(e)).unwrap_or_default();
+                    if let Some(e) = fresh {
+                        affected.extend(ix.agents_seeing(&e));
+                        ix.upsert_entry(e);
+                    }
+                    for a in affected {
+                        *n.agents.entry(a).or_default() |= change::ENTRIES;
+                    }
+                }
+                ChangeKind::Node => {
+                    let Ok(id) = c.object_id.parse::<SpiffeId>() else {
+                        continue;
+                    };
+                    let fresh = ds.get_attested_node(&id).await?;
+                    let mut ix = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let old = match fresh {
+                        Some(node) => {
+                            let sel_changed =
+                                ix.agent(id.as_str()).is_none_or(|o| o.selectors != node.selectors);
+                            let old = ix.upsert_agent(node);
+                            let mask = if sel_changed { change::AGENT | change::ENTRIES } else { change::AGENT };
+                            *n.agents.entry(c.object_id.clone()).or_default() |= mask;
+                            old
+                        }
+                        None => {
+                            *n.agents.entry(c.object_id.clone()).or_default() |= change::AGENT;
+                            ix.remove_agent(id.as_str())
+                        }
+                    };
+                    drop(old);
+                }
+                ChangeKind::Bundle => {
+                    if c.object_id == self.trust_domain.as_str() {
+                        n.all |= change::BUNDLE;
+                    } else {
+                        n.all |= change::FEDERATED_BUNDLE;
+                    }
+                }
+                ChangeKind::Federation => n.all |= change::FEDERATED_BUNDLE,
+            }
+        }
+        let rev = follower.cursor().max(self.revision());
+        self.revision.store(rev, Ordering::Release);
+        n.revision = rev;
+        self.publish(n);
+        Ok(())
+    }
+
+    fn publish(&self, n: Notification) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.notify.send(Arc::new(n));
+    }
+}
+
+/// `spiffe://<td>/spire/server`.
+pub fn server_id(td: &TrustDomain) -> String {
+    format!("spiffe://{}/spire/server", td.as_str())
+}
