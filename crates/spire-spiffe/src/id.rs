@@ -234,6 +234,14 @@ impl From<TrustDomain> for String {
     }
 }
 
+/// Hash, equality and order agree with those of the name, so maps keyed by `TrustDomain` can be
+/// queried with a `&str`.
+impl std::borrow::Borrow<str> for TrustDomain {
+    fn borrow(&self) -> &str {
+        &self.name
+    }
+}
+
 impl AsRef<str> for TrustDomain {
     fn as_ref(&self) -> &str {
         &self.name
@@ -372,6 +380,14 @@ impl TryFrom<String> for SpiffeId {
 impl From<SpiffeId> for String {
     fn from(id: SpiffeId) -> String {
         id.full
+    }
+}
+
+/// Hash, equality and order agree with those of the string, so maps keyed by `SpiffeId` can be
+/// queried with a `&str`.
+impl std::borrow::Borrow<str> for SpiffeId {
+    fn borrow(&self) -> &str {
+        &self.full
     }
 }
 
@@ -670,6 +686,16 @@ mod tests {
         let td: TrustDomain = serde_json::from_str("\"example.org\"").unwrap();
         assert_eq!(serde_json::to_string(&td).unwrap(), "\"example.org\"");
         assert!(serde_json::from_str::<TrustDomain>("\"ex ample\"").is_err());
+    }
+
+    #[test]
+    fn maps_can_be_queried_by_str() {
+        let mut ids = std::collections::HashMap::new();
+        ids.insert(id("spiffe://a/x").unwrap(), 1);
+        assert_eq!(ids.get("spiffe://a/x"), Some(&1));
+        let mut tds = std::collections::BTreeMap::new();
+        tds.insert("b.org".parse::<TrustDomain>().unwrap(), 2);
+        assert_eq!(tds.get("b.org"), Some(&2));
     }
 
     #[test]
