@@ -1,0 +1,226 @@
+//! The agent's local endpoints: the SPIFFE Workload API (plus `grpc.health.v1`) on the public
+//! Unix socket, and the spire-rs admin service (`debug explain`) on the admin socket.
+//!
+//! Every Workload API call identifies its caller from the socket's peer credentials
+//! ([`crate::peertracker`]), runs the workload attestors, checks the caller's pid still names
+//! the process that connected, and gives it only the identities whose entry selectors are a
+//! subset of its selectors.
+
+pub mod admin;
+pub mod explain;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use spire_spiffe::TrustDomain;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::attestor::workload::{Attestors, UnixAttestor, UnixAttestorConfig, WorkloadAttestor};
+use crate::identity::{IdentitySnapshot, JwtSvidSource};
+use crate::peertracker::PeerStream;
+
+/// Workload attestor settings (`WorkloadAttestor` plugin blocks of the agent config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadAttestorsConfig {
+    /// `WorkloadAttestor "unix"`, if configured.
+    pub unix: Option<UnixAttestorConfig>,
+}
+
+impl WorkloadAttestorsConfig {
+    /// Reads the enabled `WorkloadAttestor` blocks of an agent config.
+    pub fn from_plugins(plugins: &spire_config::Plugins) -> Result<Self, EndpointsError> {
+        let mut out = Self::default();
+        for p in plugins.enabled("WorkloadAttestor") {
+            match p.name.as_str() {
+                "unix" => {
+                    out.unix = Some(
+                        p.plugin_data()
+                            .map_err(|e| EndpointsError::Config(e.to_string()))?,
+                    );
+                }
+                other => {
+                    return Err(EndpointsError::Config(format!(
+                        "unsupported WorkloadAttestor plugin {other:?}: expected \"unix\""
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn build(&self) -> Attestors {
+        let mut list: Vec<Arc<dyn WorkloadAttestor>> = Vec::new();
+        if let Some(unix) = &self.unix {
+            list.push(Arc::new(UnixAttestor::new(unix.clone())));
+        }
+        Attestors::new(list)
+    }
+}
+
+/// What [`serve`] needs to know.
+#[derive(Debug, Clone)]
+pub struct EndpointsConfig {
+    /// The Workload API socket (`socket_path`).
+    pub socket_path: PathBuf,
+    /// The admin socket (`admin_socket_path`); off when `None`.
+    pub admin_socket_path: Option<PathBuf>,
+    /// `allow_unauthenticated_verifiers`: bundle streams for callers without identities.
+    pub allow_unauthenticated_verifiers: bool,
+    /// `allowed_foreign_jwt_claims`: claims ValidateJWTSVID returns for foreign tokens.
+    pub allowed_foreign_jwt_claims: Vec<String>,
+    /// The workload attestors.
+    pub workload_attestors: WorkloadAttestorsConfig,
+    /// The agent's trust domain.
+    pub trust_domain: TrustDomain,
+}
+
+impl EndpointsConfig {
+    /// The endpoint settings of an agent config.
+    pub fn from_agent_config(cfg: &spire_config::AgentConfig) -> Result<Self, EndpointsError> {
+        Ok(Self {
+            socket_path: cfg.socket_path.clone(),
+            admin_socket_path: cfg.admin_socket_path.clone(),
+            allow_unauthenticated_verifiers: cfg.allow_unauthenticated_verifiers,
+            allowed_foreign_jwt_claims: cfg.allowed_foreign_jwt_claims.clone(),
+            workload_attestors: WorkloadAttestorsConfig::from_plugins(&cfg.plugins)?,
+            trust_domain: cfg.trust_domain.clone(),
+        })
+    }
+}
+
+/// Why the endpoints could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointsError {
+    /// Bad endpoint settings.
+    #[error("invalid endpoints configuration: {0}")]
+    Config(String),
+    /// The socket could not be created.
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("endpoint server on {path} failed: {source}")]
+    Serve {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// How long a caller whose entries have no signed SVID yet waits for the manager to sign one.
+pub const SVID_WAIT: Duration = Duration::from_secs(10);
+
+/// Binds `path` as a Unix socket with `mode`: creates the parent directory and replaces a
+/// stale socket (never a regular file).
+pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, EndpointsError> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let err = |source| EndpointsError::Listen {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            )));
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    Ok(listener)
+}
+
+fn incoming(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = Result<PeerStream, std::io::Error>> {
+    tokio_stream::wrappers::UnixListenerStream::new(listener).map(|r| r.map(PeerStream::new))
+}
+
+/// Serves the Workload API on `cfg.socket_path` (mode 0777: any local user may call, each gets
+/// only its own identities) and, if set, the admin service on `cfg.admin_socket_path` (mode
+/// 0770), until `shutdown` is cancelled. Removes the sockets on the way out.
+pub async fn serve(
+    cfg: EndpointsConfig,
+    snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
+    jwt: Arc<dyn JwtSvidSource>,
+    shutdown: CancellationToken,
+) -> Result<(), EndpointsError> {
+    let attestors = cfg.workload_attestors.build();
+    let state = Arc::new(workload::WorkloadState {
+        snapshots,
+        jwt,
+        attestors,
+        allow_unauthenticated_verifiers: cfg.allow_unauthenticated_verifiers,
+        allowed_foreign_jwt_claims: cfg.allowed_foreign_jwt_claims.clone(),
+        clock: Arc::new(spire_spiffe::SystemClock),
+        svid_wait: SVID_WAIT,
+    });
+
+    let public = bind_socket(&cfg.socket_path, 0o777)?;
+    tracing::info!(path = %cfg.socket_path.display(), "starting workload api");
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<spire_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer<
+            workload::WorkloadService,
+        >>()
+        .await;
+    let public_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(workload::WorkloadService::new(state.clone()).into_server())
+        .serve_with_incoming_shutdown(incoming(public), shutdown.clone().cancelled_owned());
+
+    let admin_server = match &cfg.admin_socket_path {
+        Some(path) => {
+            let listener = bind_socket(path, 0o770)?;
+            tracing::info!(path = %path.display(), "starting admin api");
+            let server = tonic::transport::Server::builder()
+                .add_service(admin::AdminService::new(state.clone()).into_server())
+                .serve_with_incoming_shutdown(
+                    incoming(listener),
+                    shutdown.clone().cancelled_owned(),
+                );
+            Some((path.clone(), server))
+        }
+        None => None,
+    };
+
+    let public_path = cfg.socket_path.clone();
+    let result = match admin_server {
+        Some((admin_path, admin)) => {
+            let (a, b) = tokio::join!(public_server, admin);
+            let _ = std::fs::remove_file(&admin_path);
+            a.map_err(|source| EndpointsError::Serve {
+                path: public_path.clone(),
+                source,
+            })
+            .and(b.map_err(|source| EndpointsError::Serve {
+                path: admin_path,
+                source,
+            }))
+        }
+        None => public_server.await.map_err(|source| EndpointsError::Serve {
+            path: public_path.clone(),
+            source,
+        }),
+    };
+    let _ = std::fs::remove_file(&public_path);
+    result
+}

@@ -1,0 +1,499 @@
+//! The `SpiffeWorkloadAPI` service.
+//!
+//! Each call: security header (`workload.spiffe.io: true`, else `InvalidArgument`), caller from
+//! the connection's peer credentials, workload attestation (failure → `Unavailable`), PID-reuse
+//! check, then the caller's view of the current [`IdentitySnapshot`]. No matching entry →
+//! `PermissionDenied` "no identity issued" (and one explain line in the agent log). Streams send
+//! the whole view at once and again whenever it changes; identical messages are suppressed.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use prost_types::value::Kind;
+use spire_crypto::jwt::{JwtBundleSource, JwtKeyLookup, JwtValidationOptions, validate_jwt_svid};
+use spire_proto::workload as pb;
+use spire_proto::workload::spiffe_workload_api_server::{
+    SpiffeWorkloadApi, SpiffeWorkloadApiServer,
+};
+use spire_spiffe::{Clock, Selectors, SpiffeId, TrustDomain};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::explain::{DEFAULT_NEAREST, explain};
+use crate::attestor::workload::Attestors;
+use crate::identity::{BundleView, Identity, IdentitySnapshot, JwtSvidSource};
+use crate::peertracker::PeerConnectInfo;
+
+/// The metadata key every Workload API call must carry with the value `true`.
+pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+/// Registered JWT claims ValidateJWTSVID always returns, also for foreign trust domains.
+const REGISTERED_CLAIMS: &[&str] = &["aud", "exp", "iat", "iss", "jti", "nbf", "sub"];
+
+/// Shared state of the Workload API (and the admin service).
+pub struct WorkloadState {
+    /// The manager's snapshots.
+    pub snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
+    /// Mints JWT-SVIDs.
+    pub jwt: Arc<dyn JwtSvidSource>,
+    /// The workload attestors.
+    pub attestors: Attestors,
+    /// Bundle streams without an identity.
+    pub allow_unauthenticated_verifiers: bool,
+    /// Extra claims returned for foreign JWT-SVIDs.
+    pub allowed_foreign_jwt_claims: Vec<String>,
+    /// Time source for JWT validation.
+    pub clock: Arc<dyn Clock>,
+    /// How long a caller with matching but unsigned entries waits for its SVIDs.
+    pub svid_wait: Duration,
+}
+
+/// A caller that passed the header check and attestation.
+struct Caller {
+    pid: i32,
+    selectors: Selectors,
+}
+
+/// The `SpiffeWorkloadAPI` implementation.
+#[derive(Clone)]
+pub struct WorkloadService {
+    state: Arc<WorkloadState>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn no_identity() -> Status {
+    Status::permission_denied("no identity issued")
+}
+
+/// Checks the security header: exactly one value, `true`.
+pub fn check_security_header(md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+    let values: Vec<_> = md.get_all(SECURITY_HEADER).iter().collect();
+    match values.as_slice() {
+        [v] if v.as_bytes() == b"true" => Ok(()),
+        _ => Err(Status::invalid_argument(
+            "security header missing from request",
+        )),
+    }
+}
+
+/// DER certificates concatenated, as the Workload API carries chains and bundles.
+fn concat_der(certs: &[Vec<u8>]) -> Vec<u8> {
+    certs.concat()
+}
+
+/// The JWKS of a bundle's JWT authorities only (no X.509 keys, no SPIFFE members).
+fn jwks(bundle: &BundleView) -> Result<Vec<u8>, Status> {
+    let mut b = bundle.bundle.clone();
+    b.x509_authorities.clear();
+    let text = b
+        .to_json()
+        .map_err(|e| Status::internal(format!("cannot encode JWT bundle: {e}")))?;
+    let mut v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Status::internal(format!("cannot encode JWT bundle: {e}")))?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("spiffe_sequence");
+        obj.remove("spiffe_refresh_hint");
+    }
+    serde_json::to_vec(&v).map_err(|e| Status::internal(format!("cannot encode JWT bundle: {e}")))
+}
+
+/// The bundles a caller sees: local first, then federated ones from its entries.
+fn caller_bundles(snap: &IdentitySnapshot, selectors: &Selectors) -> Vec<Arc<BundleView>> {
+    let mut out: Vec<Arc<BundleView>> = snap.bundle.iter().cloned().collect();
+    out.extend(snap.federated_bundles_for(selectors));
+    out
+}
+
+fn x509_response(
+    snap: &IdentitySnapshot,
+    ids: &[&Identity],
+    selectors: &Selectors,
+) -> pb::X509svidResponse {
+    let bundle = snap
+        .bundle
+        .as_ref()
+        .map(|b| concat_der(&b.x509_authorities))
+        .unwrap_or_default();
+    let svids = ids
+        .iter()
+        .filter_map(|id| {
+            let svid = id.svid.as_ref()?;
+            Some(pb::X509svid {
+                spiffe_id: svid.spiffe_id.to_string(),
+                x509_svid: concat_der(&svid.cert_chain),
+                x509_svid_key: svid.private_key_pkcs8.to_vec(),
+                bundle: bundle.clone(),
+                hint: id.entry.hint.clone(),
+            })
+        })
+        .collect();
+    let federated_bundles = snap
+        .federated_bundles_for(selectors)
+        .iter()
+        .map(|b| (b.trust_domain.id_string(), concat_der(&b.x509_authorities)))
+        .collect();
+    pb::X509svidResponse {
+        svids,
+        crl: Vec::new(),
+        federated_bundles,
+    }
+}
+
+/// Several JWT bundles keyed by trust domain, as a [`JwtBundleSource`].
+struct JwtKeys(HashMap<TrustDomain, Arc<BundleView>>);
+
+impl JwtBundleSource for JwtKeys {
+    fn jwt_key(&self, td: &TrustDomain, kid: &str) -> JwtKeyLookup<'_> {
+        match self.0.get(td) {
+            None => JwtKeyLookup::NoBundle,
+            Some(b) => b
+                .bundle
+                .jwt_authority(kid)
+                .map_or(JwtKeyLookup::UnknownKid, |a| {
+                    JwtKeyLookup::Found(a.public_key.as_slice())
+                }),
+        }
+    }
+}
+
+/// A JSON value as a protobuf `Value`.
+fn to_proto_value(v: serde_json::Value) -> prost_types::Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(to_proto_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(to_proto_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn to_proto_struct(m: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m.into_iter().map(|(k, v)| (k, to_proto_value(v))).collect(),
+    }
+}
+
+impl WorkloadService {
+    /// A service over `state`.
+    pub fn new(state: Arc<WorkloadState>) -> Self {
+        Self { state }
+    }
+
+    /// Wraps it for tonic.
+    pub fn into_server(self) -> SpiffeWorkloadApiServer<Self> {
+        SpiffeWorkloadApiServer::new(self)
+    }
+
+    /// Header check, caller identification and attestation.
+    async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        check_security_header(req.metadata())?;
+        let Some(caller) = req
+            .extensions()
+            .get::<PeerConnectInfo>()
+            .and_then(|i| i.caller)
+        else {
+            tracing::warn!("workload api caller has no peer credentials");
+            return Err(Status::unavailable("workload attestation failed"));
+        };
+        let selectors = match self.state.attestors.attest(caller.pid).await {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(pid = caller.pid, %error, "workload attestation failed");
+                return Err(Status::unavailable("workload attestation failed"));
+            }
+        };
+        if let Err(error) = caller.check_alive() {
+            tracing::warn!(pid = caller.pid, %error, "workload attestation failed");
+            return Err(Status::unavailable("workload attestation failed"));
+        }
+        Ok(Caller {
+            pid: caller.pid,
+            selectors,
+        })
+    }
+
+    fn explain_denial(&self, snap: &IdentitySnapshot, caller: &Caller, method: &'static str) {
+        let ex = explain(snap, caller.pid, &caller.selectors, DEFAULT_NEAREST);
+        tracing::warn!(
+            method,
+            pid = caller.pid,
+            selectors = %ex.selectors_text(),
+            nearest = %ex.nearest_text(),
+            "no identity issued"
+        );
+    }
+
+    /// Spawns a stream task: `build` turns a snapshot into the next message, `Ok(None)` meaning
+    /// "nothing to send for this snapshot yet", `Err` ending the stream.
+    fn spawn_stream<T, F>(&self, caller: Caller, method: &'static str, build: F) -> BoxStream<T>
+    where
+        T: PartialEq + Clone + Send + 'static,
+        F: Fn(&IdentitySnapshot, &Selectors, bool) -> Result<Option<T>, StreamEnd> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Result<T, Status>>(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut snaps = this.state.snapshots.clone();
+            let mut last: Option<T> = None;
+            let started = tokio::time::Instant::now();
+            loop {
+                let snap = snaps.borrow_and_update().clone();
+                let waited_out = started.elapsed() >= this.state.svid_wait;
+                match build(&snap, &caller.selectors, waited_out) {
+                    Ok(Some(msg)) => {
+                        if last.as_ref() != Some(&msg) {
+                            last = Some(msg.clone());
+                            if tx.send(Ok(msg)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(StreamEnd::NoIdentity) => {
+                        this.explain_denial(&snap, &caller, method);
+                        let _ = tx.send(Err(no_identity())).await;
+                        return;
+                    }
+                    Err(StreamEnd::Status(s)) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                }
+                // Wake for a new snapshot, the caller leaving, or (before the first message)
+                // the end of the SVID wait.
+                let wait_deadline =
+                    (last.is_none() && !waited_out).then(|| started + this.state.svid_wait);
+                tokio::select! {
+                    changed = snaps.changed() => {
+                        if changed.is_err() {
+                            let _ = tx.send(Err(Status::unavailable("agent is shutting down"))).await;
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
+                    () = async {
+                        match wait_deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+/// Why a stream ends.
+enum StreamEnd {
+    NoIdentity,
+    Status(Status),
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadService {
+    type FetchX509SVIDStream = BoxStream<pb::X509svidResponse>;
+    type FetchX509BundlesStream = BoxStream<pb::X509BundlesResponse>;
+    type FetchJWTBundlesStream = BoxStream<pb::JwtBundlesResponse>;
+    type FetchWITSVIDStream = BoxStream<pb::WitsvidResponse>;
+    type FetchWITBundlesStream = BoxStream<pb::WitBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<pb::X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let caller = self.attest(&request).await?;
+        Ok(Response::new(self.spawn_stream(
+            caller,
+            "FetchX509SVID",
+            |snap, selectors, waited_out| {
+                let ids = snap.entries_for(selectors);
+                if ids.is_empty() {
+                    return Err(StreamEnd::NoIdentity);
+                }
+                if ids.iter().all(|id| id.svid.is_none()) {
+                    // Entries match but nothing is signed yet: wait for the manager, bounded.
+                    return if waited_out {
+                        Err(StreamEnd::NoIdentity)
+                    } else {
+                        Ok(None)
+                    };
+                }
+                Ok(Some(x509_response(snap, &ids, selectors)))
+            },
+        )))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<pb::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let caller = self.attest(&request).await?;
+        let allow = self.state.allow_unauthenticated_verifiers;
+        Ok(Response::new(self.spawn_stream(
+            caller,
+            "FetchX509Bundles",
+            move |snap, selectors, _| {
+                if !allow && snap.entries_for(selectors).is_empty() {
+                    return Err(StreamEnd::NoIdentity);
+                }
+                let bundles = caller_bundles(snap, selectors)
+                    .iter()
+                    .map(|b| (b.trust_domain.id_string(), concat_der(&b.x509_authorities)))
+                    .collect();
+                Ok(Some(pb::X509BundlesResponse {
+                    crl: Vec::new(),
+                    bundles,
+                }))
+            },
+        )))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<pb::JwtsvidRequest>,
+    ) -> Result<Response<pb::JwtsvidResponse>, Status> {
+        check_security_header(request.metadata())?;
+        let req = request.get_ref();
+        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let wanted: Option<SpiffeId> = if req.spiffe_id.is_empty() {
+            None
+        } else {
+            Some(req.spiffe_id.parse().map_err(|e| {
+                Status::invalid_argument(format!("invalid requested SPIFFE ID: {e}"))
+            })?)
+        };
+        let audiences = req.audience.clone();
+        let caller = self.attest(&request).await?;
+        let snap = self.state.snapshots.borrow().clone();
+        let entries: Vec<_> = snap
+            .entries_for(&caller.selectors)
+            .into_iter()
+            .filter(|id| wanted.as_ref().is_none_or(|w| *w == id.entry.spiffe_id))
+            .map(|id| id.entry.clone())
+            .collect();
+        if entries.is_empty() {
+            self.explain_denial(&snap, &caller, "FetchJWTSVID");
+            return Err(no_identity());
+        }
+        let mut svids = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let hint = entry.hint.clone();
+            match self
+                .state
+                .jwt
+                .fetch_jwt_svid(entry, audiences.clone())
+                .await
+            {
+                Ok(svid) => svids.push(pb::Jwtsvid {
+                    spiffe_id: svid.spiffe_id.to_string(),
+                    svid: svid.token,
+                    hint,
+                }),
+                Err(error) => {
+                    tracing::error!(pid = caller.pid, %error, "could not fetch jwt-svid");
+                    return Err(Status::unavailable(format!(
+                        "could not fetch JWT-SVID: {error}"
+                    )));
+                }
+            }
+        }
+        Ok(Response::new(pb::JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<pb::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let caller = self.attest(&request).await?;
+        let allow = self.state.allow_unauthenticated_verifiers;
+        Ok(Response::new(self.spawn_stream(
+            caller,
+            "FetchJWTBundles",
+            move |snap, selectors, _| {
+                if !allow && snap.entries_for(selectors).is_empty() {
+                    return Err(StreamEnd::NoIdentity);
+                }
+                let mut bundles = HashMap::new();
+                for b in caller_bundles(snap, selectors) {
+                    bundles.insert(
+                        b.trust_domain.id_string(),
+                        jwks(&b).map_err(StreamEnd::Status)?,
+                    );
+                }
+                Ok(Some(pb::JwtBundlesResponse { bundles }))
+            },
+        )))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<pb::ValidateJwtsvidRequest>,
+    ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
+        check_security_header(request.metadata())?;
+        let req = request.get_ref();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if req.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let caller = self.attest(&request).await?;
+        let snap = self.state.snapshots.borrow().clone();
+        let keys = JwtKeys(
+            caller_bundles(&snap, &caller.selectors)
+                .into_iter()
+                .map(|b| (b.trust_domain.clone(), b))
+                .collect(),
+        );
+        let validated = validate_jwt_svid(
+            &req.svid,
+            &keys,
+            &req.audience,
+            self.state.clock.now(),
+            &JwtValidationOptions::default(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut claims = validated.claims;
+        // `aud` is always an array, whatever form the token used.
+        claims.insert(
+            "aud".to_owned(),
+            serde_json::Value::from(validated.audience.clone()),
+        );
+        if validated.spiffe_id.trust_domain() != &snap.trust_domain {
+            claims.retain(|k, _| {
+                REGISTERED_CLAIMS.contains(&k.as_str())
+                    || self.state.allowed_foreign_jwt_claims.iter().any(|a| a == k)
+            });
+        }
+        Ok(Response::new(pb::ValidateJwtsvidResponse {
+            spiffe_id: validated.spiffe_id.to_string(),
+            claims: Some(to_proto_struct(claims)),
+        }))
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        _request: Request<pb::WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        Err(Status::unimplemented("WIT-SVIDs are not supported"))
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        _request: Request<pb::WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        Err(Status::unimplemented("WIT-SVIDs are not supported"))
+    }
+}
