@@ -550,7 +550,7 @@ mod tests {
         let spki: aws_lc_rs::encoding::PublicKeyX509Der<'_> = kp.public_key().as_der().unwrap();
         let mut f = fixture(KeyType::EcP256);
         f.bundles
-            .get_mut(&"example.org".parse().unwrap())
+            .get_mut(&"example.org".parse::<TrustDomain>().unwrap())
             .unwrap()
             .insert("p521".into(), spki.as_ref().to_vec());
         let rng = aws_lc_rs::rand::SystemRandom::new();
