@@ -7,3 +7,7 @@
 //! whole (a reader never sees half an update); the agent never depends on `spire-server`.
 
 pub mod identity;
+pub mod attestor;
+pub mod client;
+pub mod manager;
+pub mod storage;

@@ -1,0 +1,823 @@
+//! The agent's manager: keeps the agent's own SVID fresh (RenewAgent, or re-attestation for
+//! re-attestable agents), syncs authorized entries and bundles from the server (on a timer and
+//! at once when the spire-rs `Watch` stream says something changed), gets X509-SVIDs signed for
+//! the entries with keys generated here, rotates them at half-life, and publishes the result as
+//! an immutable [`IdentitySnapshot`] through a `tokio::sync::watch` channel.
+//!
+//! All expiry and rotation decisions use the injected [`Clock`]; sleeping uses `tokio::time`.
+//! The loop state is owned by one task, so no lock is held across an await.
+
+pub mod jwt;
+pub mod keys;
+pub mod rotation;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use spire_crypto::PrivateKey;
+use spire_spiffe::{Bundle, Clock, SpiffeId, TrustDomain};
+use spire_tls::{BundleSet, SharedIdentity};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::attestor::node::NodeAttestor;
+use crate::client::{self, ClientError, IssuedSvid, ServerClient};
+use crate::identity::{BundleView, EntryView, Identity, IdentitySnapshot, WorkloadX509Svid};
+use crate::storage::{self, AgentData};
+use keys::AgentKeyStore;
+
+/// The longest the sync loop backs off after errors (SPIRE: 8 minutes).
+pub const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(480);
+
+/// Why the manager stopped or could not do something.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// A call to the server failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server refused the agent (banned, evicted) and it cannot re-attest.
+    #[error("the server rejected this agent (banned or evicted) and it cannot re-attest: {0}")]
+    Rejected(String),
+    /// The agent key could not be generated or stored.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyStoreError),
+    /// The agent state could not be stored.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// A key, CSR or certificate could not be made or used.
+    #[error("{0}")]
+    Crypto(String),
+    /// No node attestor is configured (needed to attest).
+    #[error("cannot attest: {0}")]
+    NoAttestor(String),
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The agent's trust domain.
+    pub trust_domain: TrustDomain,
+    /// `server_address:server_port`.
+    pub server_address: String,
+    /// Where `agent-data.json` lives.
+    pub data_dir: PathBuf,
+    /// `experimental.sync_interval` (default 5 s).
+    pub sync_interval: Duration,
+    /// `x509_svid_cache_max_size` (0 = no limit).
+    pub x509_svid_cache_max_size: usize,
+    /// `workload_x509_svid_key_type`.
+    pub workload_key_type: spire_crypto::KeyType,
+    /// `availability_target`.
+    pub availability_target: Option<Duration>,
+}
+
+/// The agent's own SVID and key.
+#[derive(Clone)]
+pub struct AgentSvid {
+    /// The SVID.
+    pub svid: IssuedSvid,
+    /// Its private key.
+    pub key: Arc<PrivateKey>,
+    /// Whether rotation re-attests.
+    pub reattestable: bool,
+    /// When to rotate.
+    pub deadline: SystemTime,
+}
+
+impl std::fmt::Debug for AgentSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSvid")
+            .field("svid", &self.svid)
+            .field("reattestable", &self.reattestable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentSvid {
+    /// Wraps a fresh SVID, choosing its rotation time.
+    pub fn new(
+        svid: IssuedSvid,
+        key: Arc<PrivateKey>,
+        reattestable: bool,
+        availability_target: Option<Duration>,
+    ) -> Self {
+        let deadline = rotation::rotation_deadline(
+            svid.not_before,
+            svid.not_after,
+            rotation::random_jitter(),
+            availability_target,
+        );
+        AgentSvid {
+            svid,
+            key,
+            reattestable,
+            deadline,
+        }
+    }
+
+    /// The TLS identity for this SVID.
+    pub fn tls_identity(&self) -> Result<spire_tls::Identity, ManagerError> {
+        let pkcs8 = self
+            .key
+            .to_pkcs8_der()
+            .map_err(|e| ManagerError::Crypto(e.to_string()))?;
+        spire_tls::Identity::from_der(self.svid.cert_chain.iter().cloned(), pkcs8.to_vec())
+            .map_err(|e| ManagerError::Crypto(format!("agent SVID unusable for TLS: {e}")))
+    }
+}
+
+/// Attests the agent with a fresh key over a new connection that presents no client
+/// certificate. `bundles` = `None` means insecure bootstrap. Returns the SVID and its (not yet
+/// committed) key.
+pub async fn attest_agent(
+    cfg: &ManagerConfig,
+    bundles: Option<&BundleSet>,
+    attestor: &dyn NodeAttestor,
+    keys: &AgentKeyStore,
+    clock: Arc<dyn Clock>,
+) -> Result<(client::Attestation, Arc<PrivateKey>, tonic::transport::Channel), ManagerError> {
+    let key = keys.generate()?;
+    let csr = spire_crypto::create_csr(key.as_ref(), None)
+        .map_err(|e| ManagerError::Crypto(format!("agent CSR: {e}")))?;
+    let tls = client::tls_config(&cfg.trust_domain, bundles, SharedIdentity::empty(), clock)?;
+    let channel = spire_tls::connect_lazy(&cfg.server_address, tls).map_err(ClientError::from)?;
+    tracing::info!(attestor = attestor.attestation_type(), "Attesting the node to the server");
+    let attestation = client::attest(channel.clone(), attestor, csr).await?;
+    if attestation.svid.public_key_spki() != Some(key.public_key().spki_der()) {
+        return Err(ManagerError::Crypto(
+            "server returned an agent SVID for another key".into(),
+        ));
+    }
+    tracing::info!(
+        spiffe_id = %attestation.svid.spiffe_id,
+        reattestable = attestation.reattestable,
+        expires_at = spire_spiffe::to_unix_secs(attestation.svid.not_after),
+        "Node attestation was successful"
+    );
+    Ok((attestation, key, channel))
+}
+
+struct SvidSlot {
+    svid: Arc<WorkloadX509Svid>,
+    revision: i64,
+    deadline: SystemTime,
+}
+
+/// Picks the entries that get an X509-SVID ahead of any request: all of them, oldest first,
+/// up to `max` (0 = no limit). (SPIRE's LRU additionally keeps SVIDs of entries with active
+/// subscribers beyond the limit; the agent here prefetches up to the limit instead.)
+pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> BTreeSet<String> {
+    let mut v: Vec<&Arc<EntryView>> = entries.values().collect();
+    v.sort_by(|a, b| (a.created_at, &a.entry_id).cmp(&(b.created_at, &b.entry_id)));
+    let limit = if max == 0 { usize::MAX } else { max };
+    v.into_iter().take(limit).map(|e| e.entry_id.clone()).collect()
+}
+
+/// The manager. Build with [`Manager::new`], then [`Manager::run`] it.
+pub struct Manager {
+    cfg: ManagerConfig,
+    clock: Arc<dyn Clock>,
+    client: Arc<ServerClient>,
+    identity: SharedIdentity,
+    tls_bundles: BundleSet,
+    keys: Arc<AgentKeyStore>,
+    attestor: Option<Arc<dyn NodeAttestor>>,
+    tx: watch::Sender<Arc<IdentitySnapshot>>,
+    wake: Arc<Notify>,
+    watch_generation: watch::Sender<u64>,
+    synced_revision: Arc<AtomicU64>,
+    latest_seen: Arc<AtomicU64>,
+    agent: AgentSvid,
+    bundle: Bundle,
+    federated: BTreeMap<TrustDomain, Bundle>,
+    entries: BTreeMap<String, Arc<EntryView>>,
+    svids: BTreeMap<String, SvidSlot>,
+    revision: u64,
+    dirty: bool,
+    sign_failures: u32,
+    sign_retry_at: Option<tokio::time::Instant>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("agent", &self.agent)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the manager needs to start.
+pub struct ManagerParts {
+    /// Settings.
+    pub cfg: ManagerConfig,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// The mTLS client (presenting `identity`, trusting `tls_bundles`).
+    pub client: Arc<ServerClient>,
+    /// The slot holding the agent's TLS identity.
+    pub identity: SharedIdentity,
+    /// The roots the TLS client trusts.
+    pub tls_bundles: BundleSet,
+    /// The agent key store.
+    pub keys: Arc<AgentKeyStore>,
+    /// The node attestor, if one is configured (needed to re-attest).
+    pub attestor: Option<Arc<dyn NodeAttestor>>,
+    /// The agent's current SVID.
+    pub agent: AgentSvid,
+    /// The current trust bundle.
+    pub bundle: Bundle,
+}
+
+impl Manager {
+    /// A manager and the receiver of its snapshots.
+    pub fn new(parts: ManagerParts) -> (Self, watch::Receiver<Arc<IdentitySnapshot>>) {
+        let (tx, rx) = watch::channel(Arc::new(IdentitySnapshot::empty(
+            parts.cfg.trust_domain.clone(),
+        )));
+        let (watch_generation, _) = watch::channel(0u64);
+        let m = Manager {
+            cfg: parts.cfg,
+            clock: parts.clock,
+            client: parts.client,
+            identity: parts.identity,
+            tls_bundles: parts.tls_bundles,
+            keys: parts.keys,
+            attestor: parts.attestor,
+            tx,
+            wake: Arc::new(Notify::new()),
+            watch_generation,
+            synced_revision: Arc::new(AtomicU64::new(0)),
+            latest_seen: Arc::new(AtomicU64::new(0)),
+            agent: parts.agent,
+            bundle: parts.bundle,
+            federated: BTreeMap::new(),
+            entries: BTreeMap::new(),
+            svids: BTreeMap::new(),
+            revision: 0,
+            dirty: true,
+            sign_failures: 0,
+            sign_retry_at: None,
+        };
+        (m, rx)
+    }
+
+    /// The JWT-SVID source backed by this manager's server client.
+    pub fn jwt_source(&self, max_size: usize) -> jwt::JwtCache {
+        jwt::JwtCache::new(Arc::new(self.client.clone()), self.clock.clone(), max_size)
+    }
+
+    /// Runs until `shutdown` is cancelled (→ `Ok`) or the server rejects the agent for good.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ManagerError> {
+        let watch_task = tokio::spawn(watch_loop(
+            self.client.clone(),
+            self.wake.clone(),
+            self.synced_revision.clone(),
+            self.latest_seen.clone(),
+            self.watch_generation.subscribe(),
+            shutdown.child_token(),
+        ));
+        let result = self.run_loop(&shutdown).await;
+        watch_task.abort();
+        result
+    }
+
+    async fn run_loop(&mut self, shutdown: &CancellationToken) -> Result<(), ManagerError> {
+        let mut next_sync = tokio::time::Instant::now();
+        let mut sync_failures: u32 = 0;
+        let mut woke = false;
+        loop {
+            // 1. The agent's own SVID.
+            let now = self.clock.now();
+            if rotation::should_rotate(now, self.agent.deadline, self.agent.svid.not_after) {
+                if let Err(e) = self.rotate_agent().await {
+                    self.on_error(e).await?;
+                }
+            }
+
+            // 2. Entries and bundles.
+            if woke || tokio::time::Instant::now() >= next_sync {
+                let revision_before = self.synced_revision_hint();
+                match self.sync().await {
+                    Ok(()) => {
+                        sync_failures = 0;
+                        self.synced_revision.store(revision_before, Ordering::SeqCst);
+                        next_sync = tokio::time::Instant::now() + self.cfg.sync_interval;
+                    }
+                    Err(e) => {
+                        sync_failures = sync_failures.saturating_add(1);
+                        let delay = rotation::backoff(
+                            self.cfg.sync_interval,
+                            sync_failures - 1,
+                            MAX_SYNC_BACKOFF,
+                        );
+                        next_sync = tokio::time::Instant::now() + delay;
+                        self.on_error(e).await?;
+                    }
+                }
+            }
+
+            // 3. Workload SVIDs.
+            if self.sign_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t) {
+                match self.sign_svids().await {
+                    Ok(()) => {
+                        self.sign_failures = 0;
+                        self.sign_retry_at = None;
+                    }
+                    Err(e) => {
+                        self.sign_failures = self.sign_failures.saturating_add(1);
+                        self.sign_retry_at = Some(
+                            tokio::time::Instant::now()
+                                + rotation::backoff(
+                                    Duration::from_millis(500),
+                                    self.sign_failures - 1,
+                                    Duration::from_secs(240),
+                                ),
+                        );
+                        self.on_error(e).await?;
+                    }
+                }
+            }
+
+            // 4. Publish.
+            self.publish();
+
+            // 5. Sleep until something is due.
+            let now = self.clock.now();
+            let mut wait = next_sync.saturating_duration_since(tokio::time::Instant::now());
+            wait = wait.min(rotation::until(now, self.agent.deadline));
+            if let Some(t) = self.svids.values().map(|s| s.deadline).min() {
+                wait = wait.min(rotation::until(now, t));
+            }
+            if let Some(t) = self.sign_retry_at {
+                wait = wait.min(t.saturating_duration_since(tokio::time::Instant::now()));
+            }
+            // Re-check at least every 5 s (the agent SVID check interval of SPIRE).
+            wait = wait.clamp(Duration::from_millis(50), Duration::from_secs(5));
+            woke = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(wait) => false,
+                () = self.wake.notified() => true,
+            };
+        }
+    }
+
+    fn synced_revision_hint(&self) -> u64 {
+        self.latest_seen.load(Ordering::SeqCst)
+    }
+
+    /// Reacts to an error of a server call: logs it, and when the server refused the agent,
+    /// re-attests (re-attestable agents) or stops (others).
+    async fn on_error(&mut self, e: ManagerError) -> Result<(), ManagerError> {
+        let denied = matches!(&e, ManagerError::Client(c) if c.is_permission_denied());
+        if !denied {
+            tracing::warn!(error = %e, "Server call failed; will retry");
+            return Ok(());
+        }
+        if self.agent.reattestable && self.attestor.is_some() {
+            tracing::warn!(error = %e, "Server rejected the agent; re-attesting");
+            match self.reattest().await {
+                Ok(()) => return Ok(()),
+                Err(re) => {
+                    tracing::error!(error = %re, "Re-attestation failed; stopping");
+                    let _ = storage::remove(&self.cfg.data_dir);
+                    return Err(ManagerError::Rejected(re.to_string()));
+                }
+            }
+        }
+        tracing::error!(
+            error = %e,
+            spiffe_id = %self.agent.svid.spiffe_id,
+            "Agent is banned or evicted and cannot re-attest; stopping"
+        );
+        let _ = storage::remove(&self.cfg.data_dir);
+        Err(ManagerError::Rejected(e.to_string()))
+    }
+
+    async fn rotate_agent(&mut self) -> Result<(), ManagerError> {
+        if self.agent.reattestable {
+            return self.reattest().await;
+        }
+        let key = self.keys.generate()?;
+        let csr = spire_crypto::create_csr(key.as_ref(), None)
+            .map_err(|e| ManagerError::Crypto(format!("agent CSR: {e}")))?;
+        let svid = self.client.renew_agent(csr).await?;
+        if svid.public_key_spki() != Some(key.public_key().spki_der()) {
+            return Err(ManagerError::Crypto(
+                "server returned an agent SVID for another key".into(),
+            ));
+        }
+        self.install_agent(AgentSvid::new(
+            svid,
+            key,
+            false,
+            self.cfg.availability_target,
+        ))?;
+        tracing::info!(
+            spiffe_id = %self.agent.svid.spiffe_id,
+            expires_at = spire_spiffe::to_unix_secs(self.agent.svid.not_after),
+            "Renewed agent SVID"
+        );
+        Ok(())
+    }
+
+    async fn reattest(&mut self) -> Result<(), ManagerError> {
+        let attestor = self
+            .attestor
+            .clone()
+            .ok_or_else(|| ManagerError::NoAttestor("no node attestor configured".into()))?;
+        let (att, key, _) = attest_agent(
+            &self.cfg,
+            Some(&self.tls_bundles),
+            attestor.as_ref(),
+            &self.keys,
+            self.clock.clone(),
+        )
+        .await?;
+        self.install_agent(AgentSvid::new(
+            att.svid,
+            key,
+            att.reattestable,
+            self.cfg.availability_target,
+        ))?;
+        tracing::info!(
+            spiffe_id = %self.agent.svid.spiffe_id,
+            expires_at = spire_spiffe::to_unix_secs(self.agent.svid.not_after),
+            "Re-attested; agent SVID replaced"
+        );
+        Ok(())
+    }
+
+    /// Commits a new agent SVID: key store, agent data, TLS identity, fresh connection.
+    fn install_agent(&mut self, agent: AgentSvid) -> Result<(), ManagerError> {
+        let identity = agent.tls_identity()?;
+        self.keys.commit(agent.key.clone())?;
+        storage::save(
+            &self.cfg.data_dir,
+            &AgentData {
+                svid_chain: agent.svid.cert_chain.clone(),
+                bundle: self.bundle.clone(),
+                reattestable: agent.reattestable,
+            },
+        )?;
+        self.identity.store(identity);
+        self.client.reconnect();
+        self.watch_generation.send_modify(|g| *g += 1);
+        self.agent = agent;
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), ManagerError> {
+        let synced = self.client.sync_entries(&self.entries).await?;
+        let now_entries = synced.entries;
+        for (id, e) in &now_entries {
+            match self.entries.get(id) {
+                None => tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry created"),
+                Some(old) if !Arc::ptr_eq(old, e) && **old != **e => {
+                    tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry updated");
+                }
+                _ => {}
+            }
+        }
+        for (id, e) in &self.entries {
+            if !now_entries.contains_key(id) {
+                tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, "Entry deleted");
+            }
+        }
+        let changed = now_entries.len() != self.entries.len()
+            || now_entries
+                .iter()
+                .any(|(id, e)| self.entries.get(id).is_none_or(|old| !Arc::ptr_eq(old, e) && **old != **e));
+        if changed {
+            self.entries = now_entries;
+            self.dirty = true;
+        }
+
+        // The local bundle.
+        let bundle = self.client.get_bundle().await?;
+        if bundle.trust_domain != self.cfg.trust_domain {
+            return Err(ManagerError::Client(ClientError::Protocol {
+                op: "GetBundle",
+                reason: format!("bundle of {} instead of {}", bundle.trust_domain, self.cfg.trust_domain),
+            }));
+        }
+        if bundle != self.bundle {
+            if let Err(e) = self.tls_bundles.set_bundle(&bundle) {
+                tracing::warn!(error = %e, "Received bundle unusable for TLS; keeping the previous roots");
+            } else {
+                tracing::info!(
+                    trust_domain = %bundle.trust_domain,
+                    x509_authorities = bundle.x509_authorities.len(),
+                    jwt_authorities = bundle.jwt_authorities.len(),
+                    sequence_number = bundle.sequence_number,
+                    "Bundle updated"
+                );
+                self.bundle = bundle;
+                storage::save(
+                    &self.cfg.data_dir,
+                    &AgentData {
+                        svid_chain: self.agent.svid.cert_chain.clone(),
+                        bundle: self.bundle.clone(),
+                        reattestable: self.agent.reattestable,
+                    },
+                )?;
+                self.dirty = true;
+            }
+        }
+
+        // Federated bundles for every trust domain the entries federate with.
+        let wanted: BTreeSet<TrustDomain> = self
+            .entries
+            .values()
+            .flat_map(|e| e.federates_with.iter().cloned())
+            .filter(|td| *td != self.cfg.trust_domain)
+            .collect();
+        let mut federated = BTreeMap::new();
+        for td in &wanted {
+            match self.client.get_federated_bundle(td).await? {
+                Some(b) => {
+                    federated.insert(td.clone(), b);
+                }
+                None => tracing::warn!(trust_domain = %td, "Federated bundle not found"),
+            }
+        }
+        if federated != self.federated {
+            self.federated = federated;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    async fn sign_svids(&mut self) -> Result<(), ManagerError> {
+        let selected = prefetch_set(&self.entries, self.cfg.x509_svid_cache_max_size);
+        let before = self.svids.len();
+        self.svids.retain(|id, _| selected.contains(id));
+        if self.svids.len() != before {
+            self.dirty = true;
+        }
+        let now = self.clock.now();
+        let mut todo: Vec<Arc<EntryView>> = Vec::new();
+        for id in &selected {
+            let Some(entry) = self.entries.get(id) else {
+                continue;
+            };
+            let due = match self.svids.get(id) {
+                None => true,
+                Some(slot) => {
+                    slot.revision != entry.revision_number
+                        || slot.svid.spiffe_id != entry.spiffe_id
+                        || rotation::should_rotate(now, slot.deadline, slot.svid.expires_at)
+                }
+            };
+            if due {
+                todo.push(entry.clone());
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let key_type = self.cfg.workload_key_type;
+        let ids: Vec<(String, SpiffeId)> = todo
+            .iter()
+            .map(|e| (e.entry_id.clone(), e.spiffe_id.clone()))
+            .collect();
+        let made = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|(id, sid)| {
+                    let key = PrivateKey::generate(key_type).map_err(|e| e.to_string())?;
+                    let csr =
+                        spire_crypto::create_csr(&key, Some(&sid)).map_err(|e| e.to_string())?;
+                    Ok::<_, String>((id, key, csr))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .map_err(|e| ManagerError::Crypto(format!("key generation task: {e}")))?
+        .map_err(|e| ManagerError::Crypto(format!("workload key or CSR: {e}")))?;
+        let params: Vec<(String, Vec<u8>)> =
+            made.iter().map(|(id, _, csr)| (id.clone(), csr.clone())).collect();
+        let results = self.client.batch_new_x509_svid(params).await?;
+        let mut failed = 0usize;
+        for ((id, key, _), result) in made.into_iter().zip(results) {
+            let Some(entry) = self.entries.get(&id).cloned() else {
+                continue;
+            };
+            let issued = match result {
+                Ok(s) => s,
+                Err(reason) => {
+                    failed += 1;
+                    tracing::warn!(entry_id = %id, spiffe_id = %entry.spiffe_id, reason = %reason, "Failed to mint X509-SVID");
+                    continue;
+                }
+            };
+            if issued.spiffe_id != entry.spiffe_id {
+                failed += 1;
+                tracing::warn!(entry_id = %id, expected = %entry.spiffe_id, got = %issued.spiffe_id, "Server signed an X509-SVID for another SPIFFE ID");
+                continue;
+            }
+            let pkcs8 = key
+                .to_pkcs8_der()
+                .map_err(|e| ManagerError::Crypto(e.to_string()))?;
+            let deadline = rotation::rotation_deadline(
+                issued.not_before,
+                issued.not_after,
+                rotation::random_jitter(),
+                self.cfg.availability_target,
+            );
+            let renewed = self.svids.contains_key(&id);
+            tracing::info!(
+                entry_id = %id,
+                spiffe_id = %issued.spiffe_id,
+                expires_at = spire_spiffe::to_unix_secs(issued.not_after),
+                renewed,
+                "Issued X509-SVID"
+            );
+            self.svids.insert(
+                id.clone(),
+                SvidSlot {
+                    svid: Arc::new(WorkloadX509Svid {
+                        entry_id: id,
+                        spiffe_id: issued.spiffe_id,
+                        cert_chain: issued.cert_chain,
+                        private_key_pkcs8: Arc::new(pkcs8),
+                        not_before: issued.not_before,
+                        expires_at: issued.not_after,
+                    }),
+                    revision: entry.revision_number,
+                    deadline,
+                },
+            );
+            self.dirty = true;
+        }
+        if failed > 0 {
+            return Err(ManagerError::Crypto(format!(
+                "{failed} X509-SVID(s) could not be minted"
+            )));
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        self.revision += 1;
+        let view = |b: &Bundle| {
+            Arc::new(BundleView {
+                trust_domain: b.trust_domain.clone(),
+                x509_authorities: b.x509_authorities.clone(),
+                bundle: b.clone(),
+            })
+        };
+        let identities = self
+            .entries
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    Identity {
+                        entry: e.clone(),
+                        svid: self.svids.get(id).map(|s| s.svid.clone()),
+                    },
+                )
+            })
+            .collect();
+        let snapshot = IdentitySnapshot {
+            revision: self.revision,
+            trust_domain: self.cfg.trust_domain.clone(),
+            bundle: Some(view(&self.bundle)),
+            federated_bundles: self
+                .federated
+                .iter()
+                .map(|(td, b)| (td.clone(), view(b)))
+                .collect(),
+            identities,
+        };
+        tracing::debug!(
+            revision = snapshot.revision,
+            entries = snapshot.identities.len(),
+            svids = self.svids.len(),
+            "Identity snapshot published"
+        );
+        self.tx.send_replace(Arc::new(snapshot));
+    }
+}
+
+
+/// Keeps the spire-rs `Watch` stream open and wakes the sync loop when the server reports a
+/// change. A server without it (Unimplemented) leaves the agent polling.
+async fn watch_loop(
+    client: Arc<ServerClient>,
+    wake: Arc<Notify>,
+    synced_revision: Arc<AtomicU64>,
+    latest_seen: Arc<AtomicU64>,
+    mut generation: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
+    use spire_proto::spire_rs::agent::Change;
+    let mut failures: u32 = 0;
+    loop {
+        generation.borrow_and_update();
+        let known = synced_revision.load(Ordering::SeqCst);
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = client.watch(known) => r,
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {
+                tracing::info!("Server has no Watch stream; polling only");
+                return;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = rotation::backoff(Duration::from_secs(1), failures - 1, Duration::from_secs(30));
+                tracing::debug!(error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "Watch stream unavailable");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {},
+                    _ = generation.changed() => {},
+                }
+                continue;
+            }
+        };
+        tracing::debug!("Watch stream open");
+        loop {
+            let msg = tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = generation.changed() => break,
+                m = stream.message() => m,
+            };
+            match msg {
+                Ok(Some(resp)) => {
+                    failures = 0;
+                    latest_seen.fetch_max(resp.revision, Ordering::SeqCst);
+                    let only_none = !resp.changes.is_empty()
+                        && resp.changes.iter().all(|c| *c == Change::None as i32);
+                    if !only_none || resp.revision > synced_revision.load(Ordering::SeqCst) {
+                        tracing::debug!(revision = resp.revision, "Server reported a change; syncing");
+                        wake.notify_one();
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    if status.code() == tonic::Code::PermissionDenied {
+                        // Let the sync loop find out and act on it.
+                        wake.notify_one();
+                    }
+                    tracing::debug!(code = ?status.code(), message = status.message(), "Watch stream ended");
+                    failures = failures.saturating_add(1);
+                    let delay = rotation::backoff(Duration::from_secs(1), failures - 1, Duration::from_secs(30));
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {},
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, created_at: i64) -> Arc<EntryView> {
+        Arc::new(EntryView {
+            entry_id: id.into(),
+            spiffe_id: format!("spiffe://td/{id}").parse().unwrap(),
+            parent_id: "spiffe://td/p".parse().unwrap(),
+            selectors: Default::default(),
+            federates_with: vec![],
+            hint: String::new(),
+            created_at,
+            revision_number: 0,
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            jwt_svid_include_jti: false,
+            disable_x509_svid_prefetch: false,
+            admin: false,
+            downstream: false,
+        })
+    }
+
+    #[test]
+    fn prefetch_takes_oldest_entries_up_to_the_limit() {
+        let mut m = BTreeMap::new();
+        for (id, t) in [("c", 1), ("a", 3), ("b", 2), ("d", 3)] {
+            m.insert(id.to_owned(), entry(id, t));
+        }
+        let all = prefetch_set(&m, 0);
+        assert_eq!(all.len(), 4);
+        let two: Vec<String> = prefetch_set(&m, 2).into_iter().collect();
+        assert_eq!(two, vec!["b".to_owned(), "c".to_owned()]);
+        let three: Vec<String> = prefetch_set(&m, 3).into_iter().collect();
+        assert_eq!(three, vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]);
+    }
+}
