@@ -1,0 +1,3 @@
+//! Integration tests of spire-server.
+
+mod agent_protocol;
