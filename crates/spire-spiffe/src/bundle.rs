@@ -354,6 +354,10 @@ impl Bundle {
     /// Keys whose `use` is not `x509-svid` or `jwt-svid`, or whose `kty` is not `EC`, `RSA`
     /// or `OKP`, are ignored, as the standard says. An empty `keys` array is a valid bundle that
     /// trusts nothing. A standalone JWT bundle (JWKS of jwt-svid keys) uses the same format.
+    ///
+    /// Stricter than some SDKs on purpose: two jwt-svid keys with the same `kid` are rejected
+    /// (rather than one silently winning), and the key members of an x509-svid key must
+    /// describe the public key of its `x5c` certificate.
     pub fn from_json(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
         if json.len() > MAX_BUNDLE_LEN {
             return Err(BundleError::TooLarge(json.len()));
