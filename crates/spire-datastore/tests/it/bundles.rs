@@ -8,7 +8,8 @@ crate::backend_tests!(
     bundle_crud_and_append,
     bundle_delete_modes,
     bundle_prune,
-    bundle_paging
+    bundle_paging,
+    concurrent_appends,
 );
 
 fn cert(not_after: i64) -> Vec<u8> {
@@ -217,4 +218,23 @@ async fn bundle_paging(db: &TestDb) {
     assert_eq!(p2.items.len(), 2);
     assert!(p2.next_page_token.is_empty());
     assert_eq!(p2.items[1].trust_domain, td("td4.org"));
+}
+
+async fn concurrent_appends(db: &TestDb) {
+    let ds = &db.ds;
+    ds.create_bundle(&Bundle::new(td("example.org")))
+        .await
+        .unwrap();
+    let appends = (0..10).map(|i| {
+        let mut b = Bundle::new(td("example.org"));
+        b.jwt_authorities.push(jwt(&format!("k{i}"), 0));
+        async move { ds.append_bundle(&b).await }
+    });
+    for r in futures::future::join_all(appends).await {
+        r.unwrap();
+    }
+    let got = ds.get_bundle(&td("example.org")).await.unwrap().unwrap();
+    // No lost update: every key is there and every append bumped the sequence once.
+    assert_eq!(got.jwt_authorities.len(), 10);
+    assert_eq!(got.sequence_number, 10);
 }

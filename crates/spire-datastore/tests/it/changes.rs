@@ -144,3 +144,58 @@ async fn change_follower_reads_the_log(db: &TestDb) {
     assert!(f.pending_gaps().is_empty());
     assert_eq!(f.cursor(), ds.latest_change_id().await.unwrap());
 }
+
+/// PostgreSQL only: two transactions commit change ids out of order; the follower reports the
+/// later id first, remembers the gap and reports the earlier id once it commits. (SQLite has a
+/// single writer, so ids commit in order there.)
+#[tokio::test]
+async fn postgres_follower_handles_out_of_order_commits() {
+    let Some(db) = crate::harness::postgres().await else {
+        return;
+    };
+    let ds = &db.ds;
+    let start = ds.latest_change_id().await.unwrap();
+    let mut f = ChangeFollower::new(start, Duration::from_secs(60));
+
+    let slow_id = id("spiffe://example.org/spire/agent/slow");
+    let mut slow = ds.begin().await.unwrap();
+    slow.set_node_selectors(&slow_id, &sels(&["n:slow"]))
+        .await
+        .unwrap();
+    // The slow transaction holds id start+1; this one takes start+2 and commits first.
+    let fast = ds
+        .create_entry(&entry("/fast", "/a", &["t:1"]))
+        .await
+        .unwrap();
+
+    let got = f.poll(ds, db.clock.now(), 100).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].object_id, fast.id);
+    assert_eq!(f.pending_gaps(), vec![start + 1]);
+
+    slow.commit().await.unwrap();
+    let got = f.poll(ds, db.clock.now(), 100).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, start + 1);
+    assert_eq!(got[0].object_id, slow_id.as_str());
+    assert!(f.pending_gaps().is_empty());
+
+    // A rolled-back transaction leaves a hole that times out.
+    let mut rolled = ds.begin().await.unwrap();
+    rolled
+        .set_node_selectors(&slow_id, &sels(&["n:x"]))
+        .await
+        .unwrap();
+    rolled.rollback().await.unwrap();
+    ds.create_entry(&entry("/after", "/a", &["t:1"]))
+        .await
+        .unwrap();
+    let got = f.poll(ds, db.clock.now(), 100).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(f.pending_gaps().len(), 1);
+    db.clock.advance(Duration::from_secs(61));
+    assert!(f.poll(ds, db.clock.now(), 100).await.unwrap().is_empty());
+    assert!(f.pending_gaps().is_empty());
+    assert_eq!(f.take_expired().len(), 1);
+    db.cleanup().await;
+}

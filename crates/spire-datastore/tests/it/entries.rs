@@ -13,6 +13,7 @@ crate::backend_tests!(
     entry_federates_with,
     batch_create_atomicity,
     prune_expired_entries,
+    concurrent_duplicate_creates,
 );
 
 async fn entry_crud(db: &TestDb) {
@@ -426,4 +427,20 @@ async fn prune_expired_entries(db: &TestDb) {
         .collect();
     assert_eq!(left.len(), 2);
     assert!(!left.contains(&"/old".to_owned()));
+}
+
+async fn concurrent_duplicate_creates(db: &TestDb) {
+    let ds = &db.ds;
+    let e = entry("/race", "/a", &["unix:uid:7"]);
+    let results = futures::future::join_all((0..8).map(|_| ds.create_entry(&e))).await;
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 1, "{results:?}");
+    for r in &results {
+        match r {
+            Ok(_) => {}
+            Err(Error::EntryAlreadyExists(existing)) => assert_eq!(existing.id, ok[0].id),
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(ds.count_entries(&EntryFilter::default()).await.unwrap(), 1);
 }
