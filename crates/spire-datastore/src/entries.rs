@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use crate::error::{Error, Result};
 use crate::sets::{SetColumns, push_set_match};
 use crate::sql::{self, Arg, Sql, q};
-use crate::store::{Backend, DataStore, for_share, for_update, log_change};
+use crate::store::{Backend, DataStore, WriteTx, for_share, for_update, log_change};
 use crate::types::{
     ChangeKind, ChangeOp, Entry, EntryFilter, EntryMask, ObjectKind, Page, Pagination,
 };
@@ -217,6 +217,33 @@ impl DataStore {
             return Ok(None);
         }
         load_entry(&mut conn, &entry.id, "").await
+    }
+}
+
+impl WriteTx {
+    /// Creates an entry inside this transaction (see [`DataStore::create_entry`]). On
+    /// PostgreSQL a failed statement aborts the transaction: after an error, roll back.
+    pub async fn create_entry(&mut self, entry: &Entry) -> Result<Entry> {
+        insert_entry(&mut self.tx, self.backend, entry, self.now).await
+    }
+
+    /// Updates an entry inside this transaction (see [`DataStore::update_entry`]).
+    pub async fn update_entry(&mut self, entry: &Entry, mask: &EntryMask) -> Result<Entry> {
+        update_entry_tx(&mut self.tx, self.backend, entry, mask, self.now).await
+    }
+
+    /// Deletes an entry inside this transaction (see [`DataStore::delete_entry`]).
+    pub async fn delete_entry(&mut self, id: &str) -> Result<Entry> {
+        let entry = load_entry(&mut self.tx, id, for_update(self.backend))
+            .await?
+            .ok_or_else(|| Error::not_found(ObjectKind::Entry, id))?;
+        delete_entry_rows(&mut self.tx, id, self.now).await?;
+        Ok(entry)
+    }
+
+    /// The entry with this ID as seen inside this transaction.
+    pub async fn get_entry(&mut self, id: &str) -> Result<Option<Entry>> {
+        load_entry(&mut self.tx, id, "").await
     }
 }
 

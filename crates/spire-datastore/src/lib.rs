@@ -16,6 +16,14 @@
 //!   a unique index on a hash of that triple backs the check.
 //! - Join tokens are stored as SHA-256 hashes and never logged; a token is consumed at most once.
 //! - Times are Unix seconds taken from the injected [`spire_spiffe::Clock`].
+//! - Opening a store installs sqlx's default `Any` drivers; no other crate may install `Any`
+//!   drivers of its own.
+//!
+//! Batches: [`DataStore::create_entries`] commits **each item in its own transaction** (as SPIRE
+//! does), so every acknowledged item is durable and a failed item leaves nothing behind;
+//! [`DataStore::create_entries_atomic`] commits all or nothing. Operations that must commit
+//! together across kinds (consume a join token + create the node + set its selectors) use a
+//! [`WriteTx`] from [`DataStore::begin`].
 
 mod bundles;
 pub mod changes;

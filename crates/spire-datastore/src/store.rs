@@ -125,6 +125,14 @@ impl DataStore {
         self.inner.backend
     }
 
+    /// Checks that the database answers (for health checks).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .fetch_one(&self.inner.reader)
+            .await?;
+        Ok(())
+    }
+
     /// Closes every connection. Later calls fail.
     pub async fn close(&self) {
         self.inner.writer.close().await;

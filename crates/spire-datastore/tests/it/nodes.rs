@@ -285,7 +285,23 @@ async fn attestation_transaction(db: &TestDb) {
     .await
     .unwrap();
     assert!(tx.get_attested_node(&n.spiffe_id).await.unwrap().is_some());
+    // Entries can be written in the same transaction.
+    let alias = tx
+        .create_entry(&crate::harness::entry(
+            "/alias",
+            "/spire/server",
+            &["jt:att"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(tx.get_entry(&alias.id).await.unwrap().unwrap(), alias);
     tx.commit().await.unwrap();
+    assert_eq!(ds.get_entry(&alias.id).await.unwrap().unwrap(), alias);
+    let mut tx = ds.begin().await.unwrap();
+    tx.delete_entry(&alias.id).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(ds.get_entry(&alias.id).await.unwrap().is_some());
+    ds.ping().await.unwrap();
     assert!(!ds.join_token_exists("att", START).await.unwrap());
     assert_eq!(
         ds.get_attested_node(&n.spiffe_id).await.unwrap().unwrap(),
