@@ -366,6 +366,12 @@ impl KeyManager for DiskKeyManager {
             };
             return Err(e);
         }
+        tracing::debug!(
+            key_id = id,
+            key_type = %key_type,
+            path = %self.path.display(),
+            "key generated and persisted"
+        );
         Ok(key)
     }
 
