@@ -7,7 +7,11 @@
 //! whole (a reader never sees half an update); the agent never depends on `spire-server`.
 
 pub mod identity;
+pub mod endpoints;
+pub mod peertracker;
 pub mod attestor;
 pub mod client;
 pub mod manager;
 pub mod storage;
+pub mod agent;
+pub mod cli;

@@ -1,4 +1,5 @@
 //! The `spire-agent` binary.
-fn main() {
-    println!("spire-agent {}", env!("CARGO_PKG_VERSION"));
+
+fn main() -> std::process::ExitCode {
+    spire_agent::cli::main()
 }

@@ -2,3 +2,4 @@
 //! attestation (the agent learning who calls the Workload API).
 
 pub mod node;
+pub mod workload;
