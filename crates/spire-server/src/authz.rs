@@ -56,7 +56,9 @@ pub fn is_agent_id(state: &ServerState, id: &SpiffeId) -> bool {
 /// A PermissionDenied status carrying SPIRE's `PermissionDeniedDetails` (as a
 /// `google.rpc.Status` detail, the way grpc-go's `status.WithDetails` encodes it).
 pub fn permission_denied(reason: Reason, message: String) -> Status {
-    let detail = PermissionDeniedDetails { reason: reason as i32 };
+    let detail = PermissionDeniedDetails {
+        reason: reason as i32,
+    };
     let any = prost_types::Any {
         type_url: "type.googleapis.com/spire.api.types.PermissionDeniedDetails".into(),
         value: prost::Message::encode_to_vec(&detail),
@@ -88,7 +90,10 @@ struct RpcStatus {
 /// certificate.
 pub fn serial_and_expiry(der: &[u8]) -> Option<(String, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some((cert.tbs_certificate.serial.to_string(), cert.validity().not_after.timestamp()))
+    Some((
+        cert.tbs_certificate.serial.to_string(),
+        cert.validity().not_after.timestamp(),
+    ))
 }
 
 /// SPIRE's agent check: the SVID is unexpired, the agent is attested and not banned, and the
@@ -97,7 +102,10 @@ pub async fn check_agent(state: &ServerState, id: &SpiffeId, leaf: &[u8]) -> Res
     let (serial, not_after) = serial_and_expiry(leaf)
         .ok_or_else(|| Status::unauthenticated("cannot parse the agent SVID"))?;
     if state.clock.now_unix() > not_after {
-        return Err(permission_denied(Reason::AgentExpired, format!("agent {:?} SVID is expired", id.as_str())));
+        return Err(permission_denied(
+            Reason::AgentExpired,
+            format!("agent {:?} SVID is expired", id.as_str()),
+        ));
     }
     let node = state
         .datastore
@@ -111,7 +119,10 @@ pub async fn check_agent(state: &ServerState, id: &SpiffeId, leaf: &[u8]) -> Res
         ));
     };
     if node.cert_serial_number.is_empty() {
-        return Err(permission_denied(Reason::AgentBanned, format!("agent {:?} is banned", id.as_str())));
+        return Err(permission_denied(
+            Reason::AgentBanned,
+            format!("agent {:?} is banned", id.as_str()),
+        ));
     }
     if node.cert_serial_number == serial {
         return Ok(());
@@ -151,21 +162,32 @@ pub async fn authenticate(
 ) -> Result<Caller, Status> {
     let state = &ctx.state;
     let addr = peer.map(PeerInfo::remote_addr);
-    let Some((id, leaf)) = peer.and_then(|p| Some((p.peer_spiffe_id()?.clone(), p.peer_leaf()?.clone())))
+    let Some((id, leaf)) =
+        peer.and_then(|p| Some((p.peer_spiffe_id()?.clone(), p.peer_leaf()?.clone())))
     else {
-        return Ok(Caller { kind: CallerKind::Unauthenticated { addr, id: None } });
+        return Ok(Caller {
+            kind: CallerKind::Unauthenticated { addr, id: None },
+        });
     };
     if state.config.admin_ids.contains(&id) || ctx.index.read().is_admin(id.as_str()) {
-        return Ok(Caller { kind: CallerKind::Admin { addr, id } });
+        return Ok(Caller {
+            kind: CallerKind::Admin { addr, id },
+        });
     }
     if agent_method(method) && is_agent_id(state, &id) {
         check_agent(state, &id, leaf.as_ref()).await?;
-        return Ok(Caller { kind: CallerKind::Agent { addr, id } });
+        return Ok(Caller {
+            kind: CallerKind::Agent { addr, id },
+        });
     }
     if ctx.index.read().is_downstream(id.as_str()) {
-        return Ok(Caller { kind: CallerKind::Downstream { addr, id } });
+        return Ok(Caller {
+            kind: CallerKind::Downstream { addr, id },
+        });
     }
-    Ok(Caller { kind: CallerKind::Unauthenticated { addr, id: Some(id) } })
+    Ok(Caller {
+        kind: CallerKind::Unauthenticated { addr, id: Some(id) },
+    })
 }
 
 /// The tower layer that authenticates every request of the TCP listener and attaches the
@@ -186,7 +208,10 @@ impl<S> tower::Layer<S> for AuthzLayer {
     type Service = Authz<S>;
 
     fn layer(&self, inner: S) -> Authz<S> {
-        Authz { inner, ctx: Arc::clone(&self.ctx) }
+        Authz {
+            inner,
+            ctx: Arc::clone(&self.ctx),
+        }
     }
 }
 
@@ -267,7 +292,11 @@ const MAX_BUCKETS: usize = 65_536;
 impl RateLimiter {
     /// `per_sec` events per second per IP; `enabled = false` never limits.
     pub fn new(per_sec: u32, enabled: bool) -> Self {
-        RateLimiter { per_sec: per_sec.max(1), enabled, buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            per_sec: per_sec.max(1),
+            enabled,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// How long a caller at `ip` asking for `n` events must wait, reserving them; an error
@@ -283,11 +312,17 @@ impl RateLimiter {
             )));
         }
         let rate = f64::from(self.per_sec);
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= MAX_BUCKETS {
             buckets.retain(|_, b| now.duration_since(b.last).as_secs_f64() * rate < rate);
         }
-        let b = buckets.entry(ip).or_insert(Bucket { tokens: rate, last: now });
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: rate,
+            last: now,
+        });
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(rate) - f64::from(n);
         b.last = now;
@@ -360,7 +395,10 @@ mod tests {
         // Another IP has its own bucket.
         assert_eq!(l.reserve(other, 2, t0).unwrap(), Duration::ZERO);
         // More than the burst can never be served.
-        assert_eq!(l.reserve(ip, 3, t0).unwrap_err().code(), Code::ResourceExhausted);
+        assert_eq!(
+            l.reserve(ip, 3, t0).unwrap_err().code(),
+            Code::ResourceExhausted
+        );
         // Disabled: never waits.
         let off = RateLimiter::new(1, false);
         for _ in 0..10 {
@@ -374,7 +412,8 @@ mod tests {
         assert_eq!(s.code(), Code::PermissionDenied);
         let rpc: RpcStatus = prost::Message::decode(s.details()).unwrap();
         assert_eq!(rpc.details.len(), 1);
-        let d: PermissionDeniedDetails = prost::Message::decode(rpc.details[0].value.as_slice()).unwrap();
+        let d: PermissionDeniedDetails =
+            prost::Message::decode(rpc.details[0].value.as_slice()).unwrap();
         assert_eq!(d.reason, Reason::AgentBanned as i32);
     }
 }

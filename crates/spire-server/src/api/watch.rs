@@ -74,8 +74,14 @@ fn response(state: &ServerState, revision: i64, changes: Vec<i32>) -> wpb::Watch
 /// Whether the agent may keep watching: it exists and is not banned.
 fn agent_gone(index: &AuthorizedEntries, agent: &str) -> Option<Status> {
     match index.read().agent(agent) {
-        None => Some(permission_denied(Reason::AgentNotAttested, format!("agent {agent:?} is not attested"))),
-        Some(n) if n.is_banned() => Some(permission_denied(Reason::AgentBanned, format!("agent {agent:?} is banned"))),
+        None => Some(permission_denied(
+            Reason::AgentNotAttested,
+            format!("agent {agent:?} is not attested"),
+        )),
+        Some(n) if n.is_banned() => Some(permission_denied(
+            Reason::AgentBanned,
+            format!("agent {agent:?} is banned"),
+        )),
         Some(_) => None,
     }
 }
@@ -109,7 +115,11 @@ impl wpb::watch_server::Watch for WatchService {
         let (tx, rx) = mpsc::channel(16);
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
-            if tx.send(Ok(response(&state, revision, first))).await.is_err() {
+            if tx
+                .send(Ok(response(&state, revision, first)))
+                .await
+                .is_err()
+            {
                 return;
             }
             loop {
@@ -132,7 +142,11 @@ impl wpb::watch_server::Watch for WatchService {
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
-                if tx.send(Ok(response(&state, rev, changes(mask)))).await.is_err() {
+                if tx
+                    .send(Ok(response(&state, rev, changes(mask))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -85,14 +85,23 @@ impl Index {
             .insert(e.id.clone());
         if self.is_alias(&e) {
             for s in e.selectors.iter() {
-                self.aliases_by_selector.entry(s.clone()).or_default().insert(e.id.clone());
+                self.aliases_by_selector
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(e.id.clone());
             }
         }
         if e.admin {
-            *self.admins.entry(e.spiffe_id.as_str().to_string()).or_default() += 1;
+            *self
+                .admins
+                .entry(e.spiffe_id.as_str().to_string())
+                .or_default() += 1;
         }
         if e.downstream {
-            *self.downstreams.entry(e.spiffe_id.as_str().to_string()).or_default() += 1;
+            *self
+                .downstreams
+                .entry(e.spiffe_id.as_str().to_string())
+                .or_default() += 1;
         }
         self.entries.insert(e.id.clone(), e);
         old
@@ -122,7 +131,10 @@ impl Index {
         let id = node.spiffe_id.as_str().to_string();
         let old = self.remove_agent(&id);
         for s in node.selectors.iter() {
-            self.agents_by_selector.entry(s.clone()).or_default().insert(id.clone());
+            self.agents_by_selector
+                .entry(s.clone())
+                .or_default()
+                .insert(id.clone());
         }
         self.agents.insert(id, Arc::new(node));
         old
@@ -181,7 +193,11 @@ impl Index {
     pub fn authorized_entries(&self, agent_id: &str) -> Vec<Arc<Entry>> {
         let mut roots: Vec<&str> = vec![agent_id];
         if let Some(node) = self.agents.get(agent_id) {
-            roots.extend(self.matching_aliases(&node.selectors).iter().map(|e| e.spiffe_id.as_str()));
+            roots.extend(
+                self.matching_aliases(&node.selectors)
+                    .iter()
+                    .map(|e| e.spiffe_id.as_str()),
+            );
         }
         let mut seen: HashSet<&str> = HashSet::new();
         let mut queue: VecDeque<&str> = roots.into_iter().collect();
@@ -213,7 +229,11 @@ impl Index {
     pub fn agents_seeing(&self, entry: &Entry) -> HashSet<String> {
         let mut out = HashSet::new();
         if self.is_alias(entry) {
-            out.extend(self.agents_matching(&entry.selectors).into_iter().map(str::to_string));
+            out.extend(
+                self.agents_matching(&entry.selectors)
+                    .into_iter()
+                    .map(str::to_string),
+            );
             return out;
         }
         let mut seen: HashSet<&str> = HashSet::new();
@@ -231,7 +251,11 @@ impl Index {
                         continue;
                     };
                     if self.is_alias(e) {
-                        out.extend(self.agents_matching(&e.selectors).into_iter().map(str::to_string));
+                        out.extend(
+                            self.agents_matching(&e.selectors)
+                                .into_iter()
+                                .map(str::to_string),
+                        );
                     } else {
                         stack.push(e.parent_id.as_str());
                     }
@@ -299,7 +323,9 @@ mod tests {
     }
 
     fn sels(list: &[&str]) -> Selectors {
-        list.iter().map(|s| s.parse::<Selector>().unwrap()).collect()
+        list.iter()
+            .map(|s| s.parse::<Selector>().unwrap())
+            .collect()
     }
 
     fn entry(eid: &str, spiffe: &str, parent: &str, s: &[&str]) -> Entry {
@@ -331,24 +357,64 @@ mod tests {
         let mut ix = Index::new(SERVER);
         ix.upsert_agent(agent("spiffe://td/spire/agent/a", &["x:1", "x:2"]));
         ix.upsert_agent(agent("spiffe://td/spire/agent/b", &["x:1"]));
-        ix.upsert_entry(entry("e1", "spiffe://td/w1", "spiffe://td/spire/agent/a", &["unix:uid:1"]));
-        ix.upsert_entry(entry("e2", "spiffe://td/w2", "spiffe://td/spire/agent/b", &["unix:uid:1"]));
+        ix.upsert_entry(entry(
+            "e1",
+            "spiffe://td/w1",
+            "spiffe://td/spire/agent/a",
+            &["unix:uid:1"],
+        ));
+        ix.upsert_entry(entry(
+            "e2",
+            "spiffe://td/w2",
+            "spiffe://td/spire/agent/b",
+            &["unix:uid:1"],
+        ));
         // Alias needing both selectors: only agent a matches.
-        ix.upsert_entry(entry("alias", "spiffe://td/node/both", SERVER, &["x:1", "x:2"]));
-        ix.upsert_entry(entry("e3", "spiffe://td/w3", "spiffe://td/node/both", &["unix:uid:2"]));
+        ix.upsert_entry(entry(
+            "alias",
+            "spiffe://td/node/both",
+            SERVER,
+            &["x:1", "x:2"],
+        ));
+        ix.upsert_entry(entry(
+            "e3",
+            "spiffe://td/w3",
+            "spiffe://td/node/both",
+            &["unix:uid:2"],
+        ));
         // Nested: child of w3.
-        ix.upsert_entry(entry("e4", "spiffe://td/w4", "spiffe://td/w3", &["unix:uid:3"]));
-        assert_eq!(ids(&ix.authorized_entries("spiffe://td/spire/agent/a")), ["e1", "e3", "e4"]);
-        assert_eq!(ids(&ix.authorized_entries("spiffe://td/spire/agent/b")), ["e2"]);
+        ix.upsert_entry(entry(
+            "e4",
+            "spiffe://td/w4",
+            "spiffe://td/w3",
+            &["unix:uid:3"],
+        ));
+        assert_eq!(
+            ids(&ix.authorized_entries("spiffe://td/spire/agent/a")),
+            ["e1", "e3", "e4"]
+        );
+        assert_eq!(
+            ids(&ix.authorized_entries("spiffe://td/spire/agent/b")),
+            ["e2"]
+        );
         // Who sees e4: agent a only.
         let seeing = ix.agents_seeing(ix.entry("e4").unwrap());
-        assert_eq!(seeing, HashSet::from(["spiffe://td/spire/agent/a".to_string()]));
+        assert_eq!(
+            seeing,
+            HashSet::from(["spiffe://td/spire/agent/a".to_string()])
+        );
         // Agent b gains x:2 → now matches the alias.
         ix.upsert_agent(agent("spiffe://td/spire/agent/b", &["x:1", "x:2"]));
-        assert_eq!(ids(&ix.authorized_entries("spiffe://td/spire/agent/b")), ["e2", "e3", "e4"]);
+        assert_eq!(
+            ids(&ix.authorized_entries("spiffe://td/spire/agent/b")),
+            ["e2", "e3", "e4"]
+        );
         // Alias removed → nobody sees e3.
         ix.remove_entry("alias");
-        assert_eq!(ids(&ix.authorized_entries("spiffe://td/spire/agent/a")), ["e1"]);
+        assert_eq!(
+            ids(&ix.authorized_entries("spiffe://td/spire/agent/a")),
+            ["e1"]
+        );
         assert!(ix.agents_seeing(ix.entry("e3").unwrap()).is_empty());
     }
 
@@ -359,7 +425,10 @@ mod tests {
         e1.admin = true;
         ix.upsert_entry(e1);
         ix.upsert_entry(entry("e2", "spiffe://td/y", "spiffe://td/x", &["a:1"]));
-        assert!(ix.authorized_entries("spiffe://td/spire/agent/z").is_empty());
+        assert!(
+            ix.authorized_entries("spiffe://td/spire/agent/z")
+                .is_empty()
+        );
         assert!(ix.agents_seeing(ix.entry("e1").unwrap()).is_empty());
         assert!(ix.is_admin("spiffe://td/x"));
         ix.remove_entry("e1");

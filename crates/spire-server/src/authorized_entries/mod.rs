@@ -93,7 +93,9 @@ impl AuthorizedEntries {
 
     /// Reads the index.
     pub fn read(&self) -> RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The change-log position the index reflects.
@@ -130,7 +132,10 @@ impl AuthorizedEntries {
             revision = start,
             "Authorized-entry index loaded"
         );
-        *self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        *self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
         self.revision.store(start, Ordering::Release);
         Ok(ChangeFollower::new(start, GAP_TIMEOUT))
     }
@@ -183,9 +188,15 @@ impl AuthorizedEntries {
             match c.kind {
                 ChangeKind::Entry => {
                     let fresh = ds.get_entry(&c.object_id).await?;
-                    let mut ix = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut ix = self
+                        .index
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let old = ix.remove_entry(&c.object_id);
-                    let mut affected = old.as_ref().map(|e| ix.agents_seeing(e)).unwrap_or_default();
+                    let mut affected = old
+                        .as_ref()
+                        .map(|e| ix.agents_seeing(e))
+                        .unwrap_or_default();
                     if let Some(e) = fresh {
                         affected.extend(ix.agents_seeing(&e));
                         ix.upsert_entry(e);
@@ -199,13 +210,21 @@ impl AuthorizedEntries {
                         continue;
                     };
                     let fresh = ds.get_attested_node(&id).await?;
-                    let mut ix = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut ix = self
+                        .index
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let old = match fresh {
                         Some(node) => {
-                            let sel_changed =
-                                ix.agent(id.as_str()).is_none_or(|o| o.selectors != node.selectors);
+                            let sel_changed = ix
+                                .agent(id.as_str())
+                                .is_none_or(|o| o.selectors != node.selectors);
                             let old = ix.upsert_agent(node);
-                            let mask = if sel_changed { change::AGENT | change::ENTRIES } else { change::AGENT };
+                            let mask = if sel_changed {
+                                change::AGENT | change::ENTRIES
+                            } else {
+                                change::AGENT
+                            };
                             *n.agents.entry(c.object_id.clone()).or_default() |= mask;
                             old
                         }

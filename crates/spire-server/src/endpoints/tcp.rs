@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use spire_tls::{BundleSet, ClientAuth, Identity, PeerMatcher, ServerOptions, SharedIdentity, TlsIncoming};
+use spire_tls::{
+    BundleSet, ClientAuth, Identity, PeerMatcher, ServerOptions, SharedIdentity, TlsIncoming,
+};
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
@@ -37,7 +39,11 @@ pub fn tcp_context<T>(req: &tonic::Request<T>) -> Result<Arc<TcpContext>, tonic:
     req.extensions()
         .get::<Arc<TcpContext>>()
         .cloned()
-        .ok_or_else(|| tonic::Status::failed_precondition("this RPC is served on the agent-facing TCP listener only"))
+        .ok_or_else(|| {
+            tonic::Status::failed_precondition(
+                "this RPC is served on the agent-facing TCP listener only",
+            )
+        })
 }
 
 /// Why the TCP listener could not start.
@@ -105,7 +111,15 @@ async fn reload_bundles(state: &ServerState, bundles: &BundleSet) {
     }
     let sets: Vec<_> = all
         .iter()
-        .map(|b| (b.trust_domain.clone(), b.x509_authorities.iter().map(|a| a.der.clone()).collect::<Vec<_>>()))
+        .map(|b| {
+            (
+                b.trust_domain.clone(),
+                b.x509_authorities
+                    .iter()
+                    .map(|a| a.der.clone())
+                    .collect::<Vec<_>>(),
+            )
+        })
         .collect();
     if let Err(e) = bundles.replace_all(sets) {
         tracing::warn!(error = %e, "Failed to install bundles for the server listener");
@@ -187,14 +201,23 @@ pub async fn serve(state: Arc<ServerState>) -> Result<(), TcpError> {
     let addrs = state
         .config
         .bind_socket_addrs()
-        .map_err(|source| TcpError::Bind { addr: addr_text.clone(), source })?;
+        .map_err(|source| TcpError::Bind {
+            addr: addr_text.clone(),
+            source,
+        })?;
     let addr: SocketAddr = addrs.into_iter().next().ok_or_else(|| TcpError::Bind {
         addr: addr_text.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "the address resolves to nothing"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "the address resolves to nothing",
+        ),
     })?;
     let incoming = TlsIncoming::bind(addr, tls)
         .await
-        .map_err(|source| TcpError::Bind { addr: addr_text.clone(), source })?;
+        .map_err(|source| TcpError::Bind {
+            addr: addr_text.clone(),
+            source,
+        })?;
     tracing::info!(address = %incoming.local_addr().map(|a| a.to_string()).unwrap_or(addr_text), "Starting Server APIs");
 
     let rl = state.config.ratelimit;
@@ -205,7 +228,9 @@ pub async fn serve(state: Arc<ServerState>) -> Result<(), TcpError> {
         attestors,
     });
     let s = super::services(&state);
-    let watch = spire_proto::spire_rs::agent::watch_server::WatchServer::new(crate::api::watch::WatchService::new(Arc::clone(&state)));
+    let watch = spire_proto::spire_rs::agent::watch_server::WatchServer::new(
+        crate::api::watch::WatchService::new(Arc::clone(&state)),
+    );
     let router = Server::builder()
         .layer(AuthzLayer::new(ctx))
         .add_service(s.agent)

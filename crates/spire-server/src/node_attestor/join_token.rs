@@ -21,10 +21,14 @@ pub fn agent_id(td: &TrustDomain, token: &str) -> Result<SpiffeId, String> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(format!("join token is longer than {MAX_TOKEN_LEN} bytes"));
     }
-    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
         return Err("join token may only contain letters, digits and \"-._~\"".into());
     }
-    td.spiffe_id(&format!("/spire/agent/join_token/{token}")).map_err(|e| e.to_string())
+    td.spiffe_id(&format!("/spire/agent/join_token/{token}"))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

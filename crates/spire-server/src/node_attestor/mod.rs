@@ -45,11 +45,15 @@ impl NodeAttestors {
     pub fn from_config(config: &ServerConfig) -> Result<Self, NodeAttestorError> {
         let mut out = NodeAttestors::default();
         for p in config.plugins.enabled("NodeAttestor") {
-            let err = |reason: String| NodeAttestorError { name: p.name.clone(), reason };
+            let err = |reason: String| NodeAttestorError {
+                name: p.name.clone(),
+                reason,
+            };
             match p.name.as_str() {
                 "join_token" => out.join_token = true,
                 "x509pop" => {
-                    let data: serde_json::Value = p.plugin_data().map_err(|e| err(e.to_string()))?;
+                    let data: serde_json::Value =
+                        p.plugin_data().map_err(|e| err(e.to_string()))?;
                     out.x509pop = Some(x509pop::X509Pop::from_plugin_data(&data).map_err(err)?);
                 }
                 other => {

@@ -83,7 +83,11 @@ struct RawConfig {
 impl X509Pop {
     /// Reads the `plugin_data` block.
     pub fn from_plugin_data(data: &serde_json::Value) -> Result<Self, String> {
-        let data = if data.is_null() { serde_json::json!({}) } else { data.clone() };
+        let data = if data.is_null() {
+            serde_json::json!({})
+        } else {
+            data.clone()
+        };
         let raw: RawConfig = serde_json::from_value(data).map_err(|e| {
             format!("{e} (expected keys mode, ca_bundle_path, ca_bundle_paths, spiffe_prefix, agent_path_template, max_intermediates, max_rsa_key_size)")
         })?;
@@ -99,35 +103,54 @@ impl X509Pop {
                     }
                     (Some(p), _) if !p.is_empty() => vec![p.clone()],
                     (_, Some(p)) if !p.is_empty() => p.clone(),
-                    _ => return Err("one of ca_bundle_path or ca_bundle_paths must be configured".into()),
+                    _ => {
+                        return Err(
+                            "one of ca_bundle_path or ca_bundle_paths must be configured".into(),
+                        );
+                    }
                 };
                 let mut roots = Vec::new();
                 for p in &paths {
-                    let text = std::fs::read(p).map_err(|e| format!("unable to load trust bundle {p:?}: {e}"))?;
-                    let blocks = pem::parse_many(&text).map_err(|e| format!("unable to load trust bundle {p:?}: {e}"))?;
+                    let text = std::fs::read(p)
+                        .map_err(|e| format!("unable to load trust bundle {p:?}: {e}"))?;
+                    let blocks = pem::parse_many(&text)
+                        .map_err(|e| format!("unable to load trust bundle {p:?}: {e}"))?;
                     let certs: Vec<Vec<u8>> = blocks
                         .into_iter()
                         .filter(|b| b.tag() == "CERTIFICATE")
                         .map(|b| b.into_contents())
                         .collect();
                     if certs.is_empty() {
-                        return Err(format!("unable to load trust bundle {p:?}: no PEM certificates found"));
+                        return Err(format!(
+                            "unable to load trust bundle {p:?}: no PEM certificates found"
+                        ));
                     }
                     roots.extend(certs);
                 }
                 Mode::ExternalPki(roots)
             }
             "spiffe" => {
-                if raw.ca_bundle_path.is_some() || raw.ca_bundle_paths.as_ref().is_some_and(|p| !p.is_empty()) {
-                    return Err("you can not use ca_bundle_path or ca_bundle_paths in spiffe mode".into());
+                if raw.ca_bundle_path.is_some()
+                    || raw.ca_bundle_paths.as_ref().is_some_and(|p| !p.is_empty())
+                {
+                    return Err(
+                        "you can not use ca_bundle_path or ca_bundle_paths in spiffe mode".into(),
+                    );
                 }
-                let mut prefix = raw.spiffe_prefix.clone().unwrap_or_else(|| DEFAULT_SPIFFE_PREFIX.into());
+                let mut prefix = raw
+                    .spiffe_prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SPIFFE_PREFIX.into());
                 if !prefix.ends_with('/') {
                     prefix.push('/');
                 }
                 Mode::Spiffe { prefix }
             }
-            other => return Err(format!("mode can only be either spiffe or external_pki, not {other:?}")),
+            other => {
+                return Err(format!(
+                    "mode can only be either spiffe or external_pki, not {other:?}"
+                ));
+            }
         };
         let template = match raw.agent_path_template {
             Some(t) if !t.is_empty() => t,
@@ -145,8 +168,16 @@ impl X509Pop {
         Ok(X509Pop {
             mode,
             template,
-            max_intermediates: positive(raw.max_intermediates, "max_intermediates", DEFAULT_MAX_INTERMEDIATES)?,
-            max_rsa_key_size: positive(raw.max_rsa_key_size, "max_rsa_key_size", DEFAULT_MAX_RSA_KEY_SIZE)?,
+            max_intermediates: positive(
+                raw.max_intermediates,
+                "max_intermediates",
+                DEFAULT_MAX_INTERMEDIATES,
+            )?,
+            max_rsa_key_size: positive(
+                raw.max_rsa_key_size,
+                "max_rsa_key_size",
+                DEFAULT_MAX_RSA_KEY_SIZE,
+            )?,
         })
     }
 
@@ -164,29 +195,42 @@ impl X509Pop {
         own_roots: &[Vec<u8>],
         now: UnixTime,
     ) -> Result<Pending, Status> {
-        let data: AttestationData = serde_json::from_slice(payload)
-            .map_err(|e| Status::invalid_argument(format!("x509pop: failed to unmarshal data: {e}")))?;
+        let data: AttestationData = serde_json::from_slice(payload).map_err(|e| {
+            Status::invalid_argument(format!("x509pop: failed to unmarshal data: {e}"))
+        })?;
         let certs: Vec<Vec<u8>> = data
             .certificates
             .iter()
             .map(|c| B64.decode(c))
             .collect::<Result<_, _>>()
-            .map_err(|e| Status::invalid_argument(format!("x509pop: failed to unmarshal data: {e}")))?;
+            .map_err(|e| {
+                Status::invalid_argument(format!("x509pop: failed to unmarshal data: {e}"))
+            })?;
         let Some((leaf_der, intermediates)) = certs.split_first() else {
-            return Err(Status::invalid_argument("x509pop: no certificate to attest"));
+            return Err(Status::invalid_argument(
+                "x509pop: no certificate to attest",
+            ));
         };
         if intermediates.len() > self.max_intermediates {
-            return Err(Status::invalid_argument("x509pop: too many intermediate certificates"));
+            return Err(Status::invalid_argument(
+                "x509pop: too many intermediate certificates",
+            ));
         }
-        let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(leaf_der)
-            .map_err(|e| Status::invalid_argument(format!("x509pop: unable to parse leaf certificate: {e}")))?;
+        let (_, leaf) =
+            x509_parser::certificate::X509Certificate::from_der(leaf_der).map_err(|e| {
+                Status::invalid_argument(format!("x509pop: unable to parse leaf certificate: {e}"))
+            })?;
         let key = LeafKey::from_spki(leaf.public_key(), self.max_rsa_key_size)?;
         for (i, der) in intermediates.iter().enumerate() {
             let (_, c) = x509_parser::certificate::X509Certificate::from_der(der).map_err(|e| {
-                Status::invalid_argument(format!("x509pop: unable to parse intermediate certificate {i}: {e}"))
+                Status::invalid_argument(format!(
+                    "x509pop: unable to parse intermediate certificate {i}: {e}"
+                ))
             })?;
             LeafKey::from_spki(c.public_key(), self.max_rsa_key_size).map_err(|_| {
-                Status::invalid_argument(format!("x509pop: intermediate certificate {i} key is unsupported or too large"))
+                Status::invalid_argument(format!(
+                    "x509pop: intermediate certificate {i} key is unsupported or too large"
+                ))
             })?;
         }
         let roots: &[Vec<u8>] = match &self.mode {
@@ -224,14 +268,18 @@ impl X509Pop {
         }
         if let Mode::Spiffe { prefix } = &self.mode {
             let Some(uri) = spiffe_uris.first() else {
-                return Err(Status::permission_denied("x509pop: valid SVID x509 cert not found"));
+                return Err(Status::permission_denied(
+                    "x509pop: valid SVID x509 cert not found",
+                ));
             };
             let path = uri
                 .strip_prefix("spiffe://")
                 .and_then(|r| r.find('/').map(|i| &r[i..]))
                 .unwrap_or("");
             let Some(trimmed) = path.strip_prefix(prefix.as_str()) else {
-                return Err(Status::permission_denied("x509pop: x509 cert doesnt match SVID prefix"));
+                return Err(Status::permission_denied(
+                    "x509pop: x509 cert doesnt match SVID prefix",
+                ));
             };
             svid_path = trimmed.to_string();
         }
@@ -256,7 +304,14 @@ impl X509Pop {
         let path = render_template(&self.template, &vars)
             .map_err(|e| Status::internal(format!("x509pop: failed to make spiffe id: {e}")))?;
         let agent_id = td
-            .spiffe_id(&format!("/spire/agent{}", if path.starts_with('/') { path.clone() } else { format!("/{path}") }))
+            .spiffe_id(&format!(
+                "/spire/agent{}",
+                if path.starts_with('/') {
+                    path.clone()
+                } else {
+                    format!("/{path}")
+                }
+            ))
             .map_err(|e| Status::internal(format!("x509pop: failed to make spiffe id: {e}")))?;
 
         let mut values = Vec::new();
@@ -280,8 +335,18 @@ impl X509Pop {
             .fill(&mut nonce)
             .map_err(|_| Status::internal("x509pop: unable to generate challenge"))?;
         let challenge = match key {
-            LeafKey::Rsa(_) => Challenge { rsa_signature: Some(NonceJson { nonce: B64.encode(nonce) }), ecdsa_signature: None },
-            LeafKey::Ec { .. } => Challenge { rsa_signature: None, ecdsa_signature: Some(NonceJson { nonce: B64.encode(nonce) }) },
+            LeafKey::Rsa(_) => Challenge {
+                rsa_signature: Some(NonceJson {
+                    nonce: B64.encode(nonce),
+                }),
+                ecdsa_signature: None,
+            },
+            LeafKey::Ec { .. } => Challenge {
+                rsa_signature: None,
+                ecdsa_signature: Some(NonceJson {
+                    nonce: B64.encode(nonce),
+                }),
+            },
         };
         let challenge = serde_json::to_vec(&challenge)
             .map_err(|e| Status::internal(format!("x509pop: unable to marshal challenge: {e}")))?;
@@ -289,7 +354,11 @@ impl X509Pop {
             key,
             nonce,
             challenge,
-            result: AttestResult { agent_id, selectors, can_reattest: true },
+            result: AttestResult {
+                agent_id,
+                selectors,
+                can_reattest: true,
+            },
         })
     }
 }
@@ -312,13 +381,26 @@ impl Pending {
     /// Checks the agent's response; on success, the attestation result.
     pub fn finish(self, response: &[u8]) -> Result<AttestResult, Status> {
         let resp: Response = serde_json::from_slice(response).map_err(|e| {
-            Status::invalid_argument(format!("x509pop: unable to unmarshal challenge response: {e}"))
+            Status::invalid_argument(format!(
+                "x509pop: unable to unmarshal challenge response: {e}"
+            ))
         })?;
-        let denied = |m: &str| Status::permission_denied(format!("x509pop: challenge response verification failed: {m}"));
+        let denied = |m: &str| {
+            Status::permission_denied(format!(
+                "x509pop: challenge response verification failed: {m}"
+            ))
+        };
         let decode = |s: &str| B64.decode(s).map_err(|_| denied("invalid base64"));
         match (&self.key, resp) {
-            (LeafKey::Rsa(key), Response { rsa_signature: Some(r), .. }) => {
-                let msg = combined(&self.nonce, &decode(&r.nonce)?).ok_or_else(|| denied("invalid response nonce"))?;
+            (
+                LeafKey::Rsa(key),
+                Response {
+                    rsa_signature: Some(r),
+                    ..
+                },
+            ) => {
+                let msg = combined(&self.nonce, &decode(&r.nonce)?)
+                    .ok_or_else(|| denied("invalid response nonce"))?;
                 let sig = decode(&r.signature)?;
                 // Go's rsa.SignPSS without options uses the longest salt; accept both that
                 // and the digest-length salt.
@@ -329,10 +411,21 @@ impl Pending {
                     return Err(denied("RSA signature verify failed"));
                 }
             }
-            (LeafKey::Ec { p384, point }, Response { ecdsa_signature: Some(r), .. }) => {
-                let msg = combined(&self.nonce, &decode(&r.nonce)?).ok_or_else(|| denied("invalid response nonce"))?;
+            (
+                LeafKey::Ec { p384, point },
+                Response {
+                    ecdsa_signature: Some(r),
+                    ..
+                },
+            ) => {
+                let msg = combined(&self.nonce, &decode(&r.nonce)?)
+                    .ok_or_else(|| denied("invalid response nonce"))?;
                 let sig = der_signature(&decode(&r.r)?, &decode(&r.s)?);
-                let alg = if *p384 { &signature::ECDSA_P384_SHA256_ASN1 } else { &signature::ECDSA_P256_SHA256_ASN1 };
+                let alg = if *p384 {
+                    &signature::ECDSA_P384_SHA256_ASN1
+                } else {
+                    &signature::ECDSA_P256_SHA256_ASN1
+                };
                 UnparsedPublicKey::new(alg, point)
                     .verify(&msg, &sig)
                     .map_err(|_| denied("ECDSA signature verify failed"))?;
@@ -398,15 +491,20 @@ const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
 
 impl LeafKey {
-    fn from_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>, max_rsa: usize) -> Result<Self, Status> {
+    fn from_spki(
+        spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+        max_rsa: usize,
+    ) -> Result<Self, Status> {
         let alg = spki.algorithm.algorithm.to_id_string();
         let bits = spki.subject_public_key.data.to_vec();
         match alg.as_str() {
             OID_RSA => {
-                if let Ok(x509_parser::public_key::PublicKey::RSA(k)) = spki.parsed() {
-                    if k.key_size() > max_rsa {
-                        return Err(Status::invalid_argument("x509pop: leaf certificate key size too large"));
-                    }
+                if let Ok(x509_parser::public_key::PublicKey::RSA(k)) = spki.parsed()
+                    && k.key_size() > max_rsa
+                {
+                    return Err(Status::invalid_argument(
+                        "x509pop: leaf certificate key size too large",
+                    ));
                 }
                 Ok(LeafKey::Rsa(bits))
             }
@@ -419,12 +517,22 @@ impl LeafKey {
                     .map(|o| o.to_id_string())
                     .unwrap_or_default();
                 match curve.as_str() {
-                    OID_P256 => Ok(LeafKey::Ec { p384: false, point: bits }),
-                    OID_P384 => Ok(LeafKey::Ec { p384: true, point: bits }),
-                    _ => Err(Status::invalid_argument(format!("x509pop: unsupported EC curve {curve}"))),
+                    OID_P256 => Ok(LeafKey::Ec {
+                        p384: false,
+                        point: bits,
+                    }),
+                    OID_P384 => Ok(LeafKey::Ec {
+                        p384: true,
+                        point: bits,
+                    }),
+                    _ => Err(Status::invalid_argument(format!(
+                        "x509pop: unsupported EC curve {curve}"
+                    ))),
                 }
             }
-            _ => Err(Status::invalid_argument(format!("x509pop: unsupported public key type {alg}"))),
+            _ => Err(Status::invalid_argument(format!(
+                "x509pop: unsupported public key type {alg}"
+            ))),
         }
     }
 }
@@ -437,8 +545,13 @@ fn verify_chain(
     roots: &[Vec<u8>],
     now: UnixTime,
 ) -> Result<Vec<String>, Status> {
-    let fail = |m: String| Status::permission_denied(format!("x509pop: certificate verification failed: {m}"));
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
+    let fail = |m: String| {
+        Status::permission_denied(format!("x509pop: certificate verification failed: {m}"))
+    };
+    let root_ders: Vec<CertificateDer<'_>> = roots
+        .iter()
+        .map(|r| CertificateDer::from(r.as_slice()))
+        .collect();
     let anchors: Vec<_> = root_ders
         .iter()
         .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
@@ -448,9 +561,20 @@ fn verify_chain(
     }
     let leaf_der = CertificateDer::from(leaf);
     let ee = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| fail(e.to_string()))?;
-    let inter: Vec<CertificateDer<'_>> = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let inter: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
     let path = ee
-        .verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &inter, now, AnyEku, None, None)
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &inter,
+            now,
+            AnyEku,
+            None,
+            None,
+        )
         .map_err(|e| fail(e.to_string()))?;
     let mut fps = Vec::new();
     for c in path.intermediate_certificates() {
@@ -490,7 +614,11 @@ pub fn sha1_hex(der: &[u8]) -> String {
 /// `SerialNumberHex`).
 fn serial_hex(raw: &[u8]) -> String {
     let trimmed: Vec<u8> = raw.iter().copied().skip_while(|b| *b == 0).collect();
-    if trimmed.is_empty() { "00".into() } else { hex::encode(trimmed) }
+    if trimmed.is_empty() {
+        "00".into()
+    } else {
+        hex::encode(trimmed)
+    }
 }
 
 struct TemplateVars<'a> {
@@ -522,7 +650,9 @@ fn check_template(t: &str) -> Result<(), String> {
         common_name: "c",
         san: &san,
     };
-    render_inner(t, &vars, true).map(|_| ()).map_err(|e| format!("failed to parse agent svid template {t:?}: {e}"))
+    render_inner(t, &vars, true)
+        .map(|_| ())
+        .map_err(|e| format!("failed to parse agent svid template {t:?}: {e}"))
 }
 
 fn render_template(t: &str, vars: &TemplateVars<'_>) -> Result<String, String> {
@@ -554,7 +684,10 @@ fn render_inner(t: &str, vars: &TemplateVars<'_>, lenient_san: bool) -> Result<S
                 }
             }
             other => {
-                return Err(format!("unsupported field {other:?} (supported: {}, URISanSelectors.<key>)", TEMPLATE_FIELDS.join(", ")));
+                return Err(format!(
+                    "unsupported field {other:?} (supported: {}, URISanSelectors.<key>)",
+                    TEMPLATE_FIELDS.join(", ")
+                ));
             }
         };
         out.push_str(&value);
@@ -633,9 +766,16 @@ mod tests {
             common_name: "node1",
             san: &san,
         };
-        assert_eq!(render_template(DEFAULT_TEMPLATE_CN, &vars).unwrap(), "/x509pop/abcd");
         assert_eq!(
-            render_template("/{{.Subject.CommonName}}/{{ .URISanSelectors.datacenter }}", &vars).unwrap(),
+            render_template(DEFAULT_TEMPLATE_CN, &vars).unwrap(),
+            "/x509pop/abcd"
+        );
+        assert_eq!(
+            render_template(
+                "/{{.Subject.CommonName}}/{{ .URISanSelectors.datacenter }}",
+                &vars
+            )
+            .unwrap(),
             "/node1/eu1"
         );
         assert!(check_template("/{{ .Nope }}").is_err());
@@ -646,14 +786,22 @@ mod tests {
 
     #[test]
     fn der_signature_encoding() {
-        assert_eq!(der_signature(&[0x01], &[0x80]), vec![0x30, 0x07, 0x02, 0x01, 0x01, 0x02, 0x02, 0x00, 0x80]);
+        assert_eq!(
+            der_signature(&[0x01], &[0x80]),
+            vec![0x30, 0x07, 0x02, 0x01, 0x01, 0x02, 0x02, 0x00, 0x80]
+        );
     }
 
     #[test]
     fn config_errors() {
         assert!(X509Pop::from_plugin_data(&serde_json::json!({})).is_err());
         assert!(X509Pop::from_plugin_data(&serde_json::json!({"mode": "weird"})).is_err());
-        assert!(X509Pop::from_plugin_data(&serde_json::json!({"mode": "spiffe", "ca_bundle_path": "/x"})).is_err());
+        assert!(
+            X509Pop::from_plugin_data(
+                &serde_json::json!({"mode": "spiffe", "ca_bundle_path": "/x"})
+            )
+            .is_err()
+        );
         let p = X509Pop::from_plugin_data(&serde_json::json!({"mode": "spiffe"})).unwrap();
         assert!(p.spiffe_mode());
     }

@@ -45,9 +45,15 @@ async fn start(x509pop_ca: Option<&TestCa>) -> Server {
     }
     let addr = cfg.server_address();
     let text = cfg.render();
-    let config =
-        spire_config::ServerConfig::parse(&text, "server.conf", &spire_config::ServerOverrides::default()).unwrap();
-    let state = spire_server::server::build_state(config, Arc::new(SystemClock), None).await.unwrap();
+    let config = spire_config::ServerConfig::parse(
+        &text,
+        "server.conf",
+        &spire_config::ServerOverrides::default(),
+    )
+    .unwrap();
+    let state = spire_server::server::build_state(config, Arc::new(SystemClock), None)
+        .await
+        .unwrap();
     let run_state = Arc::clone(&state);
     let task = tokio::spawn(async move {
         let _ = spire_server::server::run(run_state, Vec::new()).await;
@@ -56,7 +62,13 @@ async fn start(x509pop_ca: Option<&TestCa>) -> Server {
     let td: spire_spiffe::TrustDomain = TD.parse().unwrap();
     let bundles =
         BundleSet::with_roots(td, bundle.x509_authorities.iter().map(|a| a.der.clone())).unwrap();
-    let server = Server { state, addr, bundles, _dir: dir, task };
+    let server = Server {
+        state,
+        addr,
+        bundles,
+        _dir: dir,
+        task,
+    };
     spire_testkit::wait_until(WAIT, "the TCP listener accepts connections", async || {
         tokio::net::TcpStream::connect(&server.addr).await.is_ok()
     })
@@ -76,7 +88,10 @@ impl Server {
                 bundles: self.bundles.clone(),
                 expected: PeerMatcher::SpireServer(TD.parse().unwrap()),
             },
-            ClientOptions { identity: shared, clock: Arc::new(SystemClock) },
+            ClientOptions {
+                identity: shared,
+                clock: Arc::new(SystemClock),
+            },
         )
         .unwrap();
         spire_tls::connect(&self.addr, cfg).await.unwrap()
@@ -84,7 +99,11 @@ impl Server {
 
     async fn token(&self, token: &str, ttl: i64) {
         let now = self.state.clock.now_unix();
-        self.state.datastore.create_join_token(token, now + ttl).await.unwrap();
+        self.state
+            .datastore
+            .create_join_token(token, now + ttl)
+            .await
+            .unwrap();
     }
 
     async fn entry(&self, spiffe: &str, parent: &str, selectors: &[&str]) -> Entry {
@@ -98,7 +117,9 @@ fn id(s: &str) -> SpiffeId {
 }
 
 fn sels(list: &[&str]) -> Selectors {
-    list.iter().map(|s| s.parse::<Selector>().unwrap()).collect()
+    list.iter()
+        .map(|s| s.parse::<Selector>().unwrap())
+        .collect()
 }
 
 /// An attested agent: its key, SVID chain and the identity to present.
@@ -114,7 +135,11 @@ impl Agent {
     }
 
     fn identity(&self) -> Identity {
-        Identity::from_der(self.chain.clone(), self.key.to_pkcs8_der().unwrap().to_vec()).unwrap()
+        Identity::from_der(
+            self.chain.clone(),
+            self.key.to_pkcs8_der().unwrap().to_vec(),
+        )
+        .unwrap()
     }
 
     fn serial(&self) -> String {
@@ -139,27 +164,44 @@ async fn attest(
     let mut client = apb::agent_client::AgentClient::new(server.channel(None).await);
     let (tx, rx) = mpsc::channel(4);
     tx.send(apb::AttestAgentRequest {
-        step: Some(apb::attest_agent_request::Step::Params(apb::attest_agent_request::Params {
-            data: Some(types::AttestationData { r#type: kind.into(), payload }),
-            params: Some(apb::AgentX509svidParams { csr }),
-        })),
+        step: Some(apb::attest_agent_request::Step::Params(
+            apb::attest_agent_request::Params {
+                data: Some(types::AttestationData {
+                    r#type: kind.into(),
+                    payload,
+                }),
+                params: Some(apb::AgentX509svidParams { csr }),
+            },
+        )),
     })
     .await
     .unwrap();
-    let mut stream = client.attest_agent(ReceiverStream::new(rx)).await?.into_inner();
+    let mut stream = client
+        .attest_agent(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     loop {
-        let msg = stream.message().await?.ok_or_else(|| Status::internal("stream ended early"))?;
+        let msg = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::internal("stream ended early"))?;
         match msg.step {
             Some(apb::attest_agent_response::Step::Challenge(c)) => {
                 tx.send(apb::AttestAgentRequest {
-                    step: Some(apb::attest_agent_request::Step::ChallengeResponse(answer(&c))),
+                    step: Some(apb::attest_agent_request::Step::ChallengeResponse(answer(
+                        &c,
+                    ))),
                 })
                 .await
                 .unwrap();
             }
             Some(apb::attest_agent_response::Step::Result(r)) => {
                 let svid = r.svid.unwrap();
-                return Ok(Agent { key, chain: svid.cert_chain, reattestable: r.reattestable });
+                return Ok(Agent {
+                    key,
+                    chain: svid.cert_chain,
+                    reattestable: r.reattestable,
+                });
             }
             None => return Err(Status::internal("empty step")),
         }
@@ -167,14 +209,18 @@ async fn attest(
 }
 
 async fn attest_token(server: &Server, token: &str) -> Result<Agent, Status> {
-    attest(server, "join_token", token.as_bytes().to_vec(), |_| Vec::new()).await
+    attest(server, "join_token", token.as_bytes().to_vec(), |_| {
+        Vec::new()
+    })
+    .await
 }
 
 /// The x509pop payload for `cert` (leaf only).
 fn x509pop_payload(cert: &IssuedCert) -> Vec<u8> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    serde_json::to_vec(&serde_json::json!({ "certificates": [b64.encode(&cert.cert_der)] })).unwrap()
+    serde_json::to_vec(&serde_json::json!({ "certificates": [b64.encode(&cert.cert_der)] }))
+        .unwrap()
 }
 
 /// Answers an x509pop ECDSA challenge with `key_pem` (PKCS#8 P-256), as SPIRE's agent does:
@@ -185,13 +231,19 @@ fn x509pop_answer(key_pem: &str, challenge: &[u8]) -> Vec<u8> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let c: serde_json::Value = serde_json::from_slice(challenge).unwrap();
-    let nonce = b64.decode(c["ecdsa_signature"]["nonce"].as_str().unwrap()).unwrap();
+    let nonce = b64
+        .decode(c["ecdsa_signature"]["nonce"].as_str().unwrap())
+        .unwrap();
     let mut mine = [0u8; 32];
-    aws_lc_rs::rand::SystemRandom::new().fill(&mut mine).unwrap();
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut mine)
+        .unwrap();
     let der = pem::parse(key_pem).unwrap().into_contents();
     let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
     let msg = [nonce.as_slice(), &mine].concat();
-    let sig = kp.sign(&aws_lc_rs::rand::SystemRandom::new(), &msg).unwrap();
+    let sig = kp
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), &msg)
+        .unwrap();
     let (r, s) = sig.as_ref().split_at(32);
     serde_json::to_vec(&serde_json::json!({
         "rsa_signature": null,
@@ -200,14 +252,23 @@ fn x509pop_answer(key_pem: &str, challenge: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
-async fn attest_x509pop(server: &Server, cert: &IssuedCert, signer_pem: &str) -> Result<Agent, Status> {
+async fn attest_x509pop(
+    server: &Server,
+    cert: &IssuedCert,
+    signer_pem: &str,
+) -> Result<Agent, Status> {
     let pem = signer_pem.to_string();
-    attest(server, "x509pop", x509pop_payload(cert), move |c| x509pop_answer(&pem, c)).await
+    attest(server, "x509pop", x509pop_payload(cert), move |c| {
+        x509pop_answer(&pem, c)
+    })
+    .await
 }
 
 async fn authorized_ids(server: &Server, agent: &Agent) -> Result<Vec<String>, Status> {
     let mut c = epb::entry_client::EntryClient::new(server.channel(Some(agent.identity())).await);
-    let r = c.get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None }).await?;
+    let r = c
+        .get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None })
+        .await?;
     let mut ids: Vec<String> = r.into_inner().entries.into_iter().map(|e| e.id).collect();
     ids.sort();
     Ok(ids)
@@ -235,7 +296,8 @@ fn denied_reason(s: &Status) -> i32 {
         details: Vec<prost_types::Any>,
     }
     let rpc: RpcStatus = prost::Message::decode(s.details()).unwrap();
-    let d: types::PermissionDeniedDetails = prost::Message::decode(rpc.details[0].value.as_slice()).unwrap();
+    let d: types::PermissionDeniedDetails =
+        prost::Message::decode(rpc.details[0].value.as_slice()).unwrap();
     d.reason
 }
 
@@ -244,16 +306,30 @@ async fn join_token_attests_once_and_not_after_expiry() {
     let server = start(None).await;
     server.token("tok-1", 600).await;
     let agent = attest_token(&server, "tok-1").await.unwrap();
-    assert_eq!(agent.id().as_str(), "spiffe://example.org/spire/agent/join_token/tok-1");
+    assert_eq!(
+        agent.id().as_str(),
+        "spiffe://example.org/spire/agent/join_token/tok-1"
+    );
     assert!(!agent.reattestable);
-    let node = server.state.datastore.get_attested_node(&agent.id()).await.unwrap().unwrap();
+    let node = server
+        .state
+        .datastore
+        .get_attested_node(&agent.id())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(node.attestation_type, "join_token");
     assert_eq!(node.cert_serial_number, agent.serial());
     assert!(!node.can_reattest);
 
     let again = attest_token(&server, "tok-1").await.err().unwrap();
     assert_eq!(again.code(), Code::InvalidArgument, "{again:?}");
-    assert!(again.message().contains("does not exist or has already been used"), "{again:?}");
+    assert!(
+        again
+            .message()
+            .contains("does not exist or has already been used"),
+        "{again:?}"
+    );
 
     server.token("tok-old", -10).await;
     let expired = attest_token(&server, "tok-old").await.err().unwrap();
@@ -261,7 +337,12 @@ async fn join_token_attests_once_and_not_after_expiry() {
     assert!(expired.message().contains("expired"), "{expired:?}");
     let unknown = attest_token(&server, "never-made").await.err().unwrap();
     assert_eq!(unknown.code(), Code::InvalidArgument);
-    let count = server.state.datastore.count_attested_nodes(&NodeFilter::default()).await.unwrap();
+    let count = server
+        .state
+        .datastore
+        .count_attested_nodes(&NodeFilter::default())
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -274,10 +355,19 @@ async fn x509pop_attests_with_selectors_and_rejects_bad_proofs() {
     let agent = attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
     assert_eq!(
         agent.id().as_str(),
-        format!("spiffe://example.org/spire/agent/x509pop/{}", cert.sha1_fingerprint())
+        format!(
+            "spiffe://example.org/spire/agent/x509pop/{}",
+            cert.sha1_fingerprint()
+        )
     );
     assert!(agent.reattestable);
-    let node = server.state.datastore.get_attested_node(&agent.id()).await.unwrap().unwrap();
+    let node = server
+        .state
+        .datastore
+        .get_attested_node(&agent.id())
+        .await
+        .unwrap()
+        .unwrap();
     let got: Vec<String> = node.selectors.iter().map(|s| s.to_string()).collect();
     for want in [
         "x509pop:subject:cn:node1".to_string(),
@@ -290,24 +380,53 @@ async fn x509pop_attests_with_selectors_and_rejects_bad_proofs() {
 
     // Re-attestation of the same node works and replaces the SVID serial.
     let again = attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
-    let node = server.state.datastore.get_attested_node(&agent.id()).await.unwrap().unwrap();
+    let node = server
+        .state
+        .datastore
+        .get_attested_node(&agent.id())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(node.cert_serial_number, again.serial());
 
     // A certificate from a CA the server does not trust.
     let foreign = other_ca.issue_leaf("node2");
-    let e = attest_x509pop(&server, &foreign, &foreign.key_pem).await.err().unwrap();
+    let e = attest_x509pop(&server, &foreign, &foreign.key_pem)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // The right certificate, but the challenge signed with another key.
     let stranger = ca.issue_leaf("node3");
-    let e = attest_x509pop(&server, &stranger, &cert.key_pem).await.err().unwrap();
+    let e = attest_x509pop(&server, &stranger, &cert.key_pem)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("challenge response verification failed"), "{e:?}");
-    let count = server.state.datastore.count_attested_nodes(&NodeFilter::default()).await.unwrap();
+    assert!(
+        e.message()
+            .contains("challenge response verification failed"),
+        "{e:?}"
+    );
+    let count = server
+        .state
+        .datastore
+        .count_attested_nodes(&NodeFilter::default())
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 
     // A banned node cannot re-attest.
-    server.state.datastore.ban_attested_node(&agent.id()).await.unwrap();
-    let e = attest_x509pop(&server, &cert, &cert.key_pem).await.err().unwrap();
+    server
+        .state
+        .datastore
+        .ban_attested_node(&agent.id())
+        .await
+        .unwrap();
+    let e = attest_x509pop(&server, &cert, &cert.key_pem)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("banned"), "{e:?}");
 }
@@ -319,8 +438,12 @@ async fn agents_only_get_svids_for_their_entries() {
     server.token("b", 600).await;
     let a = attest_token(&server, "a").await.unwrap();
     let b = attest_token(&server, "b").await.unwrap();
-    let ea = server.entry("spiffe://example.org/wa", a.id().as_str(), &["unix:uid:1"]).await;
-    let eb = server.entry("spiffe://example.org/wb", b.id().as_str(), &["unix:uid:1"]).await;
+    let ea = server
+        .entry("spiffe://example.org/wa", a.id().as_str(), &["unix:uid:1"])
+        .await;
+    let eb = server
+        .entry("spiffe://example.org/wb", b.id().as_str(), &["unix:uid:1"])
+        .await;
     wait_authorized(&server, &a, &[&ea.id]).await;
     wait_authorized(&server, &b, &[&eb.id]).await;
 
@@ -330,30 +453,56 @@ async fn agents_only_get_svids_for_their_entries() {
     let resp = svid
         .batch_new_x509svid(spb::BatchNewX509svidRequest {
             params: vec![
-                spb::NewX509svidParams { entry_id: eb.id.clone(), csr: csr.clone() },
-                spb::NewX509svidParams { entry_id: ea.id.clone(), csr: csr.clone() },
-                spb::NewX509svidParams { entry_id: ea.id.clone(), csr: b"not a csr".to_vec() },
+                spb::NewX509svidParams {
+                    entry_id: eb.id.clone(),
+                    csr: csr.clone(),
+                },
+                spb::NewX509svidParams {
+                    entry_id: ea.id.clone(),
+                    csr: csr.clone(),
+                },
+                spb::NewX509svidParams {
+                    entry_id: ea.id.clone(),
+                    csr: b"not a csr".to_vec(),
+                },
             ],
         })
         .await
         .unwrap()
         .into_inner();
     let r = &resp.results;
-    assert_eq!(r[0].status.as_ref().unwrap().code, Code::PermissionDenied as i32);
+    assert_eq!(
+        r[0].status.as_ref().unwrap().code,
+        Code::PermissionDenied as i32
+    );
     assert!(r[0].svid.is_none());
     assert_eq!(r[1].status.as_ref().unwrap().code, 0);
     let issued = r[1].svid.as_ref().unwrap();
-    assert_eq!(spire_crypto::spiffe_id_from_cert(&issued.cert_chain[0]).unwrap().as_str(), "spiffe://example.org/wa");
-    assert_eq!(r[2].status.as_ref().unwrap().code, Code::InvalidArgument as i32);
+    assert_eq!(
+        spire_crypto::spiffe_id_from_cert(&issued.cert_chain[0])
+            .unwrap()
+            .as_str(),
+        "spiffe://example.org/wa"
+    );
+    assert_eq!(
+        r[2].status.as_ref().unwrap().code,
+        Code::InvalidArgument as i32
+    );
 
     // JWT-SVIDs follow the same rule.
     let e = svid
-        .new_jwtsvid(spb::NewJwtsvidRequest { entry_id: eb.id.clone(), audience: vec!["x".into()] })
+        .new_jwtsvid(spb::NewJwtsvidRequest {
+            entry_id: eb.id.clone(),
+            audience: vec!["x".into()],
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let jwt = svid
-        .new_jwtsvid(spb::NewJwtsvidRequest { entry_id: ea.id.clone(), audience: vec!["x".into()] })
+        .new_jwtsvid(spb::NewJwtsvidRequest {
+            entry_id: ea.id.clone(),
+            audience: vec!["x".into()],
+        })
         .await
         .unwrap()
         .into_inner()
@@ -363,19 +512,34 @@ async fn agents_only_get_svids_for_their_entries() {
 
     // Without a client certificate the agent RPCs are refused.
     let mut anon = epb::entry_client::EntryClient::new(server.channel(None).await);
-    let e = anon.get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None }).await.unwrap_err();
+    let e = anon
+        .get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     // Admin-only RPCs are refused to agents.
     let mut admin = apb::agent_client::AgentClient::new(server.channel(Some(a.identity())).await);
-    let e = admin.count_agents(apb::CountAgentsRequest { filter: None }).await.unwrap_err();
+    let e = admin
+        .count_agents(apb::CountAgentsRequest { filter: None })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // PostStatus records the version.
     admin
-        .post_status(apb::PostStatusRequest { current_bundle_serial: 0, agent_version: "9.9.9".into() })
+        .post_status(apb::PostStatusRequest {
+            current_bundle_serial: 0,
+            agent_version: "9.9.9".into(),
+        })
         .await
         .unwrap();
-    let node = server.state.datastore.get_attested_node(&a.id()).await.unwrap().unwrap();
+    let node = server
+        .state
+        .datastore
+        .get_attested_node(&a.id())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(node.agent_version, "9.9.9");
 }
 
@@ -384,27 +548,43 @@ async fn banned_agent_is_refused_on_its_next_call() {
     let server = start(None).await;
     server.token("ban-me", 600).await;
     let a = attest_token(&server, "ban-me").await.unwrap();
-    let e1 = server.entry("spiffe://example.org/w", a.id().as_str(), &["unix:uid:1"]).await;
+    let e1 = server
+        .entry("spiffe://example.org/w", a.id().as_str(), &["unix:uid:1"])
+        .await;
     wait_authorized(&server, &a, &[&e1.id]).await;
 
     let mut watch = wpb::watch_client::WatchClient::new(server.channel(Some(a.identity())).await);
     let mut stream = watch
-        .watch(wpb::WatchRequest { known_revision: 0, agent_version: String::new() })
+        .watch(wpb::WatchRequest {
+            known_revision: 0,
+            agent_version: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.changes, vec![wpb::Change::Unspecified as i32]);
 
-    server.state.datastore.ban_attested_node(&a.id()).await.unwrap();
+    server
+        .state
+        .datastore
+        .ban_attested_node(&a.id())
+        .await
+        .unwrap();
     let e = authorized_ids(&server, &a).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(denied_reason(&e), types::permission_denied_details::Reason::AgentBanned as i32);
+    assert_eq!(
+        denied_reason(&e),
+        types::permission_denied_details::Reason::AgentBanned as i32
+    );
     let mut svid = spb::svid_client::SvidClient::new(server.channel(Some(a.identity())).await);
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let e = svid
         .batch_new_x509svid(spb::BatchNewX509svidRequest {
-            params: vec![spb::NewX509svidParams { entry_id: e1.id.clone(), csr: spire_crypto::create_csr(&key, None).unwrap() }],
+            params: vec![spb::NewX509svidParams {
+                entry_id: e1.id.clone(),
+                csr: spire_crypto::create_csr(&key, None).unwrap(),
+            }],
         })
         .await
         .unwrap_err();
@@ -426,9 +606,17 @@ async fn banned_agent_is_refused_on_its_next_call() {
     assert_eq!(end.code(), Code::PermissionDenied);
 
     // Evicted (deleted) agents are not attested any more.
-    server.state.datastore.delete_attested_node(&a.id()).await.unwrap();
+    server
+        .state
+        .datastore
+        .delete_attested_node(&a.id())
+        .await
+        .unwrap();
     let e = authorized_ids(&server, &a).await.unwrap_err();
-    assert_eq!(denied_reason(&e), types::permission_denied_details::Reason::AgentNotAttested as i32);
+    assert_eq!(
+        denied_reason(&e),
+        types::permission_denied_details::Reason::AgentNotAttested as i32
+    );
 }
 
 #[tokio::test]
@@ -438,13 +626,31 @@ async fn entries_reach_agents_through_node_aliases() {
     let cert = ca.issue_leaf("web-node");
     let agent = attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
     let other = ca.issue_leaf("db-node");
-    let other_agent = attest_x509pop(&server, &other, &other.key_pem).await.unwrap();
+    let other_agent = attest_x509pop(&server, &other, &other.key_pem)
+        .await
+        .unwrap();
     let alias = server
-        .entry("spiffe://example.org/node/web", "spiffe://example.org/spire/server", &["x509pop:subject:cn:web-node"])
+        .entry(
+            "spiffe://example.org/node/web",
+            "spiffe://example.org/spire/server",
+            &["x509pop:subject:cn:web-node"],
+        )
         .await;
-    let w1 = server.entry("spiffe://example.org/web", "spiffe://example.org/node/web", &["unix:uid:1"]).await;
+    let w1 = server
+        .entry(
+            "spiffe://example.org/web",
+            "spiffe://example.org/node/web",
+            &["unix:uid:1"],
+        )
+        .await;
     // Nested below a workload entry.
-    let w2 = server.entry("spiffe://example.org/web/sidecar", "spiffe://example.org/web", &["unix:uid:2"]).await;
+    let w2 = server
+        .entry(
+            "spiffe://example.org/web/sidecar",
+            "spiffe://example.org/web",
+            &["unix:uid:2"],
+        )
+        .await;
     wait_authorized(&server, &agent, &[&w1.id, &w2.id]).await;
     wait_authorized(&server, &other_agent, &[]).await;
     let ids = authorized_ids(&server, &agent).await.unwrap();
@@ -454,7 +660,10 @@ async fn entries_reach_agents_through_node_aliases() {
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let resp = svid
         .batch_new_x509svid(spb::BatchNewX509svidRequest {
-            params: vec![spb::NewX509svidParams { entry_id: w2.id.clone(), csr: spire_crypto::create_csr(&key, None).unwrap() }],
+            params: vec![spb::NewX509svidParams {
+                entry_id: w2.id.clone(),
+                csr: spire_crypto::create_csr(&key, None).unwrap(),
+            }],
         })
         .await
         .unwrap()
@@ -468,20 +677,44 @@ async fn sync_authorized_entries_pages_revisions_and_serves_requested_ids() {
     server.token("many", 600).await;
     let a = attest_token(&server, "many").await.unwrap();
     let entries: Vec<Entry> = (0..1201)
-        .map(|i| Entry::new(id(&format!("spiffe://example.org/w/{i}")), a.id(), sels(&["unix:uid:1"])))
+        .map(|i| {
+            Entry::new(
+                id(&format!("spiffe://example.org/w/{i}")),
+                a.id(),
+                sels(&["unix:uid:1"]),
+            )
+        })
         .collect();
-    let created = server.state.datastore.create_entries_atomic(&entries).await.unwrap();
+    let created = server
+        .state
+        .datastore
+        .create_entries_atomic(&entries)
+        .await
+        .unwrap();
     assert_eq!(created.len(), 1201);
     let mut entry = epb::entry_client::EntryClient::new(server.channel(Some(a.identity())).await);
     spire_testkit::wait_until(WAIT, "the index to hold 1201 entries", async || {
-        authorized_ids(&server, &a).await.map(|v| v.len()).unwrap_or(0) == 1201
+        authorized_ids(&server, &a)
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0)
+            == 1201
     })
     .await
     .unwrap();
 
     let (tx, rx) = mpsc::channel(4);
-    tx.send(epb::SyncAuthorizedEntriesRequest { output_mask: None, ids: Vec::new() }).await.unwrap();
-    let mut stream = entry.sync_authorized_entries(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(epb::SyncAuthorizedEntriesRequest {
+        output_mask: None,
+        ids: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let mut stream = entry
+        .sync_authorized_entries(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let mut revisions = Vec::new();
     let mut pages = Vec::new();
     loop {
@@ -496,7 +729,12 @@ async fn sync_authorized_entries_pages_revisions_and_serves_requested_ids() {
     assert_eq!(pages, vec![500, 500, 201]);
     assert_eq!(revisions.len(), 1201);
     let wanted: Vec<String> = revisions.iter().take(3).map(|r| r.id.clone()).collect();
-    tx.send(epb::SyncAuthorizedEntriesRequest { output_mask: None, ids: wanted.clone() }).await.unwrap();
+    tx.send(epb::SyncAuthorizedEntriesRequest {
+        output_mask: None,
+        ids: wanted.clone(),
+    })
+    .await
+    .unwrap();
     let r = stream.message().await.unwrap().unwrap();
     assert!(!r.more);
     let mut got: Vec<String> = r.entries.iter().map(|e| e.id.clone()).collect();
@@ -509,11 +747,21 @@ async fn sync_authorized_entries_pages_revisions_and_serves_requested_ids() {
 
     // Masking the revision number is refused.
     let (tx, rx) = mpsc::channel(1);
-    tx.send(epb::SyncAuthorizedEntriesRequest { output_mask: Some(types::EntryMask::default()), ids: Vec::new() })
+    tx.send(epb::SyncAuthorizedEntriesRequest {
+        output_mask: Some(types::EntryMask::default()),
+        ids: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let mut stream = entry
+        .sync_authorized_entries(ReceiverStream::new(rx))
         .await
-        .unwrap();
-    let mut stream = entry.sync_authorized_entries(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    assert_eq!(stream.message().await.unwrap_err().code(), Code::InvalidArgument);
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stream.message().await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 }
 
 #[tokio::test]
@@ -525,7 +773,10 @@ async fn watch_announces_new_entries_for_the_agent() {
     let b = attest_token(&server, "w2").await.unwrap();
     let mut watch = wpb::watch_client::WatchClient::new(server.channel(Some(a.identity())).await);
     let mut stream = watch
-        .watch(wpb::WatchRequest { known_revision: 0, agent_version: "test".into() })
+        .watch(wpb::WatchRequest {
+            known_revision: 0,
+            agent_version: "test".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -533,23 +784,41 @@ async fn watch_announces_new_entries_for_the_agent() {
     let start_rev = first.revision;
 
     // An entry for another agent, then one for this agent.
-    server.entry("spiffe://example.org/b", b.id().as_str(), &["unix:uid:1"]).await;
-    let mine = server.entry("spiffe://example.org/a", a.id().as_str(), &["unix:uid:1"]).await;
+    server
+        .entry("spiffe://example.org/b", b.id().as_str(), &["unix:uid:1"])
+        .await;
+    let mine = server
+        .entry("spiffe://example.org/a", a.id().as_str(), &["unix:uid:1"])
+        .await;
     let latest = server.state.datastore.latest_change_id().await.unwrap();
-    let note = tokio::time::timeout(WAIT, stream.message()).await.unwrap().unwrap().unwrap();
-    assert!(note.changes.contains(&(wpb::Change::Entries as i32)), "{note:?}");
+    let note = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        note.changes.contains(&(wpb::Change::Entries as i32)),
+        "{note:?}"
+    );
     assert!(note.revision > start_rev);
     // Everything up to our entry is covered by the time we hear of a change for us.
     let mut rev = note.revision;
     while rev < u64::try_from(latest).unwrap() {
-        let n = tokio::time::timeout(WAIT, stream.message()).await.unwrap().unwrap().unwrap();
+        let n = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         rev = n.revision;
     }
     wait_authorized(&server, &a, &[&mine.id]).await;
 
     // Reconnecting with the current revision: nothing to do.
     let mut again = watch
-        .watch(wpb::WatchRequest { known_revision: rev, agent_version: String::new() })
+        .watch(wpb::WatchRequest {
+            known_revision: rev,
+            agent_version: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -567,27 +836,48 @@ async fn renew_rotates_the_serial_and_retires_the_old_svid() {
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let svid = client
         .renew_agent(apb::RenewAgentRequest {
-            params: Some(apb::AgentX509svidParams { csr: spire_crypto::create_csr(&key, None).unwrap() }),
+            params: Some(apb::AgentX509svidParams {
+                csr: spire_crypto::create_csr(&key, None).unwrap(),
+            }),
         })
         .await
         .unwrap()
         .into_inner()
         .svid
         .unwrap();
-    let renewed = Agent { key, chain: svid.cert_chain, reattestable: false };
+    let renewed = Agent {
+        key,
+        chain: svid.cert_chain,
+        reattestable: false,
+    };
     assert_eq!(renewed.id(), a.id());
     assert_ne!(renewed.serial(), old_serial);
-    let node = server.state.datastore.get_attested_node(&a.id()).await.unwrap().unwrap();
+    let node = server
+        .state
+        .datastore
+        .get_attested_node(&a.id())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(node.cert_serial_number, old_serial);
     assert_eq!(node.new_cert_serial_number, renewed.serial());
 
     // First use of the new SVID makes it current; the old one is then refused.
     authorized_ids(&server, &renewed).await.unwrap();
-    let node = server.state.datastore.get_attested_node(&a.id()).await.unwrap().unwrap();
+    let node = server
+        .state
+        .datastore
+        .get_attested_node(&a.id())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(node.cert_serial_number, renewed.serial());
     assert!(node.new_cert_serial_number.is_empty());
     let e = authorized_ids(&server, &a).await.unwrap_err();
-    assert_eq!(denied_reason(&e), types::permission_denied_details::Reason::AgentNotActive as i32);
+    assert_eq!(
+        denied_reason(&e),
+        types::permission_denied_details::Reason::AgentNotActive as i32
+    );
 }
 
 #[tokio::test]
@@ -600,10 +890,15 @@ async fn reattestable_agents_must_reattest_instead_of_renewing() {
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let e = client
         .renew_agent(apb::RenewAgentRequest {
-            params: Some(apb::AgentX509svidParams { csr: spire_crypto::create_csr(&key, None).unwrap() }),
+            params: Some(apb::AgentX509svidParams {
+                csr: spire_crypto::create_csr(&key, None).unwrap(),
+            }),
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(denied_reason(&e), types::permission_denied_details::Reason::AgentMustReattest as i32);
+    assert_eq!(
+        denied_reason(&e),
+        types::permission_denied_details::Reason::AgentMustReattest as i32
+    );
 }

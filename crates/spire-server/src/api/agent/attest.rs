@@ -41,7 +41,10 @@ pub(crate) async fn attest_agent(
     tokio::spawn(async move {
         let result = run(&tcp, &caller, inbound, &tx).await;
         let fields = match &result {
-            Ok((id, kind, _)) => vec![("agent_id", id.clone()), ("node_attestor_type", kind.clone())],
+            Ok((id, kind, _)) => vec![
+                ("agent_id", id.clone()),
+                ("node_attestor_type", kind.clone()),
+            ],
             Err(_) => Vec::new(),
         };
         let result = result.map(|(_, _, r)| r);
@@ -60,19 +63,36 @@ async fn run(
     tx: &Outbound,
 ) -> Result<(String, String, pb::AttestAgentResponse), Status> {
     tcp.limits.attest.wait(caller, 1).await.map_err(|s| {
-        Status::new(s.code(), format!("rejecting request due to attest agent rate limiting: {}", s.message()))
+        Status::new(
+            s.code(),
+            format!(
+                "rejecting request due to attest agent rate limiting: {}",
+                s.message()
+            ),
+        )
     })?;
     let first = inbound
         .message()
         .await
-        .map_err(|e| Status::invalid_argument(format!("failed to receive request from stream: {}", e.message())))?
-        .ok_or_else(|| Status::invalid_argument("failed to receive request from stream: stream closed"))?;
+        .map_err(|e| {
+            Status::invalid_argument(format!(
+                "failed to receive request from stream: {}",
+                e.message()
+            ))
+        })?
+        .ok_or_else(|| {
+            Status::invalid_argument("failed to receive request from stream: stream closed")
+        })?;
     let Some(pb::attest_agent_request::Step::Params(params)) = first.step else {
         return Err(Status::invalid_argument("malformed param: missing params"));
     };
-    let data = params.data.ok_or_else(|| Status::invalid_argument("malformed param: missing attestation data"))?;
+    let data = params
+        .data
+        .ok_or_else(|| Status::invalid_argument("malformed param: missing attestation data"))?;
     if data.r#type.is_empty() {
-        return Err(Status::invalid_argument("malformed param: missing attestation data type"));
+        return Err(Status::invalid_argument(
+            "malformed param: missing attestation data type",
+        ));
     }
     let svid_params = params
         .params
@@ -87,10 +107,18 @@ async fn run(
 
     let (db, result) = match kind.as_str() {
         join_token::NAME if tcp.attestors.join_token => {
-            let used = || Status::invalid_argument("failed to attest: join token does not exist or has already been used");
+            let used = || {
+                Status::invalid_argument(
+                    "failed to attest: join token does not exist or has already been used",
+                )
+            };
             let token = std::str::from_utf8(&data.payload).map_err(|_| used())?;
             let agent_id = join_token::agent_id(&state.trust_domain, token).map_err(|_| used())?;
-            let mut db = state.datastore.begin().await.map_err(internal("failed to fetch join token"))?;
+            let mut db = state
+                .datastore
+                .begin()
+                .await
+                .map_err(internal("failed to fetch join token"))?;
             match db
                 .consume_join_token(token, state.clock.now_unix())
                 .await
@@ -99,11 +127,20 @@ async fn run(
                 JoinTokenStatus::Valid { .. } => {}
                 JoinTokenStatus::NotFound => return Err(used()),
                 JoinTokenStatus::Expired { .. } => {
-                    db.commit().await.map_err(internal("failed to delete join token"))?;
+                    db.commit()
+                        .await
+                        .map_err(internal("failed to delete join token"))?;
                     return Err(Status::invalid_argument("join token expired"));
                 }
             }
-            (db, AttestResult { agent_id, selectors: Selectors::new(), can_reattest: false })
+            (
+                db,
+                AttestResult {
+                    agent_id,
+                    selectors: Selectors::new(),
+                    can_reattest: false,
+                },
+            )
         }
         x509pop::NAME if tcp.attestors.x509pop.is_some() => {
             let Some(plugin) = tcp.attestors.x509pop.as_ref() else {
@@ -125,7 +162,9 @@ async fn run(
             ));
             let pending = plugin.begin(&state.trust_domain, &data.payload, &own_roots, now)?;
             let challenge = pb::AttestAgentResponse {
-                step: Some(pb::attest_agent_response::Step::Challenge(pending.challenge().to_vec())),
+                step: Some(pb::attest_agent_response::Step::Challenge(
+                    pending.challenge().to_vec(),
+                )),
             };
             tx.send(Ok(challenge))
                 .await
@@ -133,13 +172,25 @@ async fn run(
             let answer = inbound
                 .message()
                 .await
-                .map_err(|e| Status::internal(format!("failed to receive challenge from agent: {}", e.message())))?
-                .ok_or_else(|| Status::internal("failed to receive challenge from agent: stream closed"))?;
-            let Some(pb::attest_agent_request::Step::ChallengeResponse(answer)) = answer.step else {
+                .map_err(|e| {
+                    Status::internal(format!(
+                        "failed to receive challenge from agent: {}",
+                        e.message()
+                    ))
+                })?
+                .ok_or_else(|| {
+                    Status::internal("failed to receive challenge from agent: stream closed")
+                })?;
+            let Some(pb::attest_agent_request::Step::ChallengeResponse(answer)) = answer.step
+            else {
                 return Err(Status::invalid_argument("expected a challenge response"));
             };
             let result = pending.finish(&answer)?;
-            let db = state.datastore.begin().await.map_err(internal("failed to fetch agent"))?;
+            let db = state
+                .datastore
+                .begin()
+                .await
+                .map_err(internal("failed to fetch agent"))?;
             (db, result)
         }
         _ => return Err(not_configured(&kind)),
@@ -183,11 +234,18 @@ async fn finish(
     let state = &tcp.state;
     let id = &result.agent_id;
     if id.path() == "/spire/server" {
-        return Err(Status::internal("agent ID cannot collide with the server ID"));
+        return Err(Status::internal(
+            "agent ID cannot collide with the server ID",
+        ));
     }
-    let existing = db.get_attested_node(id).await.map_err(internal("failed to fetch agent"))?;
+    let existing = db
+        .get_attested_node(id)
+        .await
+        .map_err(internal("failed to fetch agent"))?;
     if existing.as_ref().is_some_and(AttestedNode::is_banned) {
-        return Err(Status::permission_denied("failed to attest: agent is banned"));
+        return Err(Status::permission_denied(
+            "failed to attest: agent is banned",
+        ));
     }
     let chain = state
         .ca
@@ -198,7 +256,9 @@ async fn finish(
         .and_then(|c| serial_and_expiry(c))
         .ok_or_else(|| Status::internal("failed to sign X509 SVID: unreadable certificate"))?;
     if existing.is_some() {
-        db.set_node_selectors(id, &result.selectors).await.map_err(internal("failed to update selectors"))?;
+        db.set_node_selectors(id, &result.selectors)
+            .await
+            .map_err(internal("failed to update selectors"))?;
         let update = NodeUpdate {
             cert_serial_number: Some(serial),
             cert_not_after: Some(not_after),
@@ -207,7 +267,9 @@ async fn finish(
             can_reattest: Some(result.can_reattest),
             ..NodeUpdate::default()
         };
-        db.update_attested_node(id, &update).await.map_err(internal("failed to update attested agent"))?;
+        db.update_attested_node(id, &update)
+            .await
+            .map_err(internal("failed to update attested agent"))?;
     } else {
         let node = AttestedNode {
             spiffe_id: id.clone(),
@@ -220,19 +282,24 @@ async fn finish(
             agent_version: String::new(),
             selectors: result.selectors.clone(),
         };
-        db.create_attested_node(&node).await.map_err(internal("failed to create attested agent"))?;
+        db.create_attested_node(&node)
+            .await
+            .map_err(internal("failed to create attested agent"))?;
     }
-    db.commit().await.map_err(internal("failed to store attested agent"))?;
+    db.commit()
+        .await
+        .map_err(internal("failed to store attested agent"))?;
     Ok(pb::AttestAgentResponse {
-        step: Some(pb::attest_agent_response::Step::Result(pb::attest_agent_response::Result {
-            svid: Some(types::X509svid {
-                id: Some(convert::id_to_proto(id)),
-                cert_chain: chain,
-                expires_at: not_after,
-                hint: String::new(),
-            }),
-            reattestable: result.can_reattest,
-        })),
+        step: Some(pb::attest_agent_response::Step::Result(
+            pb::attest_agent_response::Result {
+                svid: Some(types::X509svid {
+                    id: Some(convert::id_to_proto(id)),
+                    cert_chain: chain,
+                    expires_at: not_after,
+                    hint: String::new(),
+                }),
+                reattestable: result.can_reattest,
+            },
+        )),
     })
 }
-

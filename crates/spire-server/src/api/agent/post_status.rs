@@ -22,9 +22,19 @@ pub(crate) async fn post_status(
     let tcp = tcp_context(&request)?;
     let req = request.into_inner();
     let result = async {
-        tcp.limits.post_status.wait(&ctx.caller, 1).await.map_err(|s| {
-            Status::new(s.code(), format!("rejecting request due to post status rate limiting: {}", s.message()))
-        })?;
+        tcp.limits
+            .post_status
+            .wait(&ctx.caller, 1)
+            .await
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!(
+                        "rejecting request due to post status rate limiting: {}",
+                        s.message()
+                    ),
+                )
+            })?;
         let id = ctx
             .caller
             .spiffe_id()
@@ -32,9 +42,14 @@ pub(crate) async fn post_status(
             .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
         if !req.agent_version.is_empty() {
             if req.agent_version.len() > MAX_VERSION_LEN {
-                return Err(Status::invalid_argument("agent version is too long (max 255 characters)"));
+                return Err(Status::invalid_argument(
+                    "agent version is too long (max 255 characters)",
+                ));
             }
-            let update = NodeUpdate { agent_version: Some(req.agent_version.clone()), ..NodeUpdate::default() };
+            let update = NodeUpdate {
+                agent_version: Some(req.agent_version.clone()),
+                ..NodeUpdate::default()
+            };
             ctx.state
                 .datastore
                 .update_attested_node(&id, &update)
@@ -44,6 +59,7 @@ pub(crate) async fn post_status(
         Ok(pb::PostStatusResponse {})
     }
     .await;
-    ctx.audit.emit(&result, &[("agent_version", req.agent_version.clone())]);
+    ctx.audit
+        .emit(&result, &[("agent_version", req.agent_version.clone())]);
     result.map(Response::new)
 }

@@ -25,7 +25,13 @@ pub(crate) async fn renew_agent(
     let req = request.into_inner();
     let result = async {
         tcp.limits.sign.wait(&ctx.caller, 1).await.map_err(|s| {
-            Status::new(s.code(), format!("rejecting request due to renew agent rate limiting: {}", s.message()))
+            Status::new(
+                s.code(),
+                format!(
+                    "rejecting request due to renew agent rate limiting: {}",
+                    s.message()
+                ),
+            )
         })?;
         let id = ctx
             .caller
@@ -40,9 +46,15 @@ pub(crate) async fn renew_agent(
             .map_err(|e| Status::internal(format!("failed to fetch agent: {e}")))?
             .ok_or_else(|| Status::not_found("agent not found"))?;
         if node.can_reattest {
-            return Err(permission_denied(Reason::AgentMustReattest, "agent must reattest instead of renew".into()));
+            return Err(permission_denied(
+                Reason::AgentMustReattest,
+                "agent must reattest instead of renew".into(),
+            ));
         }
-        let params = req.params.as_ref().ok_or_else(|| Status::invalid_argument("params cannot be nil"))?;
+        let params = req
+            .params
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("params cannot be nil"))?;
         if params.csr.is_empty() {
             return Err(Status::invalid_argument("missing CSR"));
         }

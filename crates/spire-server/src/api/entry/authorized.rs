@@ -50,7 +50,10 @@ pub(crate) async fn get_authorized_entries(
     let result = caller_entries(ctx, &request).map(|entries| {
         let mask = request.get_ref().output_mask.as_ref();
         pb::GetAuthorizedEntriesResponse {
-            entries: entries.iter().map(|e| convert::entry_to_proto(e, mask)).collect(),
+            entries: entries
+                .iter()
+                .map(|e| convert::entry_to_proto(e, mask))
+                .collect(),
         }
     });
     ctx.audit.emit(&result, &[]);
@@ -85,7 +88,9 @@ pub(crate) async fn sync_authorized_entries(
 type Outbound = mpsc::Sender<Result<pb::SyncAuthorizedEntriesResponse, Status>>;
 
 async fn send(tx: &Outbound, r: pb::SyncAuthorizedEntriesResponse) -> Result<(), Status> {
-    tx.send(Ok(r)).await.map_err(|_| Status::cancelled("the agent went away"))
+    tx.send(Ok(r))
+        .await
+        .map_err(|_| Status::cancelled("the agent went away"))
 }
 
 async fn sync(
@@ -97,15 +102,24 @@ async fn sync(
         return Ok(());
     };
     if !first.ids.is_empty() {
-        return Err(Status::invalid_argument("specifying IDs on initial request is not supported"));
+        return Err(Status::invalid_argument(
+            "specifying IDs on initial request is not supported",
+        ));
     }
-    if first.output_mask.as_ref().is_some_and(|m| !m.revision_number) {
+    if first
+        .output_mask
+        .as_ref()
+        .is_some_and(|m| !m.revision_number)
+    {
         return Err(Status::invalid_argument("revision number cannot be masked"));
     }
     let mask: Option<types::EntryMask> = first.output_mask;
     if entries.len() <= PAGE_SIZE {
         let resp = pb::SyncAuthorizedEntriesResponse {
-            entries: entries.iter().map(|e| convert::entry_to_proto(e, mask.as_ref())).collect(),
+            entries: entries
+                .iter()
+                .map(|e| convert::entry_to_proto(e, mask.as_ref()))
+                .collect(),
             ..Default::default()
         };
         return send(tx, resp).await;
@@ -129,15 +143,26 @@ async fn sync(
     }
     let by_id: HashMap<&str, &Arc<Entry>> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
     while let Some(req) = inbound.message().await? {
-        let mut found: Vec<&Arc<Entry>> = req.ids.iter().filter_map(|id| by_id.get(id.as_str()).copied()).collect();
+        let mut found: Vec<&Arc<Entry>> = req
+            .ids
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         found.dedup_by(|a, b| a.id == b.id);
-        let chunks: Vec<&[&Arc<Entry>]> = if found.is_empty() { vec![&[]] } else { found.chunks(PAGE_SIZE).collect() };
+        let chunks: Vec<&[&Arc<Entry>]> = if found.is_empty() {
+            vec![&[]]
+        } else {
+            found.chunks(PAGE_SIZE).collect()
+        };
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
             let resp = pb::SyncAuthorizedEntriesResponse {
                 entry_revisions: Vec::new(),
-                entries: chunk.iter().map(|e| convert::entry_to_proto(e, mask.as_ref())).collect(),
+                entries: chunk
+                    .iter()
+                    .map(|e| convert::entry_to_proto(e, mask.as_ref()))
+                    .collect(),
                 more: i != last,
             };
             send(tx, resp).await?;

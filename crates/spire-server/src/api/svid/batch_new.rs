@@ -32,7 +32,13 @@ pub(crate) async fn batch_new_x509_svid(
         return Err(s);
     }
     if let Err(s) = tcp.limits.sign.wait(&ctx.caller, req.params.len()).await {
-        let s = Status::new(s.code(), format!("rejecting request due to certificate signing rate limiting: {}", s.message()));
+        let s = Status::new(
+            s.code(),
+            format!(
+                "rejecting request due to certificate signing rate limiting: {}",
+                s.message()
+            ),
+        );
         ctx.audit.emit_error(&s, &[]);
         return Err(s);
     }
@@ -56,7 +62,8 @@ pub(crate) async fn batch_new_x509_svid(
                 .ok_or_else(|| Status::permission_denied("entry not found or not authorized"))?;
             let csr = spire_crypto::csr::parse_and_verify_csr(&p.csr)
                 .map_err(|e| Status::invalid_argument(format!("malformed CSR: {e}")))?;
-            let ttl = (entry.x509_svid_ttl > 0).then(|| Duration::from_secs(entry.x509_svid_ttl as u64));
+            let ttl =
+                (entry.x509_svid_ttl > 0).then(|| Duration::from_secs(entry.x509_svid_ttl as u64));
             let chain = ctx
                 .state
                 .ca
@@ -74,12 +81,18 @@ pub(crate) async fn batch_new_x509_svid(
         let result = match outcome {
             Ok(svid) => {
                 ctx.audit.emit_item(&ok_status(), &fields);
-                pb::batch_new_x509svid_response::Result { status: Some(ok_status()), svid: Some(svid) }
+                pb::batch_new_x509svid_response::Result {
+                    status: Some(ok_status()),
+                    svid: Some(svid),
+                }
             }
             Err(s) => {
                 let st = item_status(&s);
                 ctx.audit.emit_item(&st, &fields);
-                pb::batch_new_x509svid_response::Result { status: Some(st), svid: None }
+                pb::batch_new_x509svid_response::Result {
+                    status: Some(st),
+                    svid: None,
+                }
             }
         };
         results.push(result);

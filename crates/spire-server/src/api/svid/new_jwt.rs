@@ -25,7 +25,13 @@ pub(crate) async fn new_jwt_svid(
     let req = request.into_inner();
     let result = async {
         tcp.limits.sign.wait(&ctx.caller, 1).await.map_err(|s| {
-            Status::new(s.code(), format!("rejecting request due to JWT signing request rate limiting: {}", s.message()))
+            Status::new(
+                s.code(),
+                format!(
+                    "rejecting request due to JWT signing request rate limiting: {}",
+                    s.message()
+                ),
+            )
         })?;
         if ctx.state.config.disable_jwt_svids {
             return Err(Status::unimplemented("JWT functionality is disabled"));
@@ -44,13 +50,20 @@ pub(crate) async fn new_jwt_svid(
             .find(|e| e.id == req.entry_id)
             .ok_or_else(|| Status::permission_denied("entry not found or not authorized"))?;
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("at least one audience is required"));
+            return Err(Status::invalid_argument(
+                "at least one audience is required",
+            ));
         }
         let ttl = (entry.jwt_svid_ttl > 0).then(|| Duration::from_secs(entry.jwt_svid_ttl as u64));
         let svid = ctx
             .state
             .ca
-            .sign_jwt_svid(&entry.spiffe_id, &req.audience, ttl, entry.jwt_svid_include_jti)
+            .sign_jwt_svid(
+                &entry.spiffe_id,
+                &req.audience,
+                ttl,
+                entry.jwt_svid_include_jti,
+            )
             .map_err(|e| Status::internal(format!("failed to sign JWT-SVID: {e}")))?;
         Ok(pb::NewJwtsvidResponse {
             svid: Some(types::Jwtsvid {
@@ -63,6 +76,12 @@ pub(crate) async fn new_jwt_svid(
         })
     }
     .await;
-    ctx.audit.emit(&result, &[("entry_id", req.entry_id.clone()), ("audience", req.audience.join(","))]);
+    ctx.audit.emit(
+        &result,
+        &[
+            ("entry_id", req.entry_id.clone()),
+            ("audience", req.audience.join(",")),
+        ],
+    );
     result.map(Response::new)
 }
