@@ -8,20 +8,19 @@
 //! SAN and an explicit `cA=false`, and never outlive their signing CA; validation functions take
 //! the time as an argument and never read the wall clock.
 
+pub mod csr;
+pub mod jwt;
 pub mod keymanager;
 pub mod keys;
+pub mod x509;
+pub mod x509svid;
 
+pub use csr::{CsrError, MAX_CSR_LEN, VerifiedCsr, create_csr, parse_and_verify_csr};
+pub use jwt::{
+    JwtBundleSource, JwtError, JwtKeyLookup, JwtSvidClaims, JwtValidationOptions, MAX_TOKEN_LEN,
+    ValidatedJwtSvid, sign_jwt_svid, validate_jwt_svid,
+};
 pub use keymanager::{DiskKeyManager, KeyInfo, KeyManager, KeyManagerError, MemoryKeyManager};
 pub use keys::{JwsAlgorithm, KeyError, KeyType, PrivateKey, PublicKey, Signer};
-pub mod csr;
-pub mod x509;
-
-pub use csr::{CsrError, VerifiedCsr, create_csr, parse_and_verify_csr};
 pub use x509::{CaSubject, CaTemplate, SvidTemplate, X509Authority, X509Error, self_signed_ca};
-pub mod jwt;
-pub use jwt::{
-    JwtBundleSource, JwtError, JwtKeyLookup, JwtSvidClaims, JwtValidationOptions, ValidatedJwtSvid,
-    sign_jwt_svid, validate_jwt_svid,
-};
-pub mod x509svid;
 pub use x509svid::{X509BundleSource, X509SvidError, spiffe_id_from_cert, validate_x509_svid};
