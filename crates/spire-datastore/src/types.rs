@@ -336,6 +336,60 @@ impl Bundle {
     }
 }
 
+impl From<spire_spiffe::Bundle> for Bundle {
+    /// A SPIFFE bundle document carries no taint flags: every authority comes in untainted.
+    fn from(b: spire_spiffe::Bundle) -> Self {
+        Bundle {
+            trust_domain: b.trust_domain,
+            x509_authorities: b
+                .x509_authorities
+                .into_iter()
+                .map(|der| X509Authority {
+                    der,
+                    tainted: false,
+                })
+                .collect(),
+            jwt_authorities: b
+                .jwt_authorities
+                .into_iter()
+                .map(|k| JwtAuthority {
+                    key_id: k.key_id,
+                    public_key: k.public_key,
+                    expires_at: k.expires_at.unwrap_or(0),
+                    tainted: false,
+                })
+                .collect(),
+            refresh_hint: b
+                .refresh_hint
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            sequence_number: b.sequence_number,
+        }
+    }
+}
+
+impl From<&Bundle> for spire_spiffe::Bundle {
+    /// The SPIFFE form (taint flags are dropped; tainted authorities stay in the bundle, as
+    /// SPIRE publishes them).
+    fn from(b: &Bundle) -> Self {
+        let mut out = spire_spiffe::Bundle::new(b.trust_domain.clone());
+        out.x509_authorities = b.x509_authorities.iter().map(|a| a.der.clone()).collect();
+        out.jwt_authorities = b
+            .jwt_authorities
+            .iter()
+            .map(|k| spire_spiffe::JwtAuthority {
+                key_id: k.key_id.clone(),
+                public_key: k.public_key.clone(),
+                expires_at: (k.expires_at != 0).then_some(k.expires_at),
+            })
+            .collect();
+        out.refresh_hint = (b.refresh_hint > 0)
+            .then(|| std::time::Duration::from_secs(b.refresh_hint.unsigned_abs()));
+        out.sequence_number = b.sequence_number;
+        out
+    }
+}
+
 /// An X.509 root authority.
 #[derive(Clone, PartialEq, Eq)]
 pub struct X509Authority {
@@ -518,4 +572,42 @@ pub struct Change {
     pub op: ChangeOp,
     /// When the change was written (Unix seconds, from the datastore's clock).
     pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_converts_both_ways() {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let mut b = Bundle::new(td);
+        b.x509_authorities.push(X509Authority {
+            der: vec![1, 2, 3],
+            tainted: true,
+        });
+        b.jwt_authorities.push(JwtAuthority {
+            key_id: "k".into(),
+            public_key: vec![4],
+            expires_at: 77,
+            tainted: false,
+        });
+        b.jwt_authorities.push(JwtAuthority {
+            key_id: "never".into(),
+            public_key: vec![5],
+            expires_at: 0,
+            tainted: false,
+        });
+        b.refresh_hint = 300;
+        b.sequence_number = 9;
+        let s = spire_spiffe::Bundle::from(&b);
+        assert_eq!(s.x509_authorities, vec![vec![1, 2, 3]]);
+        assert_eq!(s.jwt_authorities[0].expires_at, Some(77));
+        assert_eq!(s.jwt_authorities[1].expires_at, None);
+        assert_eq!(s.refresh_hint, Some(std::time::Duration::from_secs(300)));
+        let back = Bundle::from(s);
+        let mut expected = b.clone();
+        expected.x509_authorities[0].tainted = false;
+        assert_eq!(back, expected);
+    }
 }
