@@ -176,8 +176,10 @@ async fn client(c: &CommonArgs) -> Result<SpiffeWorkloadApiClient<Channel>, Stri
 
 fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert(SECURITY_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+    r.metadata_mut().insert(
+        SECURITY_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
     if !timeout.is_zero() {
         r.set_timeout(timeout);
     }
@@ -306,7 +308,11 @@ fn parse_x509_response(
     Ok((out, federated))
 }
 
-fn print_x509(svids: &[ParsedSvid], federated: &[(String, Vec<Vec<u8>>)], took: Duration) -> CmdResult {
+fn print_x509(
+    svids: &[ParsedSvid],
+    federated: &[(String, Vec<Vec<u8>>)],
+    took: Duration,
+) -> CmdResult {
     let mut s = String::new();
     let plural = if svids.len() == 1 { "" } else { "s" };
     let _ = writeln!(
@@ -365,7 +371,8 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> CmdResult {
         .open(path)
         .map_err(err)?;
     // An existing file keeps its mode on open: set it explicitly.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(err)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(err)?;
     f.write_all(data).map_err(err)
 }
 

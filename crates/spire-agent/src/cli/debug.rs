@@ -75,17 +75,14 @@ fn admin_socket(a: &ExplainArgs) -> Result<PathBuf, String> {
     if let Some(s) = &a.socket_path {
         return spire_cli::socket_path_from_addr(s).map_err(|e| e.to_string());
     }
-    let cfg = spire_config::AgentConfig::load(
-        &a.config,
-        None,
-        &spire_config::AgentOverrides::default(),
-    )
-    .map_err(|e| {
-        format!(
-            "no -socketPath given and cannot read the agent config {}: {e}",
-            a.config.display()
-        )
-    })?;
+    let cfg =
+        spire_config::AgentConfig::load(&a.config, None, &spire_config::AgentOverrides::default())
+            .map_err(|e| {
+                format!(
+                    "no -socketPath given and cannot read the agent config {}: {e}",
+                    a.config.display()
+                )
+            })?;
     cfg.admin_socket_path.ok_or_else(|| {
         format!(
             "the agent has no admin socket: set admin_socket_path in {} (or pass -socketPath)",
@@ -141,7 +138,9 @@ async fn explain(a: ExplainArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn to_entry(e: &spire_proto::spire_rs::agent::ExplainedEntry) -> crate::endpoints::explain::ExplainedEntry {
+fn to_entry(
+    e: &spire_proto::spire_rs::agent::ExplainedEntry,
+) -> crate::endpoints::explain::ExplainedEntry {
     crate::endpoints::explain::ExplainedEntry {
         entry_id: e.entry_id.clone(),
         spiffe_id: e.spiffe_id.clone(),

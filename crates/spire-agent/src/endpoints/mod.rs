@@ -224,3 +224,6 @@ pub async fn serve(
     let _ = std::fs::remove_file(&public_path);
     result
 }
+
+#[cfg(test)]
+mod tests;
