@@ -902,3 +902,112 @@ async fn reattestable_agents_must_reattest_instead_of_renewing() {
         types::permission_denied_details::Reason::AgentMustReattest as i32
     );
 }
+
+/// Runs the real `spire-server` CLI against the test server's local socket.
+async fn cli(server: &Server, args: &[&str]) -> std::process::Output {
+    let sock = server.state.config.socket_path.display().to_string();
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(["-socketPath".to_string(), sock]);
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_spire-server"))
+        .args(&all)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn agent_cli_shows_bans_and_evicts_real_agents() {
+    let ca = TestCa::new("node CA");
+    let server = start(Some(&ca)).await;
+    server.token("cli-token", 600).await;
+    let jt = attest_token(&server, "cli-token").await.unwrap();
+    let cert = ca.issue(&LeafSpec::new("node1").serial(0x1234));
+    let xp = attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
+
+    let out = cli(&server, &["agent", "list", "-output", "json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let agents = v["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2);
+    let find = |path: &str| {
+        agents
+            .iter()
+            .find(|a| a["id"]["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not listed in {v}"))
+            .clone()
+    };
+    let j = find(jt.id().path());
+    assert_eq!(j["attestation_type"], "join_token");
+    assert_eq!(j["x509svid_serial_number"], jt.serial());
+    assert_eq!(j["can_reattest"], false);
+    assert_eq!(j["banned"], false);
+    let x = find(xp.id().path());
+    assert_eq!(x["attestation_type"], "x509pop");
+    assert_eq!(x["can_reattest"], true);
+    let sel: Vec<String> = x["selectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["type"].as_str().unwrap(),
+                s["value"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        sel.contains(&"x509pop:subject:cn:node1".to_string()),
+        "{sel:?}"
+    );
+    assert!(
+        sel.contains(&"x509pop:serialnumber:1234".to_string()),
+        "{sel:?}"
+    );
+
+    let out = cli(&server, &["agent", "show", "-spiffeID", xp.id().as_str()]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(xp.id().as_str()), "{text}");
+    assert!(text.contains("x509pop:subject:cn:node1"), "{text}");
+
+    // Ban through the CLI: the agent's next call is refused.
+    let out = cli(&server, &["agent", "ban", "-spiffeID", jt.id().as_str()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = authorized_ids(&server, &jt).await.unwrap_err();
+    assert_eq!(
+        denied_reason(&e),
+        types::permission_denied_details::Reason::AgentBanned as i32
+    );
+
+    // Evict: the x509pop agent re-attests; the join-token agent cannot (its token is spent).
+    for agent in [&xp, &jt] {
+        let out = cli(
+            &server,
+            &["agent", "evict", "-spiffeID", agent.id().as_str()],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
+    assert_eq!(
+        attest_token(&server, "cli-token")
+            .await
+            .err()
+            .unwrap()
+            .code(),
+        Code::InvalidArgument
+    );
+}

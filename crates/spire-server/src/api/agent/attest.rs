@@ -24,6 +24,18 @@ use crate::node_attestor::{AttestResult, join_token, x509pop};
 use crate::pb::agent as pb;
 use crate::pb::types;
 
+/// How long the agent gets for each step (first request, each challenge response).
+pub const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The next request on the stream, within [`STEP_TIMEOUT`].
+async fn next(
+    inbound: &mut Streaming<pb::AttestAgentRequest>,
+) -> Result<Option<pb::AttestAgentRequest>, Status> {
+    tokio::time::timeout(STEP_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("timed out waiting for the agent"))?
+}
+
 /// The response stream of AttestAgent.
 pub type AttestAgentStream =
     Pin<Box<dyn Stream<Item = Result<pb::AttestAgentResponse, Status>> + Send>>;
@@ -71,8 +83,7 @@ async fn run(
             ),
         )
     })?;
-    let first = inbound
-        .message()
+    let first = next(&mut inbound)
         .await
         .map_err(|e| {
             Status::invalid_argument(format!(
@@ -169,8 +180,7 @@ async fn run(
             tx.send(Ok(challenge))
                 .await
                 .map_err(|_| Status::internal("failed to send challenge to agent"))?;
-            let answer = inbound
-                .message()
+            let answer = next(&mut inbound)
                 .await
                 .map_err(|e| {
                     Status::internal(format!(
