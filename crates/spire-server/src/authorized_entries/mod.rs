@@ -214,26 +214,30 @@ impl AuthorizedEntries {
                         .index
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let old = match fresh {
+                    // Only what the agent acts on is announced: its selectors (they decide
+                    // alias matches), being banned, created or removed. Serial rotations and
+                    // version reports are not.
+                    let mask = match fresh {
                         Some(node) => {
-                            let sel_changed = ix
-                                .agent(id.as_str())
-                                .is_none_or(|o| o.selectors != node.selectors);
-                            let old = ix.upsert_agent(node);
-                            let mask = if sel_changed {
-                                change::AGENT | change::ENTRIES
-                            } else {
-                                change::AGENT
+                            let mask = match ix.agent(id.as_str()) {
+                                None => change::AGENT | change::ENTRIES,
+                                Some(o) if o.selectors != node.selectors => {
+                                    change::AGENT | change::ENTRIES
+                                }
+                                Some(o) if o.is_banned() != node.is_banned() => change::AGENT,
+                                Some(_) => 0,
                             };
-                            *n.agents.entry(c.object_id.clone()).or_default() |= mask;
-                            old
+                            ix.upsert_agent(node);
+                            mask
                         }
                         None => {
-                            *n.agents.entry(c.object_id.clone()).or_default() |= change::AGENT;
-                            ix.remove_agent(id.as_str())
+                            ix.remove_agent(id.as_str());
+                            change::AGENT
                         }
                     };
-                    drop(old);
+                    if mask != 0 {
+                        *n.agents.entry(c.object_id.clone()).or_default() |= mask;
+                    }
                 }
                 ChangeKind::Bundle => {
                     if c.object_id == self.trust_domain.as_str() {
@@ -248,7 +252,9 @@ impl AuthorizedEntries {
         let rev = follower.cursor().max(self.revision());
         self.revision.store(rev, Ordering::Release);
         n.revision = rev;
-        self.publish(n);
+        if n.all != 0 || !n.agents.is_empty() {
+            self.publish(n);
+        }
         Ok(())
     }
 

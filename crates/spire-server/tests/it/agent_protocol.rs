@@ -37,8 +37,16 @@ impl Drop for Server {
 }
 
 async fn start(x509pop_ca: Option<&TestCa>) -> Server {
+    start_with(x509pop_ca, &[]).await
+}
+
+/// A server with extra `key = <raw HCL>` settings in `server {}`.
+async fn start_with(x509pop_ca: Option<&TestCa>, settings: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = spire_testkit::ServerConfig::new(TD, dir.path());
+    for (k, v) in settings {
+        cfg = cfg.setting(k, v);
+    }
     if let Some(ca) = x509pop_ca {
         let (ca_path, _) = ca.write(dir.path(), "x509pop-ca").unwrap();
         cfg = cfg.x509pop(ca_path);
@@ -1010,4 +1018,97 @@ async fn agent_cli_shows_bans_and_evicts_real_agents() {
             .code(),
         Code::InvalidArgument
     );
+}
+
+/// An X509-SVID for `spiffe` signed by the server's CA (as if the agent had fetched it).
+fn mint(server: &Server, spiffe: &str) -> Identity {
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let chain = server
+        .state
+        .ca
+        .sign_x509_svid(key.public_key(), &id(spiffe), &[], None)
+        .unwrap();
+    Identity::from_der(chain, key.to_pkcs8_der().unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn admin_and_downstream_callers_over_tcp() {
+    let server = start_with(None, &[("admin_ids", "[\"spiffe://example.org/admin\"]")]).await;
+    // admin_ids: admin RPCs are allowed over mTLS.
+    let mut admin = apb::agent_client::AgentClient::new(
+        server
+            .channel(Some(mint(&server, "spiffe://example.org/admin")))
+            .await,
+    );
+    admin
+        .count_agents(apb::CountAgentsRequest { filter: None })
+        .await
+        .unwrap();
+    // Any other SVID of the trust domain is not an admin.
+    let mut nobody = apb::agent_client::AgentClient::new(
+        server
+            .channel(Some(mint(&server, "spiffe://example.org/nobody")))
+            .await,
+    );
+    let e = nobody
+        .count_agents(apb::CountAgentsRequest { filter: None })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // Nor is it an agent, even with an agent-looking ID that was never attested.
+    let mut fake = epb::entry_client::EntryClient::new(
+        server
+            .channel(Some(mint(&server, "spiffe://example.org/spire/agent/fake")))
+            .await,
+    );
+    let e = fake
+        .get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied_reason(&e),
+        types::permission_denied_details::Reason::AgentNotAttested as i32
+    );
+
+    // downstream = true entries make their SVIDs downstream callers.
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let csr = spire_crypto::create_csr(&key, None).unwrap();
+    let mut ds = spb::svid_client::SvidClient::new(
+        server
+            .channel(Some(mint(&server, "spiffe://example.org/downstream")))
+            .await,
+    );
+    let e = ds
+        .new_downstream_x509ca(spb::NewDownstreamX509caRequest {
+            csr: csr.clone(),
+            preferred_ttl: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let mut entry = Entry::new(
+        id("spiffe://example.org/downstream"),
+        id("spiffe://example.org/spire/agent/x"),
+        sels(&["unix:uid:0"]),
+    );
+    entry.downstream = true;
+    server.state.datastore.create_entry(&entry).await.unwrap();
+    let mut resp = None;
+    spire_testkit::wait_until(WAIT, "the downstream entry to be indexed", async || {
+        resp = ds
+            .new_downstream_x509ca(spb::NewDownstreamX509caRequest {
+                csr: csr.clone(),
+                preferred_ttl: 0,
+            })
+            .await
+            .ok();
+        resp.is_some()
+    })
+    .await
+    .unwrap();
+    let resp = resp.unwrap().into_inner();
+    assert!(!resp.ca_cert_chain.is_empty());
+    assert!(!resp.x509_authorities.is_empty());
+    let (_, ca) = x509_parser::parse_x509_certificate(&resp.ca_cert_chain[0]).unwrap();
+    assert!(ca.is_ca());
 }
