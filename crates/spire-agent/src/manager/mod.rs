@@ -167,6 +167,19 @@ struct SvidSlot {
     deadline: SystemTime,
 }
 
+/// Whether two bundles carry the same authorities (JWT key expiry is ignored: the stored
+/// SPIFFE JSON form does not carry it).
+fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
+    a.trust_domain == b.trust_domain
+        && a.x509_authorities == b.x509_authorities
+        && a.sequence_number == b.sequence_number
+        && a.jwt_authorities.len() == b.jwt_authorities.len()
+        && a.jwt_authorities
+            .iter()
+            .zip(&b.jwt_authorities)
+            .all(|(x, y)| x.key_id == y.key_id && x.public_key == y.public_key)
+}
+
 /// Picks the entries that get an X509-SVID ahead of any request: all of them, oldest first,
 /// up to `max` (0 = no limit). (SPIRE's LRU additionally keeps SVIDs of entries with active
 /// subscribers beyond the limit; the agent here prefetches up to the limit instead.)
@@ -505,7 +518,7 @@ impl Manager {
                 reason: format!("bundle of {} instead of {}", bundle.trust_domain, self.cfg.trust_domain),
             }));
         }
-        if bundle != self.bundle {
+        if !same_bundle(&bundle, &self.bundle) {
             if let Err(e) = self.tls_bundles.set_bundle(&bundle) {
                 tracing::warn!(error = %e, "Received bundle unusable for TLS; keeping the previous roots");
             } else {

@@ -1,0 +1,3 @@
+//! Integration tests of the `spire-agent` binary against the real `spire-server` binary.
+
+mod manager_e2e;

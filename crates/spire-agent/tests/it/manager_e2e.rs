@@ -1,0 +1,305 @@
+//! End-to-end tests of the agent's server side (attestation, restart, sync, rotation, bans)
+//! with the real `spire-server` and `spire-agent` binaries on loopback.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use spire_testkit::{
+    AgentConfig, KeyManagerConfig, Process, ServerConfig, TestCa, bin_path, run_cli, temp_dir,
+    wait_until_sync,
+};
+
+const TD: &str = "example.org";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_spire-agent"))
+}
+
+fn server_bin() -> PathBuf {
+    bin_path("spire-server")
+}
+
+struct Server {
+    cfg: ServerConfig,
+    process: Process,
+    config_path: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, cfg: ServerConfig) -> Server {
+        let config_path = cfg.write(&dir.join("server.conf")).unwrap();
+        let process = Process::start(
+            server_bin(),
+            ["run", "-config", config_path.to_str().unwrap()],
+        )
+        .unwrap();
+        let mut s = Server {
+            cfg,
+            process,
+            config_path,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let sock = self.sock();
+        wait_until_sync(WAIT, "server answers on its API socket", || {
+            run_cli(server_bin(), ["bundle", "show", "-socketPath", sock.as_str()]).success()
+        })
+        .unwrap();
+    }
+
+    fn restart(&mut self) {
+        self.process.terminate(Duration::from_secs(10));
+        self.process = Process::start(
+            server_bin(),
+            ["run", "-config", self.config_path.to_str().unwrap()],
+        )
+        .unwrap();
+        self.wait_ready();
+    }
+
+    fn sock(&self) -> String {
+        self.cfg.socket_path.display().to_string()
+    }
+
+    fn cli(&self, args: &[&str]) -> spire_testkit::CliOutput {
+        let mut all: Vec<String> = Vec::new();
+        let mut it = args.iter();
+        // Subcommand words first, then the socket flag.
+        for a in it.by_ref() {
+            all.push((*a).to_owned());
+            if all.len() == 2 {
+                break;
+            }
+        }
+        all.push("-socketPath".into());
+        all.push(self.sock());
+        all.extend(it.map(|a| (*a).to_owned()));
+        run_cli(server_bin(), all)
+    }
+
+    /// A join token for a node alias `spiffe://example.org/<alias>`.
+    fn token(&self, alias: &str) -> String {
+        let out = self.cli(&["token", "generate", "-spiffeID", &format!("spiffe://{TD}/{alias}")]);
+        out.assert_success();
+        out.stdout
+            .trim()
+            .strip_prefix("Token:")
+            .unwrap_or_else(|| panic!("unexpected token output {:?}", out.stdout))
+            .trim()
+            .to_owned()
+    }
+
+    /// The bundle as PEM, written to `<dir>/bundle.pem`.
+    fn write_bundle(&self, dir: &Path) -> PathBuf {
+        let out = self.cli(&["bundle", "show"]);
+        out.assert_success();
+        let path = dir.join("bundle.pem");
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
+    fn agent_list(&self) -> String {
+        let out = self.cli(&["agent", "list"]);
+        out.assert_success();
+        out.stdout
+    }
+}
+
+fn start_agent(cfg: &AgentConfig, dir: &Path, extra: &[&str]) -> Process {
+    let path = cfg.write(&dir.join("agent.conf")).unwrap();
+    let mut args = vec!["run".to_owned(), "-config".to_owned(), path.display().to_string()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Process::start(agent_bin(), args).unwrap()
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
+    let dir = temp_dir();
+    // A disk KeyManager keeps the server's CA across the restart below.
+    let scfg = ServerConfig::new(TD, &dir.path().join("server"))
+        .key_manager(KeyManagerConfig::Disk(dir.path().join("server-keys.json")));
+    let mut server = Server::start(dir.path(), scfg);
+    let bundle = server.write_bundle(dir.path());
+    let token = server.token("node1");
+    let agent_id = format!("spiffe://{TD}/spire/agent/join_token/{token}");
+
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server
+        .cfg
+        .agent_config(&agent_dir)
+        .trust_bundle(&bundle)
+        .key_manager(KeyManagerConfig::Disk(agent_dir.join("keys")));
+    let mut agent = start_agent(&acfg, &agent_dir, &["-joinToken", &token]);
+    agent
+        .wait_for_log_sync("Node attestation was successful", WAIT)
+        .unwrap();
+    assert!(agent.logs().contains(&agent_id), "agent ID in the logs");
+    // The alias entry created with the token is authorized to the agent.
+    agent.wait_for_log_sync("Issued X509-SVID", WAIT).unwrap();
+    let list = server.agent_list();
+    assert!(list.contains(&agent_id), "{list}");
+    assert!(list.contains("join_token"), "{list}");
+
+    // An entry created while the agent runs reaches it without a restart.
+    server
+        .cli(&[
+            "entry", "create", "-parentID", &format!("spiffe://{TD}/node1"), "-spiffeID",
+            &format!("spiffe://{TD}/workload-a"), "-selector", "unix:uid:1000",
+        ])
+        .assert_success();
+    agent
+        .wait_for_log_sync(&format!("spiffe_id=spiffe://{TD}/workload-a"), WAIT)
+        .unwrap();
+    wait_until_sync(WAIT, "X509-SVID for workload-a", || {
+        agent.logs().lines().any(|l| {
+            l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/workload-a"))
+        })
+    })
+    .unwrap();
+
+    // Restart: the stored SVID is reused, the server sees no second attestation.
+    agent.terminate(Duration::from_secs(10));
+    let first_logs = agent.logs();
+    assert_eq!(count(&first_logs, "Attesting the node to the server"), 1);
+    let data: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(acfg.data_dir.join("agent-data.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(data["reattestable"], false);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    agent
+        .wait_for_log_sync("Reusing the stored agent SVID", WAIT)
+        .unwrap();
+    agent
+        .wait_for_log_sync(&format!("spiffe_id=spiffe://{TD}/workload-a"), WAIT)
+        .unwrap();
+    assert!(!agent.logs().contains("Attesting the node"), "no re-attestation");
+    let list = server.agent_list();
+    assert_eq!(count(&list, "SPIFFE ID"), 1, "{list}");
+
+    // Server restart: the agent reconnects and keeps syncing.
+    server.restart();
+    server
+        .cli(&[
+            "entry", "create", "-parentID", &agent_id, "-spiffeID",
+            &format!("spiffe://{TD}/workload-b"), "-selector", "unix:uid:1001",
+        ])
+        .assert_success();
+    wait_until_sync(WAIT, "X509-SVID for workload-b after server restart", || {
+        agent.logs().lines().any(|l| {
+            l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/workload-b"))
+        })
+    })
+    .unwrap();
+}
+
+#[test]
+fn agent_svid_rotates_with_short_ttl_and_keeps_working() {
+    let dir = temp_dir();
+    let scfg = ServerConfig::new(TD, &dir.path().join("server"))
+        .string_setting("agent_ttl", "20s")
+        .string_setting("default_x509_svid_ttl", "30s");
+    let server = Server::start(dir.path(), scfg);
+    let token = server.token("node-rot");
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    agent
+        .wait_for_log_sync("Node attestation was successful", WAIT)
+        .unwrap();
+    wait_until_sync(WAIT, "two agent SVID renewals", || {
+        count(&agent.logs(), "Renewed agent SVID") >= 2
+    })
+    .unwrap();
+    // Still authenticated after rotating: a new entry is signed.
+    server
+        .cli(&[
+            "entry", "create", "-parentID", &format!("spiffe://{TD}/node-rot"), "-spiffeID",
+            &format!("spiffe://{TD}/after-rotation"), "-selector", "unix:uid:7",
+        ])
+        .assert_success();
+    wait_until_sync(WAIT, "X509-SVID after rotation", || {
+        agent.logs().lines().any(|l| {
+            l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/after-rotation"))
+        })
+    })
+    .unwrap();
+    assert!(agent.is_running());
+    let list = server.agent_list();
+    assert_eq!(count(&list, "SPIFFE ID"), 1, "{list}");
+}
+
+#[test]
+fn x509pop_agent_attests_and_re_attests_after_eviction() {
+    let dir = temp_dir();
+    let ca = TestCa::new("node ca");
+    let (_, _) = ca.write(dir.path(), "node-ca").unwrap();
+    let ca_bundle = dir.path().join("node-ca-root.pem");
+    let leaf = ca.issue_leaf("node-x");
+    let (cert, key) = leaf.write(dir.path(), "node-x").unwrap();
+    let scfg = ServerConfig::new(TD, &dir.path().join("server")).x509pop(&ca_bundle);
+    let server = Server::start(dir.path(), scfg);
+    let agent_id = format!("spiffe://{TD}/spire/agent/x509pop/{}", leaf.sha1_fingerprint());
+
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server.cfg.agent_config(&agent_dir).x509pop(&cert, &key);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    agent
+        .wait_for_log_sync("Node attestation was successful", WAIT)
+        .unwrap();
+    assert!(agent.logs().contains(&agent_id), "x509pop agent ID");
+    let list = server.agent_list();
+    assert!(list.contains(&agent_id), "{list}");
+    assert!(list.contains("x509pop"), "{list}");
+
+    server
+        .cli(&["agent", "evict", "-spiffeID", &agent_id])
+        .assert_success();
+    wait_until_sync(WAIT, "re-attestation after eviction", || {
+        count(&agent.logs(), "Node attestation was successful") >= 2
+    })
+    .unwrap();
+    assert!(agent.is_running());
+    wait_until_sync(WAIT, "agent listed again", || server.agent_list().contains(&agent_id))
+        .unwrap();
+}
+
+#[test]
+fn banned_join_token_agent_stops() {
+    let dir = temp_dir();
+    let server = Server::start(dir.path(), ServerConfig::new(TD, &dir.path().join("server")));
+    let token = server.token("node-ban");
+    let agent_id = format!("spiffe://{TD}/spire/agent/join_token/{token}");
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    agent
+        .wait_for_log_sync("Node attestation was successful", WAIT)
+        .unwrap();
+    server
+        .cli(&["agent", "ban", "-spiffeID", &agent_id])
+        .assert_success();
+    let status = agent.wait_exit(WAIT).unwrap();
+    assert!(!status.success(), "a banned agent exits with an error");
+    assert!(
+        agent.logs().contains("banned or evicted"),
+        "clear log line:\n{}",
+        agent.logs()
+    );
+    assert!(
+        !acfg.data_dir.join("agent-data.json").exists(),
+        "stored SVID dropped"
+    );
+}
