@@ -187,6 +187,11 @@ pub fn validate_plugins(config: &ServerConfig) -> Result<(), ServerError> {
         });
     }
     upstream_authority(config)?;
+    crate::node_attestor::NodeAttestors::from_config(config).map_err(|e| ServerError::Plugin {
+        plugin_type: "NodeAttestor".into(),
+        name: e.name,
+        reason: e.reason,
+    })?;
     Ok(())
 }
 

@@ -268,3 +268,119 @@ impl AuthorizedEntries {
 pub fn server_id(td: &TrustDomain) -> String {
     format!("spiffe://{}/spire/server", td.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use spire_datastore::{AttestedNode, DataStore, Entry};
+    use spire_spiffe::{Selector, Selectors, SpiffeId, SystemClock};
+
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        s.parse().unwrap()
+    }
+
+    fn sels(list: &[&str]) -> Selectors {
+        list.iter()
+            .map(|s| s.parse::<Selector>().unwrap())
+            .collect()
+    }
+
+    fn node(agent: &str, s: &[&str]) -> AttestedNode {
+        AttestedNode {
+            spiffe_id: id(agent),
+            attestation_type: "x509pop".into(),
+            cert_serial_number: "1".into(),
+            cert_not_after: 0,
+            new_cert_serial_number: String::new(),
+            new_cert_not_after: 0,
+            can_reattest: true,
+            agent_version: String::new(),
+            selectors: sels(s),
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_the_change_log_and_names_the_agents_affected() {
+        let clock: Arc<dyn spire_spiffe::Clock> = Arc::new(SystemClock);
+        let ds = DataStore::open_in_memory(Arc::clone(&clock)).await.unwrap();
+        let a = "spiffe://td/spire/agent/a";
+        let b = "spiffe://td/spire/agent/b";
+        ds.create_attested_node(&node(a, &["x:1"])).await.unwrap();
+        let ix = AuthorizedEntries::new("td".parse().unwrap());
+        let mut follower = ix.load(&ds).await.unwrap();
+        assert_eq!(ix.read().agent_count(), 1);
+        let mut rx = ix.subscribe();
+
+        // A new agent, an alias matching only it, an entry below the alias.
+        ds.create_attested_node(&node(b, &["x:2"])).await.unwrap();
+        ds.create_entry(&Entry::new(
+            id("spiffe://td/alias"),
+            id("spiffe://td/spire/server"),
+            sels(&["x:2"]),
+        ))
+        .await
+        .unwrap();
+        let w = ds
+            .create_entry(&Entry::new(
+                id("spiffe://td/w"),
+                id("spiffe://td/alias"),
+                sels(&["u:1"]),
+            ))
+            .await
+            .unwrap();
+        ix.poll_once(&ds, clock.as_ref(), &mut follower)
+            .await
+            .unwrap();
+        let n = rx.try_recv().unwrap();
+        assert_eq!(n.mask_for(b) & change::ENTRIES, change::ENTRIES);
+        assert_eq!(n.mask_for(a), 0);
+        assert_eq!(n.revision, ds.latest_change_id().await.unwrap());
+        assert_eq!(ix.revision(), n.revision);
+        let got: Vec<String> = ix
+            .authorized_entries(&id(b))
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        assert_eq!(got, vec![w.id.clone()]);
+
+        // Agent a gains the selector: it now sees the entry too.
+        ds.set_node_selectors(&id(a), &sels(&["x:1", "x:2"]))
+            .await
+            .unwrap();
+        ix.poll_once(&ds, clock.as_ref(), &mut follower)
+            .await
+            .unwrap();
+        let n = rx.try_recv().unwrap();
+        assert_eq!(n.mask_for(a), change::AGENT | change::ENTRIES);
+        assert_eq!(ix.authorized_entries(&id(a)).len(), 1);
+
+        // A version report is not announced; a ban is.
+        let upd = spire_datastore::NodeUpdate {
+            agent_version: Some("1".into()),
+            ..Default::default()
+        };
+        ds.update_attested_node(&id(a), &upd).await.unwrap();
+        ix.poll_once(&ds, clock.as_ref(), &mut follower)
+            .await
+            .unwrap();
+        assert!(rx.try_recv().is_err());
+        ds.ban_attested_node(&id(a)).await.unwrap();
+        ix.poll_once(&ds, clock.as_ref(), &mut follower)
+            .await
+            .unwrap();
+        assert_eq!(rx.try_recv().unwrap().mask_for(a), change::AGENT);
+
+        // Deleting the entry is announced to both agents that saw it.
+        ds.delete_entry(&w.id).await.unwrap();
+        ix.poll_once(&ds, clock.as_ref(), &mut follower)
+            .await
+            .unwrap();
+        let n = rx.try_recv().unwrap();
+        assert_eq!(n.mask_for(a) & change::ENTRIES, change::ENTRIES);
+        assert_eq!(n.mask_for(b) & change::ENTRIES, change::ENTRIES);
+        assert!(ix.authorized_entries(&id(b)).is_empty());
+    }
+}
