@@ -1,6 +1,12 @@
 //! `spire-agent api fetch [x509|jwt]`, `api validate jwt`, `api watch`: Workload API calls
 //! over the agent's public socket, printed as SPIRE prints them.
 
+/// `println!` that tolerates a closed stdout.
+macro_rules! outln {
+    () => { super::write_stdout("\n") };
+    ($($t:tt)*) => { super::write_stdout(&format!("{}\n", format_args!($($t)*))) };
+}
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -346,7 +352,7 @@ fn print_x509(
         }
     }
     let _ = writeln!(s);
-    print!("{s}");
+    super::write_stdout(&s);
     Ok(())
 }
 
@@ -384,16 +390,16 @@ fn write_x509(dir: &Path, svids: &[ParsedSvid], federated: &[(String, Vec<Vec<u8
         let svid_path = dir.join(format!("svid.{i}.pem"));
         let key_path = dir.join(format!("svid.{i}.key"));
         let bundle_path = dir.join(format!("bundle.{i}.pem"));
-        println!("Writing SVID #{i} to file {}.", svid_path.display());
+        outln!("Writing SVID #{i} to file {}.", svid_path.display());
         write_file(&svid_path, certs_pem(&svid.certs).as_bytes(), 0o644)?;
-        println!("Writing key #{i} to file {}.", key_path.display());
+        outln!("Writing key #{i} to file {}.", key_path.display());
         let key_pem = zeroize::Zeroizing::new(pem_block("PRIVATE KEY", &svid.key));
         write_file(&key_path, key_pem.as_bytes(), 0o600)?;
-        println!("Writing bundle #{i} to file {}.", bundle_path.display());
+        outln!("Writing bundle #{i} to file {}.", bundle_path.display());
         write_file(&bundle_path, certs_pem(&svid.bundle).as_bytes(), 0o644)?;
         for (j, (td, certs)) in federated.iter().enumerate() {
             let p = dir.join(format!("federated_bundle.{i}.{j}.pem"));
-            println!(
+            outln!(
                 "Writing federated bundle #{j} for trust domain {td} to file {}.",
                 p.display()
             );
@@ -439,7 +445,7 @@ async fn fetch_x509(a: FetchX509Args) -> CmdResult {
     let took = start.elapsed();
     if a.output.output == OutputFormat::Json {
         if !a.silent {
-            println!("{}", x509_json(&resp));
+            outln!("{}", x509_json(&resp));
         }
         return Ok(());
     }
@@ -498,7 +504,7 @@ async fn fetch_jwt(a: FetchJwtArgs) -> CmdResult {
             {"bundles": tds.iter().map(|(k, v)| ((*k).clone(), serde_json::Value::from(B64.encode(v))))
                 .collect::<serde_json::Map<_, _>>()},
         ]);
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let mut s = String::new();
@@ -508,7 +514,7 @@ async fn fetch_jwt(a: FetchJwtArgs) -> CmdResult {
     for (td, jwks) in tds {
         let _ = writeln!(s, "bundle({td}):\n\t{}", String::from_utf8_lossy(jwks));
     }
-    print!("{s}");
+    super::write_stdout(&s);
     Ok(())
 }
 
@@ -573,15 +579,15 @@ async fn validate_jwt(a: ValidateJwtArgs) -> CmdResult {
         .map(proto_struct_json)
         .unwrap_or_else(|| serde_json::json!({}));
     if a.output.output == OutputFormat::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"spiffe_id": resp.spiffe_id, "claims": claims})
         );
         return Ok(());
     }
-    println!("SVID is valid.");
-    println!("SPIFFE ID : {}", resp.spiffe_id);
-    println!("Claims    : {claims}");
+    outln!("SVID is valid.");
+    outln!("SPIFFE ID : {}", resp.spiffe_id);
+    outln!("Claims    : {claims}");
     Ok(())
 }
 

@@ -1,6 +1,12 @@
 //! `spire-agent debug explain -pid N`: why a running process does or does not get an identity,
 //! asked over the agent's admin socket (spire-rs addition).
 
+/// `println!` that tolerates a closed stdout.
+macro_rules! outln {
+    () => { super::write_stdout("\n") };
+    ($($t:tt)*) => { super::write_stdout(&format!("{}\n", format_args!($($t)*))) };
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -120,7 +126,7 @@ async fn explain(a: ExplainArgs) -> Result<(), String> {
             "nearest": resp.nearest.iter().map(entry).collect::<Vec<_>>(),
             "snapshot_revision": resp.snapshot_revision,
         });
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let ex = crate::endpoints::explain::Explanation {
@@ -134,7 +140,7 @@ async fn explain(a: ExplainArgs) -> Result<(), String> {
         nearest: resp.nearest.iter().map(to_entry).collect(),
         revision: resp.snapshot_revision,
     };
-    println!("{ex}");
+    outln!("{ex}");
     Ok(())
 }
 

@@ -1,5 +1,11 @@
 //! `spire-agent healthcheck`: `grpc.health.v1.Health/Check` on the public Workload API socket.
 
+/// `println!` that tolerates a closed stdout.
+macro_rules! outln {
+    () => { super::write_stdout("\n") };
+    ($($t:tt)*) => { super::write_stdout(&format!("{}\n", format_args!($($t)*))) };
+}
+
 use std::process::ExitCode;
 
 use clap::Args;
@@ -50,7 +56,7 @@ async fn run(a: HealthcheckArgs) -> ExitCode {
     // started its endpoints, so both modes ask the same question.
     let _ = a.shallow;
     if a.verbose {
-        println!("Checking agent health...");
+        outln!("Checking agent health...");
     }
     let path = match spire_cli::socket_path_from_addr(&a.socket_path) {
         Ok(p) => p,
@@ -66,7 +72,7 @@ async fn run(a: HealthcheckArgs) -> ExitCode {
     req.set_timeout(std::time::Duration::from_secs(5));
     match HealthClient::new(channel).check(req).await {
         Ok(resp) if resp.get_ref().status() == ServingStatus::Serving => {
-            println!("Agent is healthy.");
+            outln!("Agent is healthy.");
             ExitCode::SUCCESS
         }
         Ok(resp) => {

@@ -8,7 +8,7 @@ pub mod debug;
 pub mod healthcheck;
 mod uds;
 
-pub use uds::{DEFAULT_PUBLIC_SOCKET, GoDuration, uds_channel};
+pub use uds::{DEFAULT_PUBLIC_SOCKET, GoDuration, uds_channel, write_stdout};
 
 use std::process::ExitCode;
 

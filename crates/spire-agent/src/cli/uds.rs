@@ -37,3 +37,11 @@ pub async fn uds_channel(path: &Path) -> Result<Channel, tonic::transport::Error
         }))
         .await
 }
+
+/// Writes `text` to stdout, ignoring a closed pipe (`... | head` must not panic).
+pub fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
