@@ -784,6 +784,68 @@ mod tests {
         assert_eq!(serial_hex(&[0x01, 0x02]), "0102");
     }
 
+    fn pending(key: LeafKey) -> Pending {
+        Pending {
+            key,
+            nonce: [7u8; NONCE_LEN],
+            challenge: Vec::new(),
+            result: AttestResult {
+                agent_id: "spiffe://td/spire/agent/x509pop/x".parse().unwrap(),
+                selectors: Selectors::new(),
+                can_reattest: true,
+            },
+        }
+    }
+
+    fn rsa_answer(
+        kp: &aws_lc_rs::rsa::KeyPair,
+        salt: RsaPssSaltLength,
+        msg_nonce: [u8; 32],
+    ) -> Vec<u8> {
+        static DIGEST: signature::RsaSignatureEncoding =
+            signature::RSA_PSS_SHA256.with_pss_salt_length(RsaPssSaltLength::Digest);
+        static MAX: signature::RsaSignatureEncoding =
+            signature::RSA_PSS_SHA256.with_pss_salt_length(RsaPssSaltLength::Max);
+        let alg = if salt == RsaPssSaltLength::Max {
+            &MAX
+        } else {
+            &DIGEST
+        };
+        let msg = [[7u8; 32], msg_nonce].concat();
+        let mut sig = vec![0u8; kp.public_modulus_len()];
+        kp.sign(alg, &aws_lc_rs::rand::SystemRandom::new(), &msg, &mut sig)
+            .unwrap();
+        serde_json::to_vec(&serde_json::json!({
+            "rsa_signature": { "nonce": B64.encode([9u8; 32]), "signature": B64.encode(&sig) },
+            "ecdsa_signature": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rsa_pss_responses_with_digest_or_maximal_salt() {
+        use aws_lc_rs::signature::KeyPair as _;
+        let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = kp.public_key().as_ref().to_vec();
+        // Go's rsa.SignPSS(nil options) uses the maximal salt; other signers the digest length.
+        for salt in [RsaPssSaltLength::Digest, RsaPssSaltLength::Max] {
+            let answer = rsa_answer(&kp, salt, [9u8; 32]);
+            pending(LeafKey::Rsa(public.clone()))
+                .finish(&answer)
+                .unwrap();
+        }
+        // Signed over the wrong nonce.
+        let bad = rsa_answer(&kp, RsaPssSaltLength::Digest, [8u8; 32]);
+        let e = pending(LeafKey::Rsa(public.clone()))
+            .finish(&bad)
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // An ECDSA answer to an RSA challenge.
+        let wrong = br#"{"ecdsa_signature": {"nonce": "", "r": "", "s": ""}}"#;
+        let e = pending(LeafKey::Rsa(public)).finish(wrong).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    }
+
     #[test]
     fn der_signature_encoding() {
         assert_eq!(

@@ -40,12 +40,23 @@ async fn start(x509pop_ca: Option<&TestCa>) -> Server {
     start_with(x509pop_ca, &[]).await
 }
 
-/// A server with extra `key = <raw HCL>` settings in `server {}`.
 async fn start_with(x509pop_ca: Option<&TestCa>, settings: &[(&str, &str)]) -> Server {
+    start_full(x509pop_ca, settings, &[]).await
+}
+
+/// A server with extra `key = <raw HCL>` settings in `server {}` and extra plugin blocks.
+async fn start_full(
+    x509pop_ca: Option<&TestCa>,
+    settings: &[(&str, &str)],
+    plugins: &[&str],
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = spire_testkit::ServerConfig::new(TD, dir.path());
     for (k, v) in settings {
         cfg = cfg.setting(k, v);
+    }
+    for p in plugins {
+        cfg = cfg.plugin(p);
     }
     if let Some(ca) = x509pop_ca {
         let (ca_path, _) = ca.write(dir.path(), "x509pop-ca").unwrap();
@@ -1111,4 +1122,61 @@ async fn admin_and_downstream_callers_over_tcp() {
     assert!(!resp.x509_authorities.is_empty());
     let (_, ca) = x509_parser::parse_x509_certificate(&resp.ca_cert_chain[0]).unwrap();
     assert!(ca.is_ca());
+}
+
+#[tokio::test]
+async fn x509pop_spiffe_mode_trusts_the_servers_own_svids() {
+    let server = start_full(
+        None,
+        &[],
+        &["NodeAttestor \"x509pop\" {\n  plugin_data {\n    mode = \"spiffe\"\n  }\n}"],
+    )
+    .await;
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let chain = server
+        .state
+        .ca
+        .sign_x509_svid(
+            key.public_key(),
+            &id("spiffe://example.org/spire-exchange/node7"),
+            &[],
+            None,
+        )
+        .unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "certificates": chain.iter().map(|c| b64.encode(c)).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let pem = key.to_pkcs8_pem().unwrap().to_string();
+    let agent = attest(&server, "x509pop", payload, move |c| {
+        x509pop_answer(&pem, c)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        agent.id().as_str(),
+        "spiffe://example.org/spire/agent/x509pop/node7"
+    );
+
+    // An SVID outside the prefix is refused.
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let chain = server
+        .state
+        .ca
+        .sign_x509_svid(key.public_key(), &id("spiffe://example.org/web"), &[], None)
+        .unwrap();
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "certificates": chain.iter().map(|c| b64.encode(c)).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let pem = key.to_pkcs8_pem().unwrap().to_string();
+    let e = attest(&server, "x509pop", payload, move |c| {
+        x509pop_answer(&pem, c)
+    })
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 }
