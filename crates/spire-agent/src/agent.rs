@@ -62,9 +62,7 @@ fn parse_bundle(
     source: &str,
 ) -> Result<Bundle, AgentError> {
     let bundle = match format {
-        TrustBundleFormat::Pem => {
-            Bundle::from_pem(td.clone(), bytes).map_err(|e| e.to_string())
-        }
+        TrustBundleFormat::Pem => Bundle::from_pem(td.clone(), bytes).map_err(|e| e.to_string()),
         TrustBundleFormat::Spiffe => {
             Bundle::from_json(td.clone(), bytes).map_err(|e| e.to_string())
         }
@@ -83,7 +81,10 @@ pub async fn bootstrap_bundle(cfg: &AgentConfig) -> Result<Option<Bundle>, Agent
     match &cfg.trust_bundle {
         TrustBundleSource::Path(p) => {
             let bytes = std::fs::read(p).map_err(|e| {
-                AgentError::Bootstrap(format!("cannot read trust_bundle_path {}: {e}", p.display()))
+                AgentError::Bootstrap(format!(
+                    "cannot read trust_bundle_path {}: {e}",
+                    p.display()
+                ))
             })?;
             parse_bundle(
                 &cfg.trust_domain,
@@ -143,7 +144,9 @@ async fn http_get(url: &str, unix_socket: Option<&Path>) -> Result<Vec<u8>, Agen
         .map_err(|_| err("timed out".into()))?
         .map_err(|e| err(e.to_string()))?;
     if buf.len() > MAX_BUNDLE_DOWNLOAD {
-        return Err(err(format!("answer larger than {MAX_BUNDLE_DOWNLOAD} bytes")));
+        return Err(err(format!(
+            "answer larger than {MAX_BUNDLE_DOWNLOAD} bytes"
+        )));
     }
     let split = buf
         .windows(4)
@@ -190,7 +193,12 @@ fn reusable_svid(
         tracing::warn!(spiffe_id = %svid.spiffe_id, "Stored agent SVID does not match the agent key; attesting again");
         return None;
     }
-    Some(AgentSvid::new(svid, key, stored.reattestable, availability_target))
+    Some(AgentSvid::new(
+        svid,
+        key,
+        stored.reattestable,
+        availability_target,
+    ))
 }
 
 /// Runs the agent until SIGINT/SIGTERM (→ `Ok`) or a fatal error.
@@ -260,9 +268,9 @@ pub async fn run_with(
             None
         }
     };
-    let reused = stored.as_ref().and_then(|s| {
-        reusable_svid(s, &keys, &td, clock.as_ref(), cfg.availability_target)
-    });
+    let reused = stored
+        .as_ref()
+        .and_then(|s| reusable_svid(s, &keys, &td, clock.as_ref(), cfg.availability_target));
 
     let (agent, bundle) = match (reused, stored) {
         (Some(agent), Some(stored)) => {
@@ -277,9 +285,9 @@ pub async fn run_with(
             if !keys.is_persistent() {
                 tracing::debug!("Memory KeyManager: the agent attests at every start");
             }
-            let attestor = attestor.as_ref().map_err(|e| {
-                AgentError::Manager(ManagerError::NoAttestor(e.to_string()))
-            })?;
+            let attestor = attestor
+                .as_ref()
+                .map_err(|e| AgentError::Manager(ManagerError::NoAttestor(e.to_string())))?;
             // A bundle received earlier wins over the bootstrap source.
             let initial = match stored {
                 Some(s) => Some(s.bundle),
@@ -345,8 +353,15 @@ pub async fn run_with(
         )
         .map_err(ManagerError::from)?,
     );
-    if let Err(e) = server.post_status(bundle.sequence_number).await {
-        tracing::warn!(error = %e, "PostStatus failed");
+    {
+        // Best effort, in the background: a server that is down must not delay the start.
+        let server = server.clone();
+        let serial = bundle.sequence_number;
+        tokio::spawn(async move {
+            if let Err(e) = server.post_status(serial).await {
+                tracing::warn!(error = %e, "PostStatus failed");
+            }
+        });
     }
 
     let (manager, snapshots) = Manager::new(ManagerParts {
@@ -442,7 +457,11 @@ mod tests {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap();
-                assert!(std::str::from_utf8(&buf[..n]).unwrap().starts_with("GET /b?x=1 HTTP/1.0"));
+                assert!(
+                    std::str::from_utf8(&buf[..n])
+                        .unwrap()
+                        .starts_with("GET /b?x=1 HTTP/1.0")
+                );
                 s.write_all(answer.as_bytes()).await.unwrap();
             }
         });

@@ -92,7 +92,8 @@ pub fn load(data_dir: &Path) -> Result<Option<AgentData>, StorageError> {
         .map_err(|e| corrupt(format!("trust_domain: {e}")))?;
     let bundle_json =
         serde_json::to_vec(&raw.bundle).map_err(|e| corrupt(format!("bundle: {e}")))?;
-    let bundle = Bundle::from_json(td, &bundle_json).map_err(|e| corrupt(format!("bundle: {e}")))?;
+    let bundle =
+        Bundle::from_json(td, &bundle_json).map_err(|e| corrupt(format!("bundle: {e}")))?;
     Ok(Some(AgentData {
         svid_chain,
         bundle,

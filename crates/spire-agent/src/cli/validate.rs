@@ -37,8 +37,11 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
 fn check(a: &ValidateArgs) -> Result<(), String> {
     let cfg = load(&a.config, a.expand_env, &AgentOverrides::default())
         .map_err(|e| super::error_chain(&e))?;
-    crate::manager::keys::AgentKeyStore::from_plugin(cfg.plugins.single("KeyManager"), &cfg.data_dir)
-        .map_err(|e| e.to_string())?;
+    crate::manager::keys::AgentKeyStore::from_plugin(
+        cfg.plugins.single("KeyManager"),
+        &cfg.data_dir,
+    )
+    .map_err(|e| e.to_string())?;
     if let Some(p) = cfg.plugins.single("NodeAttestor")
         && p.name != "join_token"
     {

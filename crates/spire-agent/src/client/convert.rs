@@ -32,7 +32,10 @@ pub fn entry(e: &types::Entry) -> Result<EntryView, String> {
     let federates_with = e
         .federates_with
         .iter()
-        .map(|td| td.parse::<TrustDomain>().map_err(|err| format!("federates_with {td:?}: {err}")))
+        .map(|td| {
+            td.parse::<TrustDomain>()
+                .map_err(|err| format!("federates_with {td:?}: {err}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let attrs = e.additional_attributes.unwrap_or_default();
     Ok(EntryView {

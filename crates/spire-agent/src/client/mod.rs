@@ -130,9 +130,7 @@ impl IssuedSvid {
             .map_err(|e| format!("leaf certificate is not valid DER: {e}"))?;
         let spiffe_id = spire_crypto::spiffe_id_from_cert(leaf).map_err(|e| e.to_string())?;
         let validity = cert.validity();
-        let to_time = |t: x509_parser::time::ASN1Time| {
-            spire_spiffe::from_unix_secs(t.timestamp())
-        };
+        let to_time = |t: x509_parser::time::ASN1Time| spire_spiffe::from_unix_secs(t.timestamp());
         Ok(IssuedSvid {
             spiffe_id,
             not_before: to_time(validity.not_before),
@@ -393,7 +391,9 @@ impl ServerClient {
         if self.use_sync_authorized_entries {
             match timed("SyncAuthorizedEntries", self.sync_authorized(cached)).await {
                 Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {
-                    tracing::debug!("SyncAuthorizedEntries unimplemented; using GetAuthorizedEntries");
+                    tracing::debug!(
+                        "SyncAuthorizedEntries unimplemented; using GetAuthorizedEntries"
+                    );
                 }
                 other => return other,
             }
@@ -524,9 +524,11 @@ impl ServerClient {
                     })
                     .collect(),
             };
-            let r = timed(OP, async { c.batch_new_x509svid(req).await.map_err(rpc(OP)) })
-                .await?
-                .into_inner();
+            let r = timed(OP, async {
+                c.batch_new_x509svid(req).await.map_err(rpc(OP))
+            })
+            .await?
+            .into_inner();
             if r.results.len() != chunk.len() {
                 return Err(protocol(
                     OP,

@@ -94,7 +94,10 @@ impl JwtCache {
 
     /// Number of cached tokens.
     pub fn len(&self) -> usize {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether the cache is empty.
@@ -207,7 +210,11 @@ mod tests {
                 if fail {
                     return Err("server down".into());
                 }
-                Ok((format!("{entry_id}|{}|{n}", audience.join(",")), now, now + 100))
+                Ok((
+                    format!("{entry_id}|{}|{n}", audience.join(",")),
+                    now,
+                    now + 100,
+                ))
             })
         }
     }
@@ -256,7 +263,10 @@ mod tests {
             .fetch_jwt_svid(entry(false), vec!["a".into(), "b".into()])
             .await
             .unwrap();
-        assert_eq!(b.token, a.token, "same audiences in another order hit the cache");
+        assert_eq!(
+            b.token, a.token,
+            "same audiences in another order hit the cache"
+        );
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
         clock.advance(Duration::from_secs(1));
         let c = cache
@@ -270,8 +280,14 @@ mod tests {
     #[tokio::test]
     async fn jti_entries_are_not_cached() {
         let (fake, cache, _clock) = setup();
-        let a = cache.fetch_jwt_svid(entry(true), vec!["x".into()]).await.unwrap();
-        let b = cache.fetch_jwt_svid(entry(true), vec!["x".into()]).await.unwrap();
+        let a = cache
+            .fetch_jwt_svid(entry(true), vec!["x".into()])
+            .await
+            .unwrap();
+        let b = cache
+            .fetch_jwt_svid(entry(true), vec!["x".into()])
+            .await
+            .unwrap();
         assert_ne!(a.token, b.token);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
         assert!(cache.is_empty());
@@ -280,10 +296,16 @@ mod tests {
     #[tokio::test]
     async fn server_failure_returns_valid_cached_token_only() {
         let (fake, cache, clock) = setup();
-        let a = cache.fetch_jwt_svid(entry(false), vec!["x".into()]).await.unwrap();
+        let a = cache
+            .fetch_jwt_svid(entry(false), vec!["x".into()])
+            .await
+            .unwrap();
         fake.fail.store(true, Ordering::SeqCst);
         clock.advance(Duration::from_secs(60));
-        let b = cache.fetch_jwt_svid(entry(false), vec!["x".into()]).await.unwrap();
+        let b = cache
+            .fetch_jwt_svid(entry(false), vec!["x".into()])
+            .await
+            .unwrap();
         assert_eq!(a.token, b.token);
         clock.advance(Duration::from_secs(40));
         let err = cache
@@ -291,7 +313,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("server down"));
-        let err = cache.fetch_jwt_svid(entry(false), vec!["other".into()]).await;
+        let err = cache
+            .fetch_jwt_svid(entry(false), vec!["other".into()])
+            .await;
         assert!(err.is_err());
     }
 }

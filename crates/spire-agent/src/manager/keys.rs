@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use spire_crypto::{KeyType, PrivateKey};
 use spire_config::PluginConfig;
+use spire_crypto::{KeyType, PrivateKey};
 
 /// File name of the agent key inside the disk KeyManager's `directory`.
 pub const AGENT_KEY_FILE: &str = "agent-svid.key";
@@ -93,12 +93,10 @@ impl AgentKeyStore {
                 let cfg: DiskConfig = if plugin.data.is_null() && plugin.data_file.is_none() {
                     DiskConfig::default()
                 } else {
-                    plugin
-                        .plugin_data()
-                        .map_err(|e| KeyStoreError::Config {
-                            name: plugin.name.clone(),
-                            reason: e.to_string(),
-                        })?
+                    plugin.plugin_data().map_err(|e| KeyStoreError::Config {
+                        name: plugin.name.clone(),
+                        reason: e.to_string(),
+                    })?
                 };
                 Self::disk(cfg.directory.unwrap_or_else(|| data_dir.to_owned()))
             }
@@ -157,7 +155,10 @@ mod tests {
         let store = AgentKeyStore::disk(dir.path().to_owned()).unwrap();
         assert!(store.current().is_none());
         let key = store.generate().unwrap();
-        assert!(store.current().is_none(), "generate must not replace the key");
+        assert!(
+            store.current().is_none(),
+            "generate must not replace the key"
+        );
         store.commit(key.clone()).unwrap();
         let reopened = AgentKeyStore::disk(dir.path().to_owned()).unwrap();
         assert_eq!(

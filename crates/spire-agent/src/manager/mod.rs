@@ -51,6 +51,9 @@ pub enum ManagerError {
     /// A key, CSR or certificate could not be made or used.
     #[error("{0}")]
     Crypto(String),
+    /// Some X509-SVIDs could not be minted (per-entry failures).
+    #[error("{0}")]
+    Mint(String),
     /// No node attestor is configured (needed to attest).
     #[error("cannot attest: {0}")]
     NoAttestor(String),
@@ -139,13 +142,23 @@ pub async fn attest_agent(
     attestor: &dyn NodeAttestor,
     keys: &AgentKeyStore,
     clock: Arc<dyn Clock>,
-) -> Result<(client::Attestation, Arc<PrivateKey>, tonic::transport::Channel), ManagerError> {
+) -> Result<
+    (
+        client::Attestation,
+        Arc<PrivateKey>,
+        tonic::transport::Channel,
+    ),
+    ManagerError,
+> {
     let key = keys.generate()?;
     let csr = spire_crypto::create_csr(key.as_ref(), None)
         .map_err(|e| ManagerError::Crypto(format!("agent CSR: {e}")))?;
     let tls = client::tls_config(&cfg.trust_domain, bundles, SharedIdentity::empty(), clock)?;
     let channel = spire_tls::connect_lazy(&cfg.server_address, tls).map_err(ClientError::from)?;
-    tracing::info!(attestor = attestor.attestation_type(), "Attesting the node to the server");
+    tracing::info!(
+        attestor = attestor.attestation_type(),
+        "Attesting the node to the server"
+    );
     let attestation = client::attest(channel.clone(), attestor, csr).await?;
     if attestation.svid.public_key_spki() != Some(key.public_key().spki_der()) {
         return Err(ManagerError::Crypto(
@@ -187,7 +200,10 @@ pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> B
     let mut v: Vec<&Arc<EntryView>> = entries.values().collect();
     v.sort_by(|a, b| (a.created_at, &a.entry_id).cmp(&(b.created_at, &b.entry_id)));
     let limit = if max == 0 { usize::MAX } else { max };
-    v.into_iter().take(limit).map(|e| e.entry_id.clone()).collect()
+    v.into_iter()
+        .take(limit)
+        .map(|e| e.entry_id.clone())
+        .collect()
 }
 
 /// The manager. Build with [`Manager::new`], then [`Manager::run`] it.
@@ -306,10 +322,10 @@ impl Manager {
         loop {
             // 1. The agent's own SVID.
             let now = self.clock.now();
-            if rotation::should_rotate(now, self.agent.deadline, self.agent.svid.not_after) {
-                if let Err(e) = self.rotate_agent().await {
-                    self.on_error(e).await?;
-                }
+            if rotation::should_rotate(now, self.agent.deadline, self.agent.svid.not_after)
+                && let Err(e) = self.rotate_agent().await
+            {
+                self.on_error(e).await?;
             }
 
             // 2. Entries and bundles.
@@ -318,7 +334,8 @@ impl Manager {
                 match self.sync().await {
                     Ok(()) => {
                         sync_failures = 0;
-                        self.synced_revision.store(revision_before, Ordering::SeqCst);
+                        self.synced_revision
+                            .store(revision_before, Ordering::SeqCst);
                         next_sync = tokio::time::Instant::now() + self.cfg.sync_interval;
                     }
                     Err(e) => {
@@ -335,7 +352,10 @@ impl Manager {
             }
 
             // 3. Workload SVIDs.
-            if self.sign_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t) {
+            if self
+                .sign_retry_at
+                .is_none_or(|t| tokio::time::Instant::now() >= t)
+            {
                 match self.sign_svids().await {
                     Ok(()) => {
                         self.sign_failures = 0;
@@ -489,7 +509,9 @@ impl Manager {
         let now_entries = synced.entries;
         for (id, e) in &now_entries {
             match self.entries.get(id) {
-                None => tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry created"),
+                None => {
+                    tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry created")
+                }
                 Some(old) if !Arc::ptr_eq(old, e) && **old != **e => {
                     tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry updated");
                 }
@@ -502,9 +524,11 @@ impl Manager {
             }
         }
         let changed = now_entries.len() != self.entries.len()
-            || now_entries
-                .iter()
-                .any(|(id, e)| self.entries.get(id).is_none_or(|old| !Arc::ptr_eq(old, e) && **old != **e));
+            || now_entries.iter().any(|(id, e)| {
+                self.entries
+                    .get(id)
+                    .is_none_or(|old| !Arc::ptr_eq(old, e) && **old != **e)
+            });
         if changed {
             self.entries = now_entries;
             self.dirty = true;
@@ -515,7 +539,10 @@ impl Manager {
         if bundle.trust_domain != self.cfg.trust_domain {
             return Err(ManagerError::Client(ClientError::Protocol {
                 op: "GetBundle",
-                reason: format!("bundle of {} instead of {}", bundle.trust_domain, self.cfg.trust_domain),
+                reason: format!(
+                    "bundle of {} instead of {}",
+                    bundle.trust_domain, self.cfg.trust_domain
+                ),
             }));
         }
         if !same_bundle(&bundle, &self.bundle) {
@@ -611,8 +638,10 @@ impl Manager {
         .await
         .map_err(|e| ManagerError::Crypto(format!("key generation task: {e}")))?
         .map_err(|e| ManagerError::Crypto(format!("workload key or CSR: {e}")))?;
-        let params: Vec<(String, Vec<u8>)> =
-            made.iter().map(|(id, _, csr)| (id.clone(), csr.clone())).collect();
+        let params: Vec<(String, Vec<u8>)> = made
+            .iter()
+            .map(|(id, _, csr)| (id.clone(), csr.clone()))
+            .collect();
         let results = self.client.batch_new_x509_svid(params).await?;
         let mut failed = 0usize;
         for ((id, key, _), result) in made.into_iter().zip(results) {
@@ -667,7 +696,7 @@ impl Manager {
             self.dirty = true;
         }
         if failed > 0 {
-            return Err(ManagerError::Crypto(format!(
+            return Err(ManagerError::Mint(format!(
                 "{failed} X509-SVID(s) could not be minted"
             )));
         }
@@ -721,7 +750,6 @@ impl Manager {
     }
 }
 
-
 /// Keeps the spire-rs `Watch` stream open and wakes the sync loop when the server reports a
 /// change. A server without it (Unimplemented) leaves the agent polling.
 async fn watch_loop(
@@ -749,7 +777,11 @@ async fn watch_loop(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let delay = rotation::backoff(Duration::from_secs(1), failures - 1, Duration::from_secs(30));
+                let delay = rotation::backoff(
+                    Duration::from_secs(1),
+                    failures - 1,
+                    Duration::from_secs(30),
+                );
                 tracing::debug!(error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "Watch stream unavailable");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -773,7 +805,10 @@ async fn watch_loop(
                     let only_none = !resp.changes.is_empty()
                         && resp.changes.iter().all(|c| *c == Change::None as i32);
                     if !only_none || resp.revision > synced_revision.load(Ordering::SeqCst) {
-                        tracing::debug!(revision = resp.revision, "Server reported a change; syncing");
+                        tracing::debug!(
+                            revision = resp.revision,
+                            "Server reported a change; syncing"
+                        );
                         wake.notify_one();
                     }
                 }
@@ -785,7 +820,11 @@ async fn watch_loop(
                     }
                     tracing::debug!(code = ?status.code(), message = status.message(), "Watch stream ended");
                     failures = failures.saturating_add(1);
-                    let delay = rotation::backoff(Duration::from_secs(1), failures - 1, Duration::from_secs(30));
+                    let delay = rotation::backoff(
+                        Duration::from_secs(1),
+                        failures - 1,
+                        Duration::from_secs(30),
+                    );
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(delay) => {},

@@ -1,6 +1,8 @@
 //! End-to-end tests of the agent's server side (attestation, restart, sync, rotation, bans)
 //! with the real `spire-server` and `spire-agent` binaries on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,7 +48,11 @@ impl Server {
     fn wait_ready(&mut self) {
         let sock = self.sock();
         wait_until_sync(WAIT, "server answers on its API socket", || {
-            run_cli(server_bin(), ["bundle", "show", "-socketPath", sock.as_str()]).success()
+            run_cli(
+                server_bin(),
+                ["bundle", "show", "-socketPath", sock.as_str()],
+            )
+            .success()
         })
         .unwrap();
     }
@@ -83,7 +89,12 @@ impl Server {
 
     /// A join token for a node alias `spiffe://example.org/<alias>`.
     fn token(&self, alias: &str) -> String {
-        let out = self.cli(&["token", "generate", "-spiffeID", &format!("spiffe://{TD}/{alias}")]);
+        let out = self.cli(&[
+            "token",
+            "generate",
+            "-spiffeID",
+            &format!("spiffe://{TD}/{alias}"),
+        ]);
         out.assert_success();
         out.stdout
             .trim()
@@ -111,7 +122,11 @@ impl Server {
 
 fn start_agent(cfg: &AgentConfig, dir: &Path, extra: &[&str]) -> Process {
     let path = cfg.write(&dir.join("agent.conf")).unwrap();
-    let mut args = vec!["run".to_owned(), "-config".to_owned(), path.display().to_string()];
+    let mut args = vec![
+        "run".to_owned(),
+        "-config".to_owned(),
+        path.display().to_string(),
+    ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     Process::start(agent_bin(), args).unwrap()
 }
@@ -152,8 +167,14 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
     // An entry created while the agent runs reaches it without a restart.
     server
         .cli(&[
-            "entry", "create", "-parentID", &format!("spiffe://{TD}/node1"), "-spiffeID",
-            &format!("spiffe://{TD}/workload-a"), "-selector", "unix:uid:1000",
+            "entry",
+            "create",
+            "-parentID",
+            &format!("spiffe://{TD}/node1"),
+            "-spiffeID",
+            &format!("spiffe://{TD}/workload-a"),
+            "-selector",
+            "unix:uid:1000",
         ])
         .assert_success();
     agent
@@ -170,10 +191,9 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
     agent.terminate(Duration::from_secs(10));
     let first_logs = agent.logs();
     assert_eq!(count(&first_logs, "Attesting the node to the server"), 1);
-    let data: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(acfg.data_dir.join("agent-data.json")).unwrap(),
-    )
-    .unwrap();
+    let data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(acfg.data_dir.join("agent-data.json")).unwrap())
+            .unwrap();
     assert_eq!(data["reattestable"], false);
     let mut agent = start_agent(&acfg, &agent_dir, &[]);
     agent
@@ -182,7 +202,10 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
     agent
         .wait_for_log_sync(&format!("spiffe_id=spiffe://{TD}/workload-a"), WAIT)
         .unwrap();
-    assert!(!agent.logs().contains("Attesting the node"), "no re-attestation");
+    assert!(
+        !agent.logs().contains("Attesting the node"),
+        "no re-attestation"
+    );
     let list = server.agent_list();
     assert_eq!(count(&list, "SPIFFE ID"), 1, "{list}");
 
@@ -190,15 +213,25 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
     server.restart();
     server
         .cli(&[
-            "entry", "create", "-parentID", &agent_id, "-spiffeID",
-            &format!("spiffe://{TD}/workload-b"), "-selector", "unix:uid:1001",
+            "entry",
+            "create",
+            "-parentID",
+            &agent_id,
+            "-spiffeID",
+            &format!("spiffe://{TD}/workload-b"),
+            "-selector",
+            "unix:uid:1001",
         ])
         .assert_success();
-    wait_until_sync(WAIT, "X509-SVID for workload-b after server restart", || {
-        agent.logs().lines().any(|l| {
-            l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/workload-b"))
-        })
-    })
+    wait_until_sync(
+        WAIT,
+        "X509-SVID for workload-b after server restart",
+        || {
+            agent.logs().lines().any(|l| {
+                l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/workload-b"))
+            })
+        },
+    )
     .unwrap();
 }
 
@@ -224,8 +257,14 @@ fn agent_svid_rotates_with_short_ttl_and_keeps_working() {
     // Still authenticated after rotating: a new entry is signed.
     server
         .cli(&[
-            "entry", "create", "-parentID", &format!("spiffe://{TD}/node-rot"), "-spiffeID",
-            &format!("spiffe://{TD}/after-rotation"), "-selector", "unix:uid:7",
+            "entry",
+            "create",
+            "-parentID",
+            &format!("spiffe://{TD}/node-rot"),
+            "-spiffeID",
+            &format!("spiffe://{TD}/after-rotation"),
+            "-selector",
+            "unix:uid:7",
         ])
         .assert_success();
     wait_until_sync(WAIT, "X509-SVID after rotation", || {
@@ -249,7 +288,10 @@ fn x509pop_agent_attests_and_re_attests_after_eviction() {
     let (cert, key) = leaf.write(dir.path(), "node-x").unwrap();
     let scfg = ServerConfig::new(TD, &dir.path().join("server")).x509pop(&ca_bundle);
     let server = Server::start(dir.path(), scfg);
-    let agent_id = format!("spiffe://{TD}/spire/agent/x509pop/{}", leaf.sha1_fingerprint());
+    let agent_id = format!(
+        "spiffe://{TD}/spire/agent/x509pop/{}",
+        leaf.sha1_fingerprint()
+    );
 
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
@@ -271,14 +313,19 @@ fn x509pop_agent_attests_and_re_attests_after_eviction() {
     })
     .unwrap();
     assert!(agent.is_running());
-    wait_until_sync(WAIT, "agent listed again", || server.agent_list().contains(&agent_id))
-        .unwrap();
+    wait_until_sync(WAIT, "agent listed again", || {
+        server.agent_list().contains(&agent_id)
+    })
+    .unwrap();
 }
 
 #[test]
 fn banned_join_token_agent_stops() {
     let dir = temp_dir();
-    let server = Server::start(dir.path(), ServerConfig::new(TD, &dir.path().join("server")));
+    let server = Server::start(
+        dir.path(),
+        ServerConfig::new(TD, &dir.path().join("server")),
+    );
     let token = server.token("node-ban");
     let agent_id = format!("spiffe://{TD}/spire/agent/join_token/{token}");
     let agent_dir = dir.path().join("agent");
@@ -302,4 +349,74 @@ fn banned_join_token_agent_stops() {
         !acfg.data_dir.join("agent-data.json").exists(),
         "stored SVID dropped"
     );
+}
+
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+#[test]
+fn agent_keeps_serving_cached_identities_while_the_server_is_down() {
+    let dir = temp_dir();
+    let mut server = Server::start(
+        dir.path(),
+        ServerConfig::new(TD, &dir.path().join("server")),
+    );
+    let token = server.token("node-down");
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    agent
+        .wait_for_log_sync("Node attestation was successful", WAIT)
+        .unwrap();
+    let workload = format!("spiffe://{TD}/me");
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "-parentID",
+            &format!("spiffe://{TD}/node-down"),
+            "-spiffeID",
+            &workload,
+            "-selector",
+            &format!("unix:uid:{}", my_uid()),
+        ])
+        .assert_success();
+    wait_until_sync(WAIT, "X509-SVID for this process", || {
+        agent
+            .logs()
+            .lines()
+            .any(|l| l.contains("Issued X509-SVID") && l.contains(&workload))
+    })
+    .unwrap();
+    let sock = acfg.socket_path.display().to_string();
+    let fetch = || {
+        run_cli(
+            agent_bin(),
+            [
+                "api",
+                "fetch",
+                "x509",
+                "-socketPath",
+                sock.as_str(),
+                "-timeout",
+                "5s",
+            ],
+        )
+    };
+    let out = fetch();
+    out.assert_success();
+    assert!(out.stdout.contains(&workload), "{}", out.stdout);
+
+    // Server gone: syncs fail, the cached identity is still served.
+    server.process.terminate(Duration::from_secs(10));
+    agent
+        .wait_for_log_sync("Server call failed; will retry", WAIT)
+        .unwrap();
+    let out = fetch();
+    out.assert_success();
+    assert!(out.stdout.contains(&workload), "{}", out.stdout);
+    assert!(agent.is_running());
 }

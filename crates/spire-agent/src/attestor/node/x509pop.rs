@@ -83,7 +83,9 @@ mod b64 {
         let s: Option<String> = Option::deserialize(d)?;
         match s {
             None => Ok(Vec::new()),
-            Some(s) => STANDARD.decode(s.as_bytes()).map_err(serde::de::Error::custom),
+            Some(s) => STANDARD
+                .decode(s.as_bytes())
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -211,7 +213,10 @@ fn combine_nonces(challenge: &[u8], response: &[u8]) -> Result<[u8; 32], NodeAtt
 }
 
 /// A digest value of `alg`'s size holding `hash` right-aligned (same integer for ECDSA).
-fn padded_digest(hash: &[u8; 32], alg: &'static digest::Algorithm) -> Result<Digest, NodeAttestorError> {
+fn padded_digest(
+    hash: &[u8; 32],
+    alg: &'static digest::Algorithm,
+) -> Result<Digest, NodeAttestorError> {
     let mut buf = vec![0u8; alg.output_len()];
     let start = buf.len().saturating_sub(hash.len());
     buf[start..].copy_from_slice(hash);
@@ -341,7 +346,9 @@ mod tests {
         ] {
             let (a, key) = attestor(kt);
             let nonce = [7u8; 32];
-            let out = a.respond(&challenge_json("ecdsa_signature", &nonce)).unwrap();
+            let out = a
+                .respond(&challenge_json("ecdsa_signature", &nonce))
+                .unwrap();
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             let e = &v["ecdsa_signature"];
             let dec = |k: &str| STANDARD.decode(e[k].as_str().unwrap()).unwrap();
@@ -384,8 +391,14 @@ mod tests {
     #[test]
     fn wrong_challenge_kind_or_nonce_is_rejected() {
         let (a, _) = attestor(KeyType::EcP256);
-        assert!(a.respond(&challenge_json("rsa_signature", &[1; 32])).is_err());
-        assert!(a.respond(&challenge_json("ecdsa_signature", &[1; 5])).is_err());
+        assert!(
+            a.respond(&challenge_json("rsa_signature", &[1; 32]))
+                .is_err()
+        );
+        assert!(
+            a.respond(&challenge_json("ecdsa_signature", &[1; 5]))
+                .is_err()
+        );
         assert!(a.respond(b"not json").is_err());
     }
 
@@ -403,8 +416,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cert_path, key_path) = leaf.write(dir.path(), "node").unwrap();
         let key = PrivateKey::from_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
-        let chain = spire_spiffe::parse_pem_certificates(&std::fs::read(&cert_path).unwrap())
-            .unwrap();
+        let chain =
+            spire_spiffe::parse_pem_certificates(&std::fs::read(&cert_path).unwrap()).unwrap();
         let a = X509PopAttestor::new(chain.clone(), &key).unwrap();
         assert_eq!(a.attestation_type(), "x509pop");
         let other = PrivateKey::generate(KeyType::EcP256).unwrap();
