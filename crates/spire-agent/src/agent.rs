@@ -482,9 +482,15 @@ mod tests {
             insecure_bootstrap = true
         }
         plugins {
-            KeyManager "memory" { plugin_data {} }
-            NodeAttestor "join_token" { plugin_data {} }
-            WorkloadAttestor "unix" { plugin_data {} }
+            KeyManager "memory" {
+                plugin_data {}
+            }
+            NodeAttestor "join_token" {
+                plugin_data {}
+            }
+            WorkloadAttestor "unix" {
+                plugin_data {}
+            }
         }"#;
         let cfg = AgentConfig::parse(text, "t", &Default::default()).unwrap();
         assert_eq!(server_address(&cfg), "[::1]:8081");
