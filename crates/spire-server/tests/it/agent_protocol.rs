@@ -1180,3 +1180,49 @@ async fn x509pop_spiffe_mode_trusts_the_servers_own_svids() {
     .unwrap();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 }
+
+#[tokio::test]
+async fn token_generated_with_spiffe_id_gives_the_agent_an_alias() {
+    let server = start(None).await;
+    let out = cli(
+        &server,
+        &[
+            "token",
+            "generate",
+            "-spiffeID",
+            "spiffe://example.org/node/a",
+            "-output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = v["value"].as_str().unwrap().to_string();
+    let agent = attest_token(&server, &token).await.unwrap();
+    assert_eq!(
+        agent.id().as_str(),
+        format!("spiffe://example.org/spire/agent/join_token/{token}")
+    );
+    let child = server
+        .entry(
+            "spiffe://example.org/app",
+            "spiffe://example.org/node/a",
+            &["unix:uid:7"],
+        )
+        .await;
+    spire_testkit::wait_until(
+        WAIT,
+        "the alias entry and its child to be authorized",
+        async || {
+            let ids = authorized_ids(&server, &agent).await.unwrap_or_default();
+            ids.len() == 2 && ids.contains(&child.id)
+        },
+    )
+    .await
+    .unwrap();
+}
