@@ -420,3 +420,79 @@ fn agent_keeps_serving_cached_identities_while_the_server_is_down() {
     assert!(out.stdout.contains(&workload), "{}", out.stdout);
     assert!(agent.is_running());
 }
+
+/// Serves `body` over plain HTTP/1.0 on a loopback port, forever (until the test ends).
+fn serve_http(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/bundle.json")
+}
+
+#[test]
+fn bootstrap_from_trust_bundle_url_in_spiffe_format() {
+    let dir = temp_dir();
+    let server = Server::start(
+        dir.path(),
+        ServerConfig::new(TD, &dir.path().join("server")),
+    );
+    let out = server.cli(&["bundle", "show", "-format", "spiffe"]);
+    out.assert_success();
+    let url = serve_http(out.stdout.clone());
+    let token = server.token("node-url");
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let mut acfg = server
+        .cfg
+        .agent_config(&agent_dir)
+        .join_token(&token)
+        .string_setting("trust_bundle_url", &url)
+        .string_setting("trust_bundle_format", "spiffe");
+    acfg.insecure_bootstrap = false;
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    agent
+        .wait_for_log_sync("Node attestation was successful", WAIT)
+        .unwrap();
+    assert!(
+        !agent.logs().contains("insecure_bootstrap"),
+        "the server was verified against the downloaded bundle"
+    );
+    agent.wait_for_log_sync("Issued X509-SVID", WAIT).unwrap();
+}
+
+#[test]
+fn wrong_bootstrap_bundle_is_refused() {
+    let dir = temp_dir();
+    let server = Server::start(
+        dir.path(),
+        ServerConfig::new(TD, &dir.path().join("server")),
+    );
+    let other = TestCa::new("not the server");
+    let bundle = dir.path().join("wrong.pem");
+    std::fs::write(&bundle, other.cert_pem()).unwrap();
+    let token = server.token("node-wrong");
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server
+        .cfg
+        .agent_config(&agent_dir)
+        .join_token(&token)
+        .trust_bundle(&bundle);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    let status = agent.wait_exit(WAIT).unwrap();
+    assert!(!status.success());
+    assert!(agent.logs().contains("UnknownIssuer"), "{}", agent.logs());
+    assert!(!server.agent_list().contains("join_token"), "not attested");
+}
