@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::Connected;
 
+use crate::endpoints::authority::AuthorityRewrite;
+
 /// Why the caller could not be identified.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -102,12 +104,13 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 /// A Unix stream that carries its [`CallerInfo`], read once at accept time.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: UnixStream,
+    inner: AuthorityRewrite<UnixStream>,
     caller: Option<CallerInfo>,
 }
 
 impl PeerStream {
-    /// Wraps an accepted stream and reads its peer's credentials now.
+    /// Wraps an accepted stream and reads its peer's credentials now. Reads go through
+    /// [`AuthorityRewrite`] (HTTP/2 `:authority` repair for gRPC C-core and Java clients).
     pub fn new(inner: UnixStream) -> Self {
         let caller = match CallerInfo::from_stream(&inner) {
             Ok(c) => Some(c),
@@ -116,7 +119,10 @@ impl PeerStream {
                 None
             }
         };
-        Self { inner, caller }
+        Self {
+            inner: AuthorityRewrite::new(inner),
+            caller,
+        }
     }
 }
 

@@ -263,6 +263,9 @@ fn go_duration(d: Duration) -> String {
     spire_config::format_go_duration(d)
 }
 
+/// Federated bundles by trust domain ID, sorted.
+type FederatedCerts = Vec<(String, Vec<Vec<u8>>)>;
+
 struct ParsedSvid {
     spiffe_id: String,
     certs: Vec<Vec<u8>>,
@@ -272,7 +275,7 @@ struct ParsedSvid {
 
 fn parse_x509_response(
     resp: &pb::X509svidResponse,
-) -> Result<(Vec<ParsedSvid>, Vec<(String, Vec<Vec<u8>>)>), String> {
+) -> Result<(Vec<ParsedSvid>, FederatedCerts), String> {
     if resp.svids.is_empty() {
         return Err("workload response contains no svids".into());
     }

@@ -7,7 +7,9 @@
 //! subset of its selectors.
 
 pub mod admin;
+pub mod authority;
 pub mod explain;
+pub mod sds;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
