@@ -1226,3 +1226,31 @@ async fn token_generated_with_spiffe_id_gives_the_agent_an_alias() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn bundles_over_tcp() {
+    use spire_proto::server::bundle as bpb;
+    let server = start(None).await;
+    // GetBundle is open to anyone (agents bootstrap and refresh with it).
+    let mut anon = bpb::bundle_client::BundleClient::new(server.channel(None).await);
+    let b = anon
+        .get_bundle(bpb::GetBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.trust_domain, TD);
+    assert!(!b.x509_authorities.is_empty());
+    let req = || bpb::GetFederatedBundleRequest {
+        trust_domain: "other.org".into(),
+        ..Default::default()
+    };
+    let e = anon.get_federated_bundle(req()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // Agents may read federated bundles.
+    server.token("fed", 600).await;
+    let a = attest_token(&server, "fed").await.unwrap();
+    let mut client =
+        bpb::bundle_client::BundleClient::new(server.channel(Some(a.identity())).await);
+    let e = client.get_federated_bundle(req()).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}
