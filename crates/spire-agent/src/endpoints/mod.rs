@@ -79,6 +79,8 @@ pub struct EndpointsConfig {
     pub workload_attestors: WorkloadAttestorsConfig,
     /// The agent's trust domain.
     pub trust_domain: TrustDomain,
+    /// Envoy SDS v3 on the Workload API socket (`sds { }`); off when `None` (`disable_sds_api`).
+    pub sds: Option<sds::SdsSettings>,
 }
 
 impl EndpointsConfig {
@@ -91,6 +93,7 @@ impl EndpointsConfig {
             allowed_foreign_jwt_claims: cfg.allowed_foreign_jwt_claims.clone(),
             workload_attestors: WorkloadAttestorsConfig::from_plugins(&cfg.plugins)?,
             trust_domain: cfg.trust_domain.clone(),
+            sds: (!cfg.disable_sds_api).then(|| sds::SdsSettings::from(&cfg.sds)),
         })
     }
 }
@@ -187,6 +190,11 @@ pub async fn serve(
     let public_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(workload::WorkloadService::new(state.clone()).into_server())
+        .add_optional_service(
+            cfg.sds
+                .clone()
+                .map(|s| sds::SdsService::new(state.clone(), s).into_server()),
+        )
         .serve_with_incoming_shutdown(incoming(public), shutdown.clone().cancelled_owned());
 
     let admin_server = match &cfg.admin_socket_path {

@@ -202,6 +202,7 @@ impl Harness {
                 unix: Some(UnixAttestorConfig::default()),
             },
             trust_domain: td("example.org"),
+            sds: Some(Default::default()),
         };
         let task = tokio::spawn(serve(cfg, rx, Arc::new(jwt), shutdown.clone()));
         for _ in 0..200 {

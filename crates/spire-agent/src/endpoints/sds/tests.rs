@@ -11,11 +11,11 @@ use envoy_types::pb::envoy::config::core::v3::{Node, data_source, node};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, Secret, SpiffeCertValidatorConfig, TlsCertificate, secret,
 };
-use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use futures::StreamExt as _;
@@ -283,7 +283,10 @@ fn inline_bytes(d: Option<&envoy_types::pb::envoy::config::core::v3::DataSource>
 /// The SPIFFE validator's trust domains and their CA DERs.
 fn validator_tds(v: &CertificateValidationContext) -> Vec<(String, Vec<Vec<u8>>)> {
     assert!(v.trusted_ca.is_none());
-    let cfg = v.custom_validator_config.as_ref().expect("custom validator");
+    let cfg = v
+        .custom_validator_config
+        .as_ref()
+        .expect("custom validator");
     assert_eq!(cfg.name, SPIFFE_VALIDATOR_NAME);
     let any = cfg.typed_config.as_ref().unwrap();
     assert_eq!(
