@@ -507,6 +507,11 @@ impl Manager {
     async fn sync(&mut self) -> Result<(), ManagerError> {
         let synced = self.client.sync_entries(&self.entries).await?;
         let now_entries = synced.entries;
+        tracing::debug!(
+            total = now_entries.len(),
+            fetched = synced.fetched,
+            "Entries synced"
+        );
         for (id, e) in &now_entries {
             match self.entries.get(id) {
                 None => {

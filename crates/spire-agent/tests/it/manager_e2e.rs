@@ -496,3 +496,112 @@ fn wrong_bootstrap_bundle_is_refused() {
     assert!(agent.logs().contains("UnknownIssuer"), "{}", agent.logs());
     assert!(!server.agent_list().contains("join_token"), "not attested");
 }
+
+#[test]
+fn reattestable_x509pop_agent_rotates_by_re_attesting() {
+    let dir = temp_dir();
+    let ca = TestCa::new("node ca");
+    ca.write(dir.path(), "node-ca").unwrap();
+    let leaf = ca.issue_leaf("node-r");
+    let (cert, key) = leaf.write(dir.path(), "node-r").unwrap();
+    let scfg = ServerConfig::new(TD, &dir.path().join("server"))
+        .x509pop(dir.path().join("node-ca-root.pem"))
+        .string_setting("agent_ttl", "20s");
+    let server = Server::start(dir.path(), scfg);
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server.cfg.agent_config(&agent_dir).x509pop(&cert, &key);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    agent.wait_for_log_sync("reattestable=true", WAIT).unwrap();
+    agent
+        .wait_for_log_sync("Re-attested; agent SVID replaced", WAIT)
+        .unwrap();
+    assert!(
+        !agent.logs().contains("Renewed agent SVID"),
+        "no RenewAgent"
+    );
+    assert!(agent.is_running());
+    let list = server.agent_list();
+    assert_eq!(count(&list, "SPIFFE ID"), 1, "{list}");
+}
+
+#[test]
+fn many_entries_sync_in_pages_and_only_changed_entries_are_refetched() {
+    let dir = temp_dir();
+    let server = Server::start(
+        dir.path(),
+        ServerConfig::new(TD, &dir.path().join("server")),
+    );
+    let token = server.token("node-bulk");
+    let parent = format!("spiffe://{TD}/node-bulk");
+    let entries: Vec<serde_json::Value> = (0..600)
+        .map(|i| {
+            serde_json::json!({
+                "spiffe_id": format!("spiffe://{TD}/bulk-{i}"),
+                "parent_id": parent,
+                "selectors": [{"type": "unix", "value": format!("uid:{}", 20000 + i)}],
+            })
+        })
+        .collect();
+    let data = dir.path().join("entries.json");
+    std::fs::write(
+        &data,
+        serde_json::to_vec(&serde_json::json!({ "entries": entries })).unwrap(),
+    )
+    .unwrap();
+    server
+        .cli(&["entry", "create", "-data", data.to_str().unwrap()])
+        .assert_success();
+
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
+    let mut agent = start_agent(&acfg, &agent_dir, &[]);
+    // 600 entries + the alias entry: more than one page of 500.
+    agent.wait_for_log_sync("total=601", WAIT).unwrap();
+    wait_until_sync(WAIT, "601 X509-SVIDs", || {
+        count(&agent.logs(), "Issued X509-SVID") >= 601
+    })
+    .unwrap();
+
+    let shown = server.cli(&[
+        "entry",
+        "show",
+        "-spiffeID",
+        &format!("spiffe://{TD}/bulk-7"),
+    ]);
+    shown.assert_success();
+    let id = shown
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Entry ID")
+                .map(|r| r.trim_start_matches([' ', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no entry id in {}", shown.stdout));
+    server
+        .cli(&[
+            "entry",
+            "update",
+            "-entryID",
+            &id,
+            "-parentID",
+            &parent,
+            "-spiffeID",
+            &format!("spiffe://{TD}/bulk-7"),
+            "-selector",
+            "unix:uid:5555",
+        ])
+        .assert_success();
+    agent
+        .wait_for_log_sync("total=601 fetched=1", WAIT)
+        .unwrap();
+    wait_until_sync(WAIT, "bulk-7 re-signed after its revision changed", || {
+        agent.logs().lines().any(|l| {
+            l.contains("Issued X509-SVID")
+                && l.contains(&format!("spiffe://{TD}/bulk-7 "))
+                && l.contains("renewed=true")
+        })
+    })
+    .unwrap();
+}
