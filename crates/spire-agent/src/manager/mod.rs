@@ -319,13 +319,32 @@ impl Manager {
         let mut next_sync = tokio::time::Instant::now();
         let mut sync_failures: u32 = 0;
         let mut woke = false;
+        let mut agent_failures: u32 = 0;
+        let mut agent_retry_at: Option<tokio::time::Instant> = None;
         loop {
             // 1. The agent's own SVID.
             let now = self.clock.now();
             if rotation::should_rotate(now, self.agent.deadline, self.agent.svid.not_after)
-                && let Err(e) = self.rotate_agent().await
+                && agent_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t)
             {
-                self.on_error(e).await?;
+                match self.rotate_agent().await {
+                    Ok(()) => {
+                        agent_failures = 0;
+                        agent_retry_at = None;
+                    }
+                    Err(e) => {
+                        agent_failures = agent_failures.saturating_add(1);
+                        agent_retry_at = Some(
+                            tokio::time::Instant::now()
+                                + rotation::backoff(
+                                    Duration::from_secs(1),
+                                    agent_failures - 1,
+                                    Duration::from_secs(60),
+                                ),
+                        );
+                        self.on_error(e).await?;
+                    }
+                }
             }
 
             // 2. Entries and bundles.
@@ -382,12 +401,20 @@ impl Manager {
             // 5. Sleep until something is due.
             let now = self.clock.now();
             let mut wait = next_sync.saturating_duration_since(tokio::time::Instant::now());
-            wait = wait.min(rotation::until(now, self.agent.deadline));
-            if let Some(t) = self.svids.values().map(|s| s.deadline).min() {
-                wait = wait.min(rotation::until(now, t));
-            }
-            if let Some(t) = self.sign_retry_at {
-                wait = wait.min(t.saturating_duration_since(tokio::time::Instant::now()));
+            // After a failure, the retry time replaces the (already passed) deadline.
+            wait = wait.min(match agent_retry_at {
+                Some(t) => t.saturating_duration_since(tokio::time::Instant::now()),
+                None => rotation::until(now, self.agent.deadline),
+            });
+            match self.sign_retry_at {
+                Some(t) => {
+                    wait = wait.min(t.saturating_duration_since(tokio::time::Instant::now()));
+                }
+                None => {
+                    if let Some(t) = self.svids.values().map(|s| s.deadline).min() {
+                        wait = wait.min(rotation::until(now, t));
+                    }
+                }
             }
             // Re-check at least every 5 s (the agent SVID check interval of SPIRE).
             wait = wait.clamp(Duration::from_millis(50), Duration::from_secs(5));

@@ -410,7 +410,34 @@ fn agent_keeps_serving_cached_identities_while_the_server_is_down() {
     out.assert_success();
     assert!(out.stdout.contains(&workload), "{}", out.stdout);
 
-    // Server gone: syncs fail, the cached identity is still served.
+    let fetch_jwt = |aud: &str| {
+        run_cli(
+            agent_bin(),
+            [
+                "api",
+                "fetch",
+                "jwt",
+                "-socketPath",
+                sock.as_str(),
+                "-audience",
+                aud,
+                "-timeout",
+                "5s",
+            ],
+        )
+    };
+    let token_of = |out: &spire_testkit::CliOutput| {
+        out.assert_success();
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with('\t') && l.matches('.').count() == 2)
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| panic!("no token in {}", out.stdout))
+    };
+    let jwt = token_of(&fetch_jwt("aud-1"));
+    assert_eq!(token_of(&fetch_jwt("aud-1")), jwt, "cached per audience");
+
+    // Server gone: syncs fail, the cached identities are still served.
     server.process.terminate(Duration::from_secs(10));
     agent
         .wait_for_log_sync("Server call failed; will retry", WAIT)
@@ -418,6 +445,8 @@ fn agent_keeps_serving_cached_identities_while_the_server_is_down() {
     let out = fetch();
     out.assert_success();
     assert!(out.stdout.contains(&workload), "{}", out.stdout);
+    assert_eq!(token_of(&fetch_jwt("aud-1")), jwt, "valid cached JWT-SVID");
+    assert!(!fetch_jwt("aud-2").success(), "nothing cached for aud-2");
     assert!(agent.is_running());
 }
 
