@@ -2,7 +2,8 @@
 //!
 //! For a caller's selectors the explanation lists the entries it matches and, when there are
 //! none, the nearest entries: those lacking the fewest of their selectors (ties broken by entry
-//! ID), each with the selectors it lacks. The agent logs this on `PermissionDenied`; the
+//! ID), each with the selectors it lacks. Entries with no selector of a type the caller has
+//! (such as node alias entries with `spiffe_id:` selectors) are not near misses. The agent logs this on `PermissionDenied`; the
 //! workload itself is only told "no identity issued".
 
 use std::fmt;
@@ -61,9 +62,13 @@ pub fn explain(
         .collect();
     let mut nearest = Vec::new();
     if matched.is_empty() {
+        // Only entries that speak about the same kinds of selectors as the caller's are near
+        // misses: a node alias entry (`spiffe_id:` selectors) is never one for a workload.
+        let kinds: Vec<&str> = selectors.iter().map(|s| s.kind()).collect();
         let mut all: Vec<ExplainedEntry> = snapshot
             .identities
             .values()
+            .filter(|id| id.entry.selectors.iter().any(|s| kinds.contains(&s.kind())))
             .map(|id| ExplainedEntry {
                 entry_id: id.entry.entry_id.clone(),
                 spiffe_id: id.entry.spiffe_id.to_string(),
@@ -235,6 +240,11 @@ pub(crate) mod tests {
                 "d",
                 "spiffe://example.org/d",
                 &["unix:uid:1000", "unix:sha256:ab"],
+            ),
+            entry(
+                "alias",
+                "spiffe://example.org/node",
+                &["spiffe_id:spiffe://example.org/x"],
             ),
         ]);
         let ex = explain(&snap, 42, &sels(&["unix:uid:1000", "unix:gid:1000"]), 3);

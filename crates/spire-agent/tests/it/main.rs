@@ -1,3 +1,4 @@
 //! Integration tests of the `spire-agent` binary against the real `spire-server` binary.
 
 mod manager_e2e;
+mod workload_e2e;
