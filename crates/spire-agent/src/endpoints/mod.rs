@@ -187,6 +187,8 @@ pub async fn serve(
             workload::WorkloadService,
         >>()
         .await;
+    // One server failing stops the other (and `serve` returns its error).
+    let stop = shutdown.child_token();
     let public_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(workload::WorkloadService::new(state.clone()).into_server())
@@ -195,41 +197,43 @@ pub async fn serve(
                 .clone()
                 .map(|s| sds::SdsService::new(state.clone(), s).into_server()),
         )
-        .serve_with_incoming_shutdown(incoming(public), shutdown.clone().cancelled_owned());
-
-    let admin_server = match &cfg.admin_socket_path {
-        Some(path) => {
-            let listener = bind_socket(path, 0o770)?;
-            tracing::info!(path = %path.display(), "starting admin api");
-            let server = tonic::transport::Server::builder()
-                .add_service(admin::AdminService::new(state.clone()).into_server())
-                .serve_with_incoming_shutdown(
-                    incoming(listener),
-                    shutdown.clone().cancelled_owned(),
-                );
-            Some((path.clone(), server))
+        .serve_with_incoming_shutdown(incoming(public), stop.clone().cancelled_owned());
+    let public_path = cfg.socket_path.clone();
+    let public_task = {
+        let stop = stop.clone();
+        let path = public_path.clone();
+        async move {
+            let r = public_server
+                .await
+                .map_err(|source| EndpointsError::Serve { path, source });
+            stop.cancel();
+            r
         }
-        None => None,
     };
 
-    let public_path = cfg.socket_path.clone();
-    let result = match admin_server {
-        Some((admin_path, admin)) => {
-            let (a, b) = tokio::join!(public_server, admin);
-            let _ = std::fs::remove_file(&admin_path);
-            a.map_err(|source| EndpointsError::Serve {
-                path: public_path.clone(),
-                source,
-            })
-            .and(b.map_err(|source| EndpointsError::Serve {
-                path: admin_path,
-                source,
-            }))
+    let result = match &cfg.admin_socket_path {
+        Some(admin_path) => {
+            let listener = bind_socket(admin_path, 0o770)?;
+            tracing::info!(path = %admin_path.display(), "starting admin api");
+            let admin_server = tonic::transport::Server::builder()
+                .add_service(admin::AdminService::new(state.clone()).into_server())
+                .serve_with_incoming_shutdown(incoming(listener), stop.clone().cancelled_owned());
+            let admin_task = {
+                let stop = stop.clone();
+                let path = admin_path.clone();
+                async move {
+                    let r = admin_server
+                        .await
+                        .map_err(|source| EndpointsError::Serve { path, source });
+                    stop.cancel();
+                    r
+                }
+            };
+            let (a, b) = tokio::join!(public_task, admin_task);
+            let _ = std::fs::remove_file(admin_path);
+            a.and(b)
         }
-        None => public_server.await.map_err(|source| EndpointsError::Serve {
-            path: public_path.clone(),
-            source,
-        }),
+        None => public_task.await,
     };
     let _ = std::fs::remove_file(&public_path);
     result
