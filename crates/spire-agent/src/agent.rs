@@ -367,7 +367,7 @@ pub async fn run_with(
     let (manager, snapshots) = Manager::new(ManagerParts {
         cfg: mcfg,
         clock: clock.clone(),
-        client: server,
+        client: server as Arc<dyn client::ServerApi>,
         identity,
         tls_bundles,
         keys,

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use spire_proto::server::{agent as agentpb, bundle as bundlepb, entry as entrypb, svid as svidpb};
 use spire_proto::spire_rs::agent as watchpb;
 use spire_proto::types;
@@ -589,6 +591,93 @@ impl ServerClient {
         })
         .await?;
         Ok(r.into_inner())
+    }
+}
+
+/// The server calls the manager makes, as a trait so the manager can be tested against a
+/// fake server. [`ServerClient`] is the real implementation.
+pub trait ServerApi: Send + Sync + 'static {
+    /// `RenewAgent`.
+    fn renew_agent(&self, csr: Vec<u8>) -> BoxFuture<'_, Result<IssuedSvid, ClientError>>;
+    /// Entry sync against `cached` (see [`ServerClient::sync_entries`]).
+    fn sync_entries<'a>(
+        &'a self,
+        cached: &'a BTreeMap<String, Arc<EntryView>>,
+    ) -> BoxFuture<'a, Result<SyncedEntries, ClientError>>;
+    /// `GetBundle`.
+    fn get_bundle(&self) -> BoxFuture<'_, Result<Bundle, ClientError>>;
+    /// `GetFederatedBundle` (`None` when unknown to the server).
+    fn get_federated_bundle<'a>(
+        &'a self,
+        td: &'a TrustDomain,
+    ) -> BoxFuture<'a, Result<Option<Bundle>, ClientError>>;
+    /// `BatchNewX509SVID`, results in request order.
+    fn batch_new_x509_svid(
+        &self,
+        params: Vec<(String, Vec<u8>)>,
+    ) -> BoxFuture<'_, Result<Vec<SvidResult>, ClientError>>;
+    /// `NewJWTSVID`.
+    fn new_jwt_svid(
+        &self,
+        entry_id: String,
+        audience: Vec<String>,
+    ) -> BoxFuture<'_, Result<types::Jwtsvid, ClientError>>;
+    /// The spire-rs `Watch` stream.
+    fn watch(&self, known_revision: u64) -> BoxFuture<'_, Result<WatchStream, ClientError>>;
+    /// Drops the current connection so the next call presents the current identity.
+    fn reconnect(&self);
+}
+
+/// The `Watch` stream as the manager consumes it.
+pub type WatchStream = BoxStream<'static, Result<watchpb::WatchResponse, tonic::Status>>;
+
+impl ServerApi for ServerClient {
+    fn renew_agent(&self, csr: Vec<u8>) -> BoxFuture<'_, Result<IssuedSvid, ClientError>> {
+        Box::pin(ServerClient::renew_agent(self, csr))
+    }
+
+    fn sync_entries<'a>(
+        &'a self,
+        cached: &'a BTreeMap<String, Arc<EntryView>>,
+    ) -> BoxFuture<'a, Result<SyncedEntries, ClientError>> {
+        Box::pin(ServerClient::sync_entries(self, cached))
+    }
+
+    fn get_bundle(&self) -> BoxFuture<'_, Result<Bundle, ClientError>> {
+        Box::pin(ServerClient::get_bundle(self))
+    }
+
+    fn get_federated_bundle<'a>(
+        &'a self,
+        td: &'a TrustDomain,
+    ) -> BoxFuture<'a, Result<Option<Bundle>, ClientError>> {
+        Box::pin(ServerClient::get_federated_bundle(self, td))
+    }
+
+    fn batch_new_x509_svid(
+        &self,
+        params: Vec<(String, Vec<u8>)>,
+    ) -> BoxFuture<'_, Result<Vec<SvidResult>, ClientError>> {
+        Box::pin(ServerClient::batch_new_x509_svid(self, params))
+    }
+
+    fn new_jwt_svid(
+        &self,
+        entry_id: String,
+        audience: Vec<String>,
+    ) -> BoxFuture<'_, Result<types::Jwtsvid, ClientError>> {
+        Box::pin(async move { ServerClient::new_jwt_svid(self, &entry_id, audience).await })
+    }
+
+    fn watch(&self, known_revision: u64) -> BoxFuture<'_, Result<WatchStream, ClientError>> {
+        Box::pin(async move {
+            let s = ServerClient::watch(self, known_revision).await?;
+            Ok(Box::pin(s) as WatchStream)
+        })
+    }
+
+    fn reconnect(&self) {
+        ServerClient::reconnect(self);
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use spire_spiffe::{Clock, SpiffeId};
 
-use crate::client::ServerClient;
+use crate::client::ServerApi;
 use crate::identity::{EntryView, JwtSvid, JwtSvidError, JwtSvidSource};
 
 type CacheKey = (SpiffeId, Vec<String>);
@@ -39,8 +39,8 @@ impl Cached {
 
 /// Something that mints JWT-SVIDs (the server, or a fake in tests).
 pub trait JwtMinter: Send + Sync + 'static {
-    /// Mints a token for `entry_id` with `audience`: (token, SPIFFE ID, issued_at, expires_at)
-    /// in Unix seconds.
+    /// Mints a token for `entry_id` with `audience`: (token, issued_at, expires_at), times in
+    /// Unix seconds.
     fn mint(
         &self,
         entry_id: String,
@@ -48,7 +48,7 @@ pub trait JwtMinter: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(String, i64, i64), String>>;
 }
 
-impl JwtMinter for Arc<ServerClient> {
+impl JwtMinter for Arc<dyn ServerApi> {
     fn mint(
         &self,
         entry_id: String,
@@ -57,7 +57,7 @@ impl JwtMinter for Arc<ServerClient> {
         let client = self.clone();
         Box::pin(async move {
             let s = client
-                .new_jwt_svid(&entry_id, audience)
+                .new_jwt_svid(entry_id, audience)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok((s.token, s.issued_at, s.expires_at))

@@ -11,6 +11,9 @@ pub mod jwt;
 pub mod keys;
 pub mod rotation;
 
+#[cfg(test)]
+mod loop_tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::attestor::node::NodeAttestor;
-use crate::client::{self, ClientError, IssuedSvid, ServerClient};
+use crate::client::{self, ClientError, IssuedSvid, ServerApi};
 use crate::identity::{BundleView, EntryView, Identity, IdentitySnapshot, WorkloadX509Svid};
 use crate::storage::{self, AgentData};
 use keys::AgentKeyStore;
@@ -210,7 +213,7 @@ pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> B
 pub struct Manager {
     cfg: ManagerConfig,
     clock: Arc<dyn Clock>,
-    client: Arc<ServerClient>,
+    client: Arc<dyn ServerApi>,
     identity: SharedIdentity,
     tls_bundles: BundleSet,
     keys: Arc<AgentKeyStore>,
@@ -247,7 +250,7 @@ pub struct ManagerParts {
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// The mTLS client (presenting `identity`, trusting `tls_bundles`).
-    pub client: Arc<ServerClient>,
+    pub client: Arc<dyn ServerApi>,
     /// The slot holding the agent's TLS identity.
     pub identity: SharedIdentity,
     /// The roots the TLS client trusts.
@@ -785,7 +788,7 @@ impl Manager {
 /// Keeps the spire-rs `Watch` stream open and wakes the sync loop when the server reports a
 /// change. A server without it (Unimplemented) leaves the agent polling.
 async fn watch_loop(
-    client: Arc<ServerClient>,
+    client: Arc<dyn ServerApi>,
     wake: Arc<Notify>,
     synced_revision: Arc<AtomicU64>,
     latest_seen: Arc<AtomicU64>,
@@ -828,9 +831,9 @@ async fn watch_loop(
             let msg = tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = generation.changed() => break,
-                m = stream.message() => m,
+                m = futures::StreamExt::next(&mut stream) => m,
             };
-            match msg {
+            match msg.transpose() {
                 Ok(Some(resp)) => {
                     failures = 0;
                     latest_seen.fetch_max(resp.revision, Ordering::SeqCst);

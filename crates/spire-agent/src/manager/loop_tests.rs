@@ -1,0 +1,337 @@
+//! The manager loop against an in-process fake server, with paused tokio time and a
+//! [`FakeClock`]: SVID rotation at half-life, agent SVID renewal, re-signing on an entry
+//! revision change, and stopping when the server bans the agent.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use spire_crypto::{CaTemplate, PrivateKey, SvidTemplate, X509Authority};
+use spire_proto::types;
+use spire_spiffe::{Bundle, Clock, FakeClock, SpiffeId, TrustDomain};
+use spire_tls::{BundleSet, SharedIdentity};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::client::{ServerApi, SvidResult, SyncedEntries, WatchStream};
+
+const SVID_TTL: Duration = Duration::from_secs(60);
+const AGENT_TTL: Duration = Duration::from_secs(200);
+
+struct Fake {
+    clock: FakeClock,
+    ca: X509Authority,
+    td: TrustDomain,
+    agent_id: SpiffeId,
+    entries: Mutex<BTreeMap<String, EntryView>>,
+    renewals: AtomicUsize,
+    signed: Mutex<Vec<String>>,
+    deny: AtomicBool,
+}
+
+impl Fake {
+    fn sign(&self, id: &SpiffeId, csr: &[u8], ttl: Duration) -> Result<IssuedSvid, ClientError> {
+        let der = self
+            .ca
+            .sign_svid_from_csr(
+                csr,
+                &SvidTemplate {
+                    spiffe_id: id.clone(),
+                    dns_names: vec![],
+                    ttl,
+                },
+                self.clock.now(),
+            )
+            .map_err(|e| ClientError::Protocol {
+                op: "fake",
+                reason: e.to_string(),
+            })?;
+        IssuedSvid::from_chain(vec![der])
+            .map_err(|reason| ClientError::Protocol { op: "fake", reason })
+    }
+
+    fn check(&self) -> Result<(), ClientError> {
+        if self.deny.load(Ordering::SeqCst) {
+            return Err(ClientError::Rpc {
+                op: "fake",
+                status: tonic::Status::permission_denied("agent is banned"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ServerApi for Fake {
+    fn renew_agent(&self, csr: Vec<u8>) -> BoxFuture<'_, Result<IssuedSvid, ClientError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.renewals.fetch_add(1, Ordering::SeqCst);
+            self.sign(&self.agent_id, &csr, AGENT_TTL)
+        })
+    }
+
+    fn sync_entries<'a>(
+        &'a self,
+        cached: &'a BTreeMap<String, Arc<EntryView>>,
+    ) -> BoxFuture<'a, Result<SyncedEntries, ClientError>> {
+        Box::pin(async move {
+            self.check()?;
+            let mut out = SyncedEntries::default();
+            for (id, e) in self.entries.lock().unwrap().iter() {
+                let arc = match cached.get(id) {
+                    Some(c) if **c == *e => c.clone(),
+                    _ => {
+                        out.fetched += 1;
+                        Arc::new(e.clone())
+                    }
+                };
+                out.entries.insert(id.clone(), arc);
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_bundle(&self) -> BoxFuture<'_, Result<Bundle, ClientError>> {
+        Box::pin(async move {
+            self.check()?;
+            let mut b = Bundle::new(self.td.clone());
+            b.x509_authorities.push(self.ca.cert_der().to_vec());
+            Ok(b)
+        })
+    }
+
+    fn get_federated_bundle<'a>(
+        &'a self,
+        _td: &'a TrustDomain,
+    ) -> BoxFuture<'a, Result<Option<Bundle>, ClientError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn batch_new_x509_svid(
+        &self,
+        params: Vec<(String, Vec<u8>)>,
+    ) -> BoxFuture<'_, Result<Vec<SvidResult>, ClientError>> {
+        Box::pin(async move {
+            self.check()?;
+            let entries = self.entries.lock().unwrap().clone();
+            Ok(params
+                .into_iter()
+                .map(|(id, csr)| {
+                    let e = entries.get(&id).ok_or("unknown entry")?;
+                    self.signed.lock().unwrap().push(id.clone());
+                    self.sign(&e.spiffe_id, &csr, SVID_TTL)
+                        .map_err(|e| e.to_string())
+                })
+                .collect())
+        })
+    }
+
+    fn new_jwt_svid(
+        &self,
+        _entry_id: String,
+        _audience: Vec<String>,
+    ) -> BoxFuture<'_, Result<types::Jwtsvid, ClientError>> {
+        Box::pin(async {
+            Err(ClientError::Rpc {
+                op: "fake",
+                status: tonic::Status::unimplemented("no JWT"),
+            })
+        })
+    }
+
+    fn watch(&self, _known: u64) -> BoxFuture<'_, Result<WatchStream, ClientError>> {
+        Box::pin(async {
+            Err(ClientError::Rpc {
+                op: "Watch",
+                status: tonic::Status::unimplemented("no watch"),
+            })
+        })
+    }
+
+    fn reconnect(&self) {}
+}
+
+fn entry(fake: &Fake, id: &str, revision: i64) -> EntryView {
+    EntryView {
+        entry_id: id.into(),
+        spiffe_id: SpiffeId::new(&fake.td, &format!("/{id}")).unwrap(),
+        parent_id: fake.agent_id.clone(),
+        selectors: Default::default(),
+        federates_with: vec![],
+        hint: String::new(),
+        created_at: 1,
+        revision_number: revision,
+        x509_svid_ttl: 0,
+        jwt_svid_ttl: 0,
+        jwt_svid_include_jti: false,
+        disable_x509_svid_prefetch: false,
+        admin: false,
+        downstream: false,
+    }
+}
+
+async fn wait_for(
+    rx: &mut watch::Receiver<Arc<IdentitySnapshot>>,
+    what: &str,
+    f: impl Fn(&IdentitySnapshot) -> bool,
+) {
+    let r = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            if f(&rx.borrow_and_update()) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "timed out waiting for {what}");
+    assert!(f(&rx.borrow()), "{what}");
+}
+
+fn svid_of(s: &IdentitySnapshot, id: &str) -> Option<Vec<u8>> {
+    s.identities
+        .get(id)
+        .and_then(|i| i.svid.as_ref())
+        .map(|s| s.cert_chain[0].clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn manager_rotates_renews_resigns_and_stops_when_banned() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let td: TrustDomain = "example.org".parse().unwrap();
+    let ca_key: Arc<dyn spire_crypto::Signer> =
+        Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let ca = spire_crypto::self_signed_ca(
+        ca_key,
+        &CaTemplate {
+            trust_domain: td.clone(),
+            subject: Default::default(),
+            ttl: Duration::from_secs(86400),
+        },
+        clock.now(),
+    )
+    .unwrap();
+    let fake = Arc::new(Fake {
+        clock: clock.clone(),
+        ca,
+        td: td.clone(),
+        agent_id: SpiffeId::new(&td, "/spire/agent/test/1").unwrap(),
+        entries: Mutex::new(BTreeMap::new()),
+        renewals: AtomicUsize::new(0),
+        signed: Mutex::new(Vec::new()),
+        deny: AtomicBool::new(false),
+    });
+    fake.entries
+        .lock()
+        .unwrap()
+        .insert("e1".into(), entry(&fake, "e1", 1));
+
+    let data = tempfile::tempdir().unwrap();
+    let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
+    let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
+    let agent = AgentSvid::new(svid, key, false, None);
+    let bundle = fake.get_bundle().await.unwrap();
+    storage::save(
+        data.path(),
+        &AgentData {
+            svid_chain: agent.svid.cert_chain.clone(),
+            bundle: bundle.clone(),
+            reattestable: false,
+        },
+    )
+    .unwrap();
+    let identity = SharedIdentity::empty();
+    let (manager, mut rx) = Manager::new(ManagerParts {
+        cfg: ManagerConfig {
+            trust_domain: td.clone(),
+            server_address: "127.0.0.1:1".into(),
+            data_dir: data.path().to_owned(),
+            sync_interval: Duration::from_secs(5),
+            x509_svid_cache_max_size: 0,
+            workload_key_type: spire_crypto::KeyType::EcP256,
+            availability_target: None,
+        },
+        clock: Arc::new(clock.clone()),
+        client: fake.clone() as Arc<dyn ServerApi>,
+        identity: identity.clone(),
+        tls_bundles: BundleSet::new(),
+        keys: Arc::new(AgentKeyStore::memory()),
+        attestor: None,
+        agent,
+        bundle,
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(manager.run(shutdown.clone()));
+
+    // First sync: the entry gets an SVID; the snapshot carries it with the bundle.
+    wait_for(&mut rx, "first SVID", |s| svid_of(s, "e1").is_some()).await;
+    let first = svid_of(&rx.borrow(), "e1").unwrap();
+    assert!(rx.borrow().bundle.is_some());
+    assert_eq!(fake.signed.lock().unwrap().len(), 1);
+
+    // 20 s in (NotBefore is backdated 10 s, lifetime 70 s): before the earliest rotation
+    // point (half-life 35 s − 10 % jitter = 31.5 s after NotBefore).
+    clock.advance(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(fake.signed.lock().unwrap().len(), 1, "not rotated early");
+
+    // 30 s in: past the latest rotation point (38.5 s after NotBefore).
+    clock.advance(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for(&mut rx, "rotated SVID", |s| {
+        svid_of(s, "e1").is_some_and(|c| c != first)
+    })
+    .await;
+    assert_eq!(fake.signed.lock().unwrap().len(), 2);
+    assert_eq!(
+        fake.renewals.load(Ordering::SeqCst),
+        0,
+        "agent SVID not due yet"
+    );
+
+    // 120 s in: the agent SVID (lifetime 210 s) is past its half-life: RenewAgent, and the new
+    // SVID is presented on the next TLS handshake.
+    clock.advance(Duration::from_secs(90));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(fake.renewals.load(Ordering::SeqCst), 1);
+    let presented = identity.load().expect("identity installed");
+    assert_eq!(presented.spiffe_id(), &fake.agent_id);
+    let stored = storage::load(data.path()).unwrap().unwrap();
+    assert_eq!(stored.svid_chain[0], presented.leaf().to_vec(), "persisted");
+
+    // An entry revision change re-signs that entry once, without any time passing.
+    let before = fake.signed.lock().unwrap().len();
+    let current = svid_of(&rx.borrow(), "e1").unwrap();
+    fake.entries
+        .lock()
+        .unwrap()
+        .insert("e1".into(), entry(&fake, "e1", 2));
+    wait_for(&mut rx, "re-signed after revision change", |s| {
+        s.identities
+            .get("e1")
+            .is_some_and(|i| i.entry.revision_number == 2)
+            && svid_of(s, "e1").is_some_and(|c| c != current)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(fake.signed.lock().unwrap().len(), before + 1);
+
+    // Banned: the next sync is refused; a non-reattestable agent stops and forgets its SVID.
+    fake.deny.store(true, Ordering::SeqCst);
+    let result = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("manager stops")
+        .unwrap();
+    assert!(
+        matches!(result, Err(ManagerError::Rejected(_))),
+        "{result:?}"
+    );
+    assert!(storage::load(data.path()).unwrap().is_none());
+    drop(shutdown);
+}
