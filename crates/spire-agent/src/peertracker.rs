@@ -1,13 +1,21 @@
 //! Who is on the other end of a Workload API connection.
 //!
 //! The kernel's `SO_PEERCRED` gives the pid, uid and gid of the process that connected. A pid
-//! can be reused once that process exits, so the caller's start time (field 22 of
-//! `/proc/<pid>/stat`, in clock ticks since boot) is read when the connection is accepted and read
-//! again after workload attestation: if it changed (or the process is gone), the selectors may
-//! describe another process and the call is refused.
+//! can be reused once that process exits, so after workload attestation (which reads
+//! `/proc/<pid>`) the caller must be shown to still be the process that connected:
+//!
+//! * with `SO_PEERPIDFD` (Linux 6.5+) the kernel hands out a pidfd bound to the connecting
+//!   process itself; if it has not exited after attestation, `/proc/<pid>` was that process
+//!   all along (a live process keeps its pid);
+//! * in any case the start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot) read
+//!   when the connection was accepted must be unchanged.
+//!
+//! If either check fails the call is refused.
 
 use std::io;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -34,7 +42,7 @@ pub enum PeerError {
 }
 
 /// The connecting process, as the kernel reported it when the connection was accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CallerInfo {
     /// Process id.
     pub pid: i32,
@@ -44,6 +52,8 @@ pub struct CallerInfo {
     pub gid: u32,
     /// Start time (clock ticks since boot) read at accept time; `None` if it could not be read.
     start_time: Option<u64>,
+    /// A pidfd of the connecting process (`SO_PEERPIDFD`), when the kernel supports it.
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl CallerInfo {
@@ -51,11 +61,15 @@ impl CallerInfo {
     pub fn from_stream(stream: &UnixStream) -> Result<Self, PeerError> {
         let cred = stream.peer_cred().map_err(PeerError::Credentials)?;
         let pid = cred.pid().ok_or(PeerError::NoPid)?;
+        let pidfd = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerPidfd)
+            .ok()
+            .map(Arc::new);
         Ok(Self {
             pid,
             uid: cred.uid(),
             gid: cred.gid(),
             start_time: process_start_time(pid).ok(),
+            pidfd,
         })
     }
 
@@ -67,11 +81,23 @@ impl CallerInfo {
             uid: 0,
             gid: 0,
             start_time: Some(start_time),
+            pidfd: None,
         })
     }
 
     /// Checks the pid still belongs to the process that connected. Call after attestation.
     pub fn check_alive(&self) -> Result<(), PeerError> {
+        if let Some(fd) = &self.pidfd {
+            // A pidfd polls readable once its process has exited.
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+                Ok(0) => {}
+                _ => return Err(PeerError::ProcessChanged { pid: self.pid }),
+            }
+        }
         let Some(then) = self.start_time else {
             return Err(PeerError::ProcessChanged { pid: self.pid });
         };
@@ -127,7 +153,7 @@ impl PeerStream {
 }
 
 /// The connection info tonic attaches to each request of a [`PeerStream`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PeerConnectInfo {
     /// The caller, if its credentials could be read.
     pub caller: Option<CallerInfo>,
@@ -138,7 +164,7 @@ impl Connected for PeerStream {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         PeerConnectInfo {
-            caller: self.caller,
+            caller: self.caller.clone(),
         }
     }
 }
@@ -202,7 +228,7 @@ mod tests {
         me.check_alive().unwrap();
         let other = CallerInfo {
             start_time: me.start_time.map(|t| t + 1),
-            ..me
+            ..me.clone()
         };
         assert!(matches!(
             other.check_alive(),
@@ -210,7 +236,7 @@ mod tests {
         ));
         let unknown = CallerInfo {
             start_time: None,
-            ..me
+            ..me.clone()
         };
         assert!(unknown.check_alive().is_err());
     }
@@ -223,5 +249,37 @@ mod tests {
         assert_eq!(info.pid, i32::try_from(std::process::id()).unwrap());
         assert_eq!(info.uid, nix::unistd::geteuid().as_raw());
         info.check_alive().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_exited_caller_is_refused_through_its_pidfd() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        // A child process connects and exits; its pidfd then reports the exit.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.recv(1)",
+            ])
+            .arg(&path)
+            .spawn()
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let caller = CallerInfo::from_stream(&stream).unwrap();
+        assert_eq!(caller.pid, i32::try_from(child.id()).unwrap());
+        caller.check_alive().unwrap();
+        drop(stream);
+        child.wait().unwrap();
+        let err = caller.check_alive().unwrap_err();
+        assert!(matches!(err, PeerError::ProcessChanged { .. }), "{err}");
+        if caller.pidfd.is_some() {
+            // Even with the start time unknown, the pidfd alone refuses the dead caller.
+            let no_start = CallerInfo {
+                start_time: None,
+                ..caller.clone()
+            };
+            assert!(no_start.check_alive().is_err());
+        }
     }
 }

@@ -199,7 +199,7 @@ impl WorkloadService {
         let Some(caller) = req
             .extensions()
             .get::<PeerConnectInfo>()
-            .and_then(|i| i.caller)
+            .and_then(|i| i.caller.clone())
         else {
             tracing::warn!("workload api caller has no peer credentials");
             return Err(Status::unavailable("workload attestation failed"));

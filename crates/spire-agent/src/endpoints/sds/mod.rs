@@ -89,7 +89,7 @@ impl SdsService {
         let Some(caller) = req
             .extensions()
             .get::<PeerConnectInfo>()
-            .and_then(|i| i.caller)
+            .and_then(|i| i.caller.clone())
         else {
             tracing::warn!("sds caller has no peer credentials");
             return Err(failed());
