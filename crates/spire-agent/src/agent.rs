@@ -102,42 +102,110 @@ pub async fn bootstrap_bundle(cfg: &AgentConfig) -> Result<Option<Bundle>, Agent
     }
 }
 
-/// A plain HTTP/1.0 GET (optionally over a Unix socket); returns the body of a 200 answer.
+/// Files holding the system's Web PKI roots, first found wins (`SSL_CERT_FILE` overrides).
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The Web PKI roots used to download the bootstrap bundle over HTTPS.
+fn web_pki_roots() -> Result<Vec<Vec<u8>>, String> {
+    let path = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            SYSTEM_ROOTS
+                .iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.is_file())
+        })
+        .ok_or("no system CA file found (set SSL_CERT_FILE)")?;
+    let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    spire_spiffe::parse_pem_certificates(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// An HTTP/1.0 GET of `url` (`http://`, or `https://` verified with `roots`, optionally over a
+/// Unix socket); returns the body of a 200 answer.
 async fn http_get(url: &str, unix_socket: Option<&Path>) -> Result<Vec<u8>, AgentError> {
+    http_get_with_roots(url, unix_socket, None).await
+}
+
+async fn http_get_with_roots(
+    url: &str,
+    unix_socket: Option<&Path>,
+    roots: Option<Vec<Vec<u8>>>,
+) -> Result<Vec<u8>, AgentError> {
     let err = |m: String| AgentError::Bootstrap(format!("trust_bundle_url {url}: {m}"));
     let uri: http::Uri = url.parse().map_err(|e| err(format!("invalid URL: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(err(
-            "only http:// URLs are supported (use trust_bundle_path for other sources)".into(),
-        ));
-    }
-    let host = uri.host().ok_or_else(|| err("URL has no host".into()))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(err("expected an http:// or https:// URL".into())),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| err("URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: spire-agent\r\nAccept: */*\r\n\r\n"
     );
-    let fetch = async {
+    let connector = if tls {
+        let roots = match roots {
+            Some(r) => r,
+            None => web_pki_roots().map_err(err)?,
+        };
+        let mut store = rustls::RootCertStore::empty();
+        for der in roots {
+            // Some system bundles hold certificates rustls cannot use; skip those.
+            let _ = store.add(rustls::pki_types::CertificateDer::from(der));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(spire_tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err(e.to_string()))?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| err(format!("invalid server name: {e}")))?;
+        Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    } else {
+        None
+    };
+    async fn exchange<S>(mut s: S, request: &str) -> std::io::Result<Vec<u8>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        s.write_all(request.as_bytes()).await?;
+        s.flush().await?;
         let mut buf = Vec::new();
-        match unix_socket {
-            Some(sock) => {
-                let mut s = tokio::net::UnixStream::connect(sock).await?;
-                s.write_all(request.as_bytes()).await?;
-                (&mut s)
-                    .take(MAX_BUNDLE_DOWNLOAD as u64 + 1)
-                    .read_to_end(&mut buf)
-                    .await?;
+        (&mut s)
+            .take(MAX_BUNDLE_DOWNLOAD as u64 + 1)
+            .read_to_end(&mut buf)
+            .await?;
+        Ok(buf)
+    }
+    let fetch = async {
+        match (unix_socket, connector) {
+            (Some(sock), None) => {
+                exchange(tokio::net::UnixStream::connect(sock).await?, &request).await
             }
-            None => {
-                let mut s = tokio::net::TcpStream::connect((host, port)).await?;
-                s.write_all(request.as_bytes()).await?;
-                (&mut s)
-                    .take(MAX_BUNDLE_DOWNLOAD as u64 + 1)
-                    .read_to_end(&mut buf)
-                    .await?;
+            (Some(sock), Some((c, name))) => {
+                let s = tokio::net::UnixStream::connect(sock).await?;
+                exchange(c.connect(name, s).await?, &request).await
+            }
+            (None, None) => {
+                let s = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                exchange(s, &request).await
+            }
+            (None, Some((c, name))) => {
+                let s = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                exchange(c.connect(name, s).await?, &request).await
             }
         }
-        Ok::<_, std::io::Error>(buf)
     };
     let buf = tokio::time::timeout(client::RPC_TIMEOUT, fetch)
         .await
@@ -470,7 +538,59 @@ mod tests {
         let err = http_get(&url, None).await.unwrap_err();
         assert!(err.to_string().contains("404"), "{err}");
         server.await.unwrap();
-        assert!(http_get("https://example.org/", None).await.is_err());
+        assert!(http_get("ftp://example.org/", None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn https_get_verifies_the_server_against_the_roots() {
+        let ca = spire_testkit::TestCa::new("web root");
+        let leaf = ca.issue(&spire_testkit::LeafSpec::new("localhost").dns("localhost"));
+        let chain = spire_spiffe::parse_pem_certificates(leaf.chain_pem.as_bytes()).unwrap();
+        let key = spire_crypto::PrivateKey::from_pem(&leaf.key_pem).unwrap();
+        let pkcs8 = key.to_pkcs8_der().unwrap().to_vec();
+        let config = rustls::ServerConfig::builder_with_provider(spire_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                chain
+                    .into_iter()
+                    .map(rustls::pki_types::CertificateDer::from)
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pkcs8.into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nbundle").await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        let url = format!("https://localhost:{port}/b");
+        let root = ca.cert_der().to_vec();
+        let body = http_get_with_roots(&url, None, Some(vec![root]))
+            .await
+            .unwrap();
+        assert_eq!(body, b"bundle");
+        let other = spire_testkit::TestCa::new("other root").cert_der().to_vec();
+        let err = http_get_with_roots(&url, None, Some(vec![other]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("trust_bundle_url"), "{err}");
     }
 
     #[test]
