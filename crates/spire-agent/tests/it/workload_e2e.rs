@@ -5,6 +5,8 @@
 //! uid and a wrong binary (sha256 selector) get PermissionDenied, a call without the security
 //! header gets InvalidArgument.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
