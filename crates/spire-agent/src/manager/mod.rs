@@ -17,7 +17,7 @@ mod loop_tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use spire_crypto::PrivateKey;
@@ -31,6 +31,13 @@ use crate::client::{self, ClientError, IssuedSvid, ServerApi};
 use crate::identity::{BundleView, EntryView, Identity, IdentitySnapshot, WorkloadX509Svid};
 use crate::storage::{self, AgentData};
 use keys::AgentKeyStore;
+
+/// Sync scope bit: authorized entries.
+const SCOPE_ENTRIES: u8 = 1;
+/// Sync scope bit: the local and federated bundles.
+const SCOPE_BUNDLES: u8 = 2;
+/// Everything.
+const SCOPE_ALL: u8 = SCOPE_ENTRIES | SCOPE_BUNDLES;
 
 /// The longest the sync loop backs off after errors (SPIRE: 8 minutes).
 pub const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(480);
@@ -223,6 +230,7 @@ pub struct Manager {
     watch_generation: watch::Sender<u64>,
     synced_revision: Arc<AtomicU64>,
     latest_seen: Arc<AtomicU64>,
+    pending: Arc<AtomicU8>,
     agent: AgentSvid,
     bundle: Bundle,
     federated: BTreeMap<TrustDomain, Bundle>,
@@ -285,6 +293,7 @@ impl Manager {
             watch_generation,
             synced_revision: Arc::new(AtomicU64::new(0)),
             latest_seen: Arc::new(AtomicU64::new(0)),
+            pending: Arc::new(AtomicU8::new(0)),
             agent: parts.agent,
             bundle: parts.bundle,
             federated: BTreeMap::new(),
@@ -310,6 +319,7 @@ impl Manager {
             self.wake.clone(),
             self.synced_revision.clone(),
             self.latest_seen.clone(),
+            self.pending.clone(),
             self.watch_generation.subscribe(),
             shutdown.child_token(),
         ));
@@ -351,9 +361,17 @@ impl Manager {
             }
 
             // 2. Entries and bundles.
-            if woke || tokio::time::Instant::now() >= next_sync {
+            // A timer-driven sync covers everything; a push covers what the server said changed.
+            let timer_due = tokio::time::Instant::now() >= next_sync;
+            let pushed = if woke || timer_due {
+                self.pending.swap(0, Ordering::SeqCst)
+            } else {
+                0
+            };
+            let scope = if timer_due { SCOPE_ALL } else { pushed };
+            if scope != 0 {
                 let revision_before = self.synced_revision_hint();
-                match self.sync().await {
+                match self.sync(scope).await {
                     Ok(()) => {
                         sync_failures = 0;
                         self.synced_revision
@@ -361,6 +379,7 @@ impl Manager {
                         next_sync = tokio::time::Instant::now() + self.cfg.sync_interval;
                     }
                     Err(e) => {
+                        self.pending.fetch_or(scope, Ordering::SeqCst);
                         sync_failures = sync_failures.saturating_add(1);
                         let delay = rotation::backoff(
                             self.cfg.sync_interval,
@@ -534,7 +553,17 @@ impl Manager {
         Ok(())
     }
 
-    async fn sync(&mut self) -> Result<(), ManagerError> {
+    async fn sync(&mut self, scope: u8) -> Result<(), ManagerError> {
+        if scope & SCOPE_ENTRIES != 0 {
+            self.sync_entries().await?;
+        }
+        if scope & SCOPE_BUNDLES != 0 {
+            self.sync_bundle().await?;
+        }
+        self.sync_federated(scope & SCOPE_BUNDLES != 0).await
+    }
+
+    async fn sync_entries(&mut self) -> Result<(), ManagerError> {
         let synced = self.client.sync_entries(&self.entries).await?;
         let now_entries = synced.entries;
         tracing::debug!(
@@ -545,17 +574,17 @@ impl Manager {
         for (id, e) in &now_entries {
             match self.entries.get(id) {
                 None => {
-                    tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry created")
+                    tracing::debug!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry created")
                 }
                 Some(old) if !Arc::ptr_eq(old, e) && **old != **e => {
-                    tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry updated");
+                    tracing::debug!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry updated");
                 }
                 _ => {}
             }
         }
         for (id, e) in &self.entries {
             if !now_entries.contains_key(id) {
-                tracing::info!(entry_id = %id, spiffe_id = %e.spiffe_id, "Entry deleted");
+                tracing::debug!(entry_id = %id, spiffe_id = %e.spiffe_id, "Entry deleted");
             }
         }
         let changed = now_entries.len() != self.entries.len()
@@ -569,7 +598,10 @@ impl Manager {
             self.dirty = true;
         }
 
-        // The local bundle.
+        Ok(())
+    }
+
+    async fn sync_bundle(&mut self) -> Result<(), ManagerError> {
         let bundle = self.client.get_bundle().await?;
         if bundle.trust_domain != self.cfg.trust_domain {
             return Err(ManagerError::Client(ClientError::Protocol {
@@ -604,7 +636,12 @@ impl Manager {
             }
         }
 
-        // Federated bundles for every trust domain the entries federate with.
+        Ok(())
+    }
+
+    /// Federated bundles for every trust domain the entries federate with: all of them when
+    /// `refresh`, otherwise only those not fetched yet.
+    async fn sync_federated(&mut self, refresh: bool) -> Result<(), ManagerError> {
         let wanted: BTreeSet<TrustDomain> = self
             .entries
             .values()
@@ -613,6 +650,10 @@ impl Manager {
             .collect();
         let mut federated = BTreeMap::new();
         for td in &wanted {
+            if !refresh && let Some(known) = self.federated.get(td) {
+                federated.insert(td.clone(), known.clone());
+                continue;
+            }
             match self.client.get_federated_bundle(td).await? {
                 Some(b) => {
                     federated.insert(td.clone(), b);
@@ -785,6 +826,24 @@ impl Manager {
     }
 }
 
+/// What a `Watch` response asks to re-fetch, as scope bits (0 = nothing).
+fn change_scope(changes: &[i32]) -> u8 {
+    use spire_proto::spire_rs::agent::Change;
+    if changes.is_empty() {
+        return SCOPE_ALL;
+    }
+    let mut scope = 0;
+    for c in changes {
+        scope |= match Change::try_from(*c) {
+            Ok(Change::None) => 0,
+            Ok(Change::Entries | Change::Agent) => SCOPE_ENTRIES,
+            Ok(Change::Bundle | Change::FederatedBundle) => SCOPE_BUNDLES,
+            Ok(Change::Unspecified | Change::Resync) | Err(_) => SCOPE_ALL,
+        };
+    }
+    scope
+}
+
 /// Keeps the spire-rs `Watch` stream open and wakes the sync loop when the server reports a
 /// change. A server without it (Unimplemented) leaves the agent polling.
 async fn watch_loop(
@@ -792,10 +851,10 @@ async fn watch_loop(
     wake: Arc<Notify>,
     synced_revision: Arc<AtomicU64>,
     latest_seen: Arc<AtomicU64>,
+    pending: Arc<AtomicU8>,
     mut generation: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
-    use spire_proto::spire_rs::agent::Change;
     let mut failures: u32 = 0;
     loop {
         generation.borrow_and_update();
@@ -837,13 +896,17 @@ async fn watch_loop(
                 Ok(Some(resp)) => {
                     failures = 0;
                     latest_seen.fetch_max(resp.revision, Ordering::SeqCst);
-                    let only_none = !resp.changes.is_empty()
-                        && resp.changes.iter().all(|c| *c == Change::None as i32);
-                    if !only_none || resp.revision > synced_revision.load(Ordering::SeqCst) {
+                    let mut scope = change_scope(&resp.changes);
+                    if scope == 0 && resp.revision > synced_revision.load(Ordering::SeqCst) {
+                        scope = SCOPE_ALL;
+                    }
+                    if scope != 0 {
                         tracing::debug!(
                             revision = resp.revision,
+                            scope,
                             "Server reported a change; syncing"
                         );
+                        pending.fetch_or(scope, Ordering::SeqCst);
                         wake.notify_one();
                     }
                 }
@@ -851,6 +914,7 @@ async fn watch_loop(
                 Err(status) => {
                     if status.code() == tonic::Code::PermissionDenied {
                         // Let the sync loop find out and act on it.
+                        pending.fetch_or(SCOPE_ALL, Ordering::SeqCst);
                         wake.notify_one();
                     }
                     tracing::debug!(code = ?status.code(), message = status.message(), "Watch stream ended");
@@ -892,6 +956,22 @@ mod tests {
             admin: false,
             downstream: false,
         })
+    }
+
+    #[test]
+    fn watch_changes_map_to_sync_scopes() {
+        use spire_proto::spire_rs::agent::Change;
+        assert_eq!(change_scope(&[]), SCOPE_ALL);
+        assert_eq!(change_scope(&[Change::None as i32]), 0);
+        assert_eq!(change_scope(&[Change::Entries as i32]), SCOPE_ENTRIES);
+        assert_eq!(change_scope(&[Change::Agent as i32]), SCOPE_ENTRIES);
+        assert_eq!(change_scope(&[Change::Bundle as i32]), SCOPE_BUNDLES);
+        assert_eq!(
+            change_scope(&[Change::Entries as i32, Change::FederatedBundle as i32]),
+            SCOPE_ALL
+        );
+        assert_eq!(change_scope(&[Change::Resync as i32]), SCOPE_ALL);
+        assert_eq!(change_scope(&[99]), SCOPE_ALL);
     }
 
     #[test]
