@@ -174,9 +174,13 @@ type CmdResult = Result<(), String>;
 
 async fn client(c: &CommonArgs) -> Result<SpiffeWorkloadApiClient<Channel>, String> {
     let path = spire_cli::socket_path_from_addr(&c.socket_path).map_err(|e| e.to_string())?;
-    let ch = uds_channel(&path)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    let ch = uds_channel(&path).await.map_err(|e| {
+        format!(
+            "cannot connect to {}: {}",
+            path.display(),
+            super::error_chain(&e)
+        )
+    })?;
     Ok(SpiffeWorkloadApiClient::new(ch))
 }
 

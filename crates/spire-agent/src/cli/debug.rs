@@ -99,9 +99,13 @@ fn admin_socket(a: &ExplainArgs) -> Result<PathBuf, String> {
 
 async fn explain(a: ExplainArgs) -> Result<(), String> {
     let path = admin_socket(&a)?;
-    let ch = uds_channel(&path)
-        .await
-        .map_err(|e| format!("cannot connect to the admin socket {}: {e}", path.display()))?;
+    let ch = uds_channel(&path).await.map_err(|e| {
+        format!(
+            "cannot connect to the admin socket {}: {}",
+            path.display(),
+            super::error_chain(&e)
+        )
+    })?;
     let resp = ExplainClient::new(ch)
         .explain(ExplainRequest {
             pid: a.pid,

@@ -187,10 +187,28 @@ pub async fn serve(
             workload::WorkloadService,
         >>()
         .await;
+    // gRPC server reflection (the Workload Endpoint spec's SHOULD), v1 and v1alpha as grpc-go
+    // registers them, advertising the Workload API and health services.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(spire_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(spire_proto::workload::spiffe_workload_api_server::SERVICE_NAME)
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| EndpointsError::Config(format!("cannot build reflection service: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| EndpointsError::Config(format!("cannot build reflection service: {e}")))?;
+
     // One server failing stops the other (and `serve` returns its error).
     let stop = shutdown.child_token();
     let public_server = tonic::transport::Server::builder()
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(workload::WorkloadService::new(state.clone()).into_server())
         .add_optional_service(
             cfg.sds

@@ -712,3 +712,60 @@ fn bind_socket_replaces_stale_sockets_but_not_files() {
     });
     assert_eq!(std::fs::read(file).unwrap(), b"x");
 }
+
+#[tokio::test]
+async fn reflection_lists_the_workload_api() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let f = Fixture::new();
+    let h = Harness::start(
+        f.snapshot(1, &standard_entries()),
+        FakeJwt {
+            key: f.jwt_key.clone(),
+            fail: false,
+        },
+        false,
+    )
+    .await;
+    let mut c = ServerReflectionClient::new(crate::cli::uds_channel(&h.socket).await.unwrap());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = c
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer {msg:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, ["SpiffeWorkloadAPI", "grpc.health.v1.Health"]);
+    // The symbol resolves to its file (the workload.proto descriptor).
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "SpiffeWorkloadAPI".into(),
+        )),
+    };
+    let mut resp = c
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            msg.message_response,
+            Some(MessageResponse::FileDescriptorResponse(ref r)) if !r.file_descriptor_proto.is_empty()
+        ),
+        "{msg:?}"
+    );
+    h.stop().await;
+}
