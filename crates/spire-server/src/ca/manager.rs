@@ -26,7 +26,6 @@ use spire_spiffe::{Clock, SpiffeId, TrustDomain, from_unix_secs, to_unix_secs};
 use tokio::sync::{Mutex, watch};
 
 use super::journal::{self, Journal, JwtRecord, X509Record};
-use super::jwt::{self, JwtClaims};
 use crate::plugin::upstreamauthority::UpstreamAuthority;
 
 /// How often the rotation loop looks at the authorities (SPIRE: 10 s).
@@ -84,6 +83,9 @@ pub enum CaError {
     /// A key operation failed.
     #[error("key operation")]
     Key(#[from] spire_crypto::KeyError),
+    /// Signing a JWT failed.
+    #[error("jwt signing")]
+    Jwt(#[from] spire_crypto::jwt::JwtError),
     /// The datastore failed.
     #[error("datastore")]
     DataStore(#[from] ds::Error),
@@ -317,6 +319,7 @@ pub struct CaManager {
     active: ArcSwap<Active>,
     server_svid: watch::Sender<Option<Arc<ServerSvid>>>,
     bundle_seq: watch::Sender<u64>,
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for CaManager {
@@ -349,6 +352,7 @@ impl CaManager {
             active: ArcSwap::from_pointee(Active::default()),
             server_svid,
             bundle_seq,
+            ticks: std::sync::atomic::AtomicU64::new(0),
         });
         m.load_journal().await?;
         m.rotate().await?;
@@ -377,9 +381,15 @@ impl CaManager {
                     if let Err(e) = self.rotate().await {
                         tracing::error!(error = %e, "CA rotation failed");
                     }
+                    self.ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             }
         }
+    }
+
+    /// How many rotation checks the loop of [`CaManager::run`] has completed.
+    pub fn rotation_ticks(&self) -> u64 {
+        self.ticks.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// One rotation step: prepare/activate as the thresholds say, prune the bundle, renew the
@@ -570,16 +580,15 @@ impl CaManager {
         let now = self.clock.now_unix();
         let expires_at =
             (now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)).min(key.not_after);
-        let jti = include_jti.then(|| uuid::Uuid::new_v4().simple().to_string());
-        let claims = JwtClaims {
-            subject: spiffe_id,
-            audience,
-            issued_at: now,
-            expires_at,
-            issuer: self.config.jwt_issuer.as_deref(),
-            jti,
+        let claims = spire_crypto::jwt::JwtSvidClaims {
+            spiffe_id: spiffe_id.clone(),
+            audience: audience.to_vec(),
+            issued_at: from_unix_secs(now),
+            expires_at: from_unix_secs(expires_at),
+            issuer: self.config.jwt_issuer.clone(),
+            jwt_id: include_jti.then(|| uuid::Uuid::new_v4().simple().to_string()),
         };
-        let token = jwt::sign(key.signer.as_ref(), &key.kid, &claims)?;
+        let token = spire_crypto::jwt::sign_jwt_svid(key.signer.as_ref(), &key.kid, None, &claims)?;
         Ok(JwtSvid {
             token,
             issued_at: now,
@@ -1277,6 +1286,10 @@ fn random_kid() -> String {
         .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
         .collect()
 }
+
+#[cfg(test)]
+#[path = "rotation_tests.rs"]
+mod rotation_tests;
 
 #[cfg(test)]
 mod tests {

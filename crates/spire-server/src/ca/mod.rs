@@ -1,10 +1,9 @@
 //! The server's signing authorities: the X.509 CA and the JWT signing key, their A/B slots and
-//! rotation ([`manager`]), the persisted journal ([`journal`]) and JWT-SVID minting ([`jwt`]).
+//! rotation ([`manager`]), and the persisted journal ([`journal`]).
 //!
 //! Mirrors `pkg/server/ca` and `pkg/server/ca/manager`.
 
 pub mod journal;
-pub mod jwt;
 pub mod manager;
 
 pub use manager::{

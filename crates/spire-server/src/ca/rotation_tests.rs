@@ -1,0 +1,360 @@
+//! CA manager tests: rotation thresholds driven by a `FakeClock` (and paused tokio time for the
+//! loop), publication before use, journal reload, taint/revoke, upstream-signed CAs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spire_crypto::{KeyManager, MemoryKeyManager, PrivateKey};
+use spire_datastore::DataStore;
+use spire_spiffe::{Clock, FakeClock, SpiffeId, TrustDomain};
+use x509_parser::prelude::*;
+
+use super::*;
+
+const CA_TTL: u64 = 600;
+
+fn td() -> TrustDomain {
+    "example.org".parse().unwrap()
+}
+
+fn config() -> CaConfig {
+    CaConfig {
+        trust_domain: td(),
+        ca_key_type: KeyType::EcP256,
+        jwt_key_type: KeyType::EcP256,
+        ca_ttl: Duration::from_secs(CA_TTL),
+        ca_subject: CaSubject::default(),
+        jwt_issuer: None,
+        default_x509_svid_ttl: Duration::from_secs(60),
+        default_jwt_svid_ttl: Duration::from_secs(60),
+        agent_ttl: Duration::from_secs(60),
+        disable_jwt_svids: false,
+    }
+}
+
+struct Fixture {
+    clock: FakeClock,
+    km: Arc<dyn KeyManager>,
+    ds: DataStore,
+}
+
+async fn fixture() -> Fixture {
+    let clock = FakeClock::default();
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let ds = DataStore::open_in_memory(dyn_clock).await.unwrap();
+    Fixture {
+        clock,
+        km: Arc::new(MemoryKeyManager::new()),
+        ds,
+    }
+}
+
+async fn start(f: &Fixture, upstream: Option<Arc<dyn UpstreamAuthority>>) -> Arc<CaManager> {
+    CaManager::start(
+        config(),
+        Arc::new(f.clock.clone()),
+        Arc::clone(&f.km),
+        upstream,
+        f.ds.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+fn workload() -> SpiffeId {
+    "spiffe://example.org/workload".parse().unwrap()
+}
+
+/// The subject key ID (hex) of the certificate that issued `leaf`.
+fn issuer_key_id(leaf: &[u8]) -> String {
+    let (_, cert) = X509Certificate::from_der(leaf).unwrap();
+    cert.iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| hex::encode(k.0))
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
+async fn bundle_certs(f: &Fixture) -> Vec<Vec<u8>> {
+    f.ds.get_bundle(&td())
+        .await
+        .unwrap()
+        .unwrap()
+        .x509_authorities
+        .into_iter()
+        .map(|a| a.der)
+        .collect()
+}
+
+fn skid(der: &[u8]) -> String {
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    cert.iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn prepares_at_half_life_publishes_before_use_and_activates_at_one_sixth() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let (active, prepared, old) = ca.x509_states().await;
+    let a = active.unwrap().authority_id;
+    assert!(prepared.is_none() && old.is_none());
+    assert_eq!(bundle_certs(&f).await.len(), 1);
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+
+    // Before L/2: nothing to do.
+    f.clock.advance(Duration::from_secs(CA_TTL / 2 - 20));
+    ca.rotate().await.unwrap();
+    assert!(ca.x509_states().await.1.is_none());
+
+    // Past L/2 remaining: B is prepared and already in the bundle, but A still signs.
+    f.clock.advance(Duration::from_secs(40));
+    ca.rotate().await.unwrap();
+    let (active, prepared, _) = ca.x509_states().await;
+    assert_eq!(active.unwrap().authority_id, a);
+    let b = prepared.unwrap().authority_id;
+    assert_ne!(a, b);
+    let published: Vec<String> = bundle_certs(&f).await.iter().map(|d| skid(d)).collect();
+    assert!(
+        published.contains(&b),
+        "prepared authority must be in the bundle before use"
+    );
+    let chain = ca
+        .sign_x509_svid(key.public_key(), &workload(), &[], None)
+        .unwrap();
+    assert_eq!(issuer_key_id(&chain[0]), a);
+
+    // Past L/6 remaining: B becomes active, A old; new SVIDs chain to B.
+    f.clock.advance(Duration::from_secs(CA_TTL / 3));
+    ca.rotate().await.unwrap();
+    let (active, prepared, old) = ca.x509_states().await;
+    assert_eq!(active.unwrap().authority_id, b);
+    assert!(prepared.is_none());
+    assert_eq!(old.unwrap().authority_id, a);
+    let chain = ca
+        .sign_x509_svid(key.public_key(), &workload(), &[], None)
+        .unwrap();
+    assert_eq!(issuer_key_id(&chain[0]), b);
+    // The JWT key rotated on the same schedule.
+    let (jwt_active, _, jwt_old) = ca.jwt_states().await;
+    assert!(jwt_active.is_some() && jwt_old.is_some());
+}
+
+/// Yields until the rotation loop has completed `n` checks, without ever parking the runtime
+/// (so paused time does not auto-advance under the datastore's own timeouts). Bounded by an
+/// iteration count far above what a check needs, so a stuck loop fails instead of hanging.
+async fn wait_ticks(ca: &CaManager, n: u64) {
+    for i in 0..5_000_000u64 {
+        if ca.rotation_ticks() >= n {
+            return;
+        }
+        // Timers fire on whole milliseconds: nudge paused time now and then so a due tick fires.
+        if i % 1000 == 999 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the rotation loop did not complete {n} checks");
+}
+
+#[tokio::test]
+async fn rotation_loop_driven_by_paused_time() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let first = ca.x509_states().await.0.unwrap().authority_id;
+    // Pause tokio time only now (the datastore pool was opened with real time). A task that
+    // always yields keeps the runtime from parking, so paused time never auto-advances: only
+    // `advance` moves it, and only while the loop waits for its next tick.
+    let spinner = tokio::spawn(async {
+        loop {
+            tokio::task::yield_now().await;
+        }
+    });
+    tokio::time::pause();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(Arc::clone(&ca).run(shutdown.clone()));
+    wait_ticks(&ca, 1).await; // the immediate first check: nothing to do yet
+    assert!(ca.x509_states().await.1.is_none());
+
+    // Past the preparation threshold: the next tick prepares.
+    f.clock.advance(Duration::from_secs(CA_TTL / 2 + 10));
+    tokio::time::advance(ROTATION_INTERVAL).await;
+    wait_ticks(&ca, 2).await;
+    let (active, prepared, _) = ca.x509_states().await;
+    assert_eq!(active.unwrap().authority_id, first);
+    assert!(
+        prepared.is_some(),
+        "the loop did not prepare the next authority"
+    );
+
+    // Past the activation threshold: the next tick activates.
+    f.clock.advance(Duration::from_secs(CA_TTL / 3));
+    tokio::time::advance(ROTATION_INTERVAL).await;
+    wait_ticks(&ca, 3).await;
+    assert_ne!(ca.x509_states().await.0.unwrap().authority_id, first);
+    shutdown.cancel();
+    task.await.unwrap();
+    spinner.abort();
+}
+
+#[tokio::test]
+async fn journal_restores_the_same_authorities() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let x = ca.x509_states().await.0.unwrap();
+    let j = ca.jwt_states().await.0.unwrap();
+    drop(ca);
+    let again = start(&f, None).await;
+    assert_eq!(again.x509_states().await.0.unwrap(), x);
+    assert_eq!(again.jwt_states().await.0.unwrap(), j);
+    // A fresh key manager (memory KeyManager after restart) cannot use the journal: new CA.
+    let f2 = Fixture {
+        clock: f.clock.clone(),
+        km: Arc::new(MemoryKeyManager::new()),
+        ds: f.ds.clone(),
+    };
+    let fresh = start(&f2, None).await;
+    assert_ne!(fresh.x509_states().await.0.unwrap(), x);
+}
+
+#[tokio::test]
+async fn manual_prepare_activate_taint_revoke() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let a = ca.x509_states().await.0.unwrap().authority_id;
+    // Cannot taint the active authority.
+    assert!(matches!(
+        ca.taint_x509_authority(&a).await,
+        Err(CaError::InvalidRequest(_))
+    ));
+    let b = ca.prepare_x509_authority().await.unwrap().authority_id;
+    assert!(matches!(
+        ca.activate_x509_authority("nope").await,
+        Err(CaError::InvalidRequest(_))
+    ));
+    assert_eq!(
+        ca.activate_x509_authority(&b).await.unwrap().authority_id,
+        b
+    );
+    // Revoking before tainting is refused.
+    assert!(matches!(
+        ca.revoke_x509_authority(&a).await,
+        Err(CaError::InvalidRequest(_))
+    ));
+    ca.taint_x509_authority(&a).await.unwrap();
+    let bundle = f.ds.get_bundle(&td()).await.unwrap().unwrap();
+    assert!(
+        bundle
+            .x509_authorities
+            .iter()
+            .any(|x| x.tainted && skid(&x.der) == a)
+    );
+    ca.revoke_x509_authority(&a).await.unwrap();
+    let remaining: Vec<String> = bundle_certs(&f).await.iter().map(|d| skid(d)).collect();
+    assert_eq!(remaining, vec![b]);
+
+    // JWT: same flow by kid.
+    let ja = ca.jwt_states().await.0.unwrap().authority_id;
+    let jb = ca.prepare_jwt_authority().await.unwrap().authority_id;
+    ca.activate_jwt_authority(&jb).await.unwrap();
+    ca.taint_jwt_authority(&ja).await.unwrap();
+    ca.revoke_jwt_authority(&ja).await.unwrap();
+    let kids: Vec<String> =
+        f.ds.get_bundle(&td())
+            .await
+            .unwrap()
+            .unwrap()
+            .jwt_authorities
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect();
+    assert_eq!(kids, vec![jb]);
+}
+
+#[tokio::test]
+async fn svid_lifetimes_are_capped_by_the_ca_and_jwt_key() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let chain = ca
+        .sign_x509_svid(
+            key.public_key(),
+            &workload(),
+            &[],
+            Some(Duration::from_secs(100_000)),
+        )
+        .unwrap();
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    assert!(leaf.validity().not_after.timestamp() <= f.clock.now_unix() + CA_TTL as i64);
+    let jwt = ca
+        .sign_jwt_svid(
+            &workload(),
+            &["aud".to_string()],
+            Some(Duration::from_secs(100_000)),
+            true,
+        )
+        .unwrap();
+    assert!(jwt.expires_at <= f.clock.now_unix() + CA_TTL as i64);
+    assert_eq!(jwt.token.split('.').count(), 3);
+}
+
+#[tokio::test]
+async fn server_svid_rotates_at_half_life() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let first = ca.server_svid().unwrap();
+    let id = spire_crypto::x509svid::spiffe_id_from_cert(&first.chain[0]).unwrap();
+    assert_eq!(id.to_string(), "spiffe://example.org/spire/server");
+    f.clock.advance(Duration::from_secs(20));
+    ca.rotate().await.unwrap();
+    assert_eq!(ca.server_svid().unwrap().not_after, first.not_after);
+    f.clock.advance(Duration::from_secs(20));
+    ca.rotate().await.unwrap();
+    assert_ne!(ca.server_svid().unwrap().not_after, first.not_after);
+}
+
+#[tokio::test]
+async fn upstream_disk_makes_the_ca_an_intermediate() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = spire_testkit::TestCa::new("upstream root");
+    let (cert_path, key_path) = root.write(dir.path(), "upstream").unwrap();
+    let data = serde_json::json!({
+        "cert_file_path": cert_path.display().to_string(),
+        "key_file_path": key_path.display().to_string(),
+    });
+    let up =
+        crate::plugin::upstreamauthority::DiskUpstreamAuthority::from_plugin_data(&data).unwrap();
+    let ca = start(&f, Some(Arc::new(up))).await;
+    // The bundle holds the upstream root, not the server CA.
+    assert_eq!(bundle_certs(&f).await, vec![root.cert_der().to_vec()]);
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let chain = ca
+        .sign_x509_svid(key.public_key(), &workload(), &[], None)
+        .unwrap();
+    assert_eq!(chain.len(), 2, "leaf + server CA");
+    let (_, server_ca) = X509Certificate::from_der(&chain[1]).unwrap();
+    let (_, root_cert) = X509Certificate::from_der(root.cert_der()).unwrap();
+    server_ca
+        .verify_signature(Some(root_cert.public_key()))
+        .unwrap();
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    leaf.verify_signature(Some(server_ca.public_key())).unwrap();
+    let state = ca.x509_states().await.0.unwrap();
+    assert_eq!(
+        state.upstream_authority_subject_key_id,
+        skid(root.cert_der())
+    );
+    // Local authorities cannot be tainted under an upstream authority.
+    assert!(matches!(
+        ca.taint_x509_authority(&state.authority_id).await,
+        Err(CaError::InvalidRequest(_))
+    ));
+}
