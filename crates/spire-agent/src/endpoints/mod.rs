@@ -81,6 +81,8 @@ pub struct EndpointsConfig {
     pub trust_domain: TrustDomain,
     /// Envoy SDS v3 on the Workload API socket (`sds { }`); off when `None` (`disable_sds_api`).
     pub sds: Option<sds::SdsSettings>,
+    /// `disable_workload_api`: the socket serves no `SpiffeWorkloadAPI` (SDS and health stay).
+    pub disable_workload_api: bool,
 }
 
 impl EndpointsConfig {
@@ -94,6 +96,7 @@ impl EndpointsConfig {
             workload_attestors: WorkloadAttestorsConfig::from_plugins(&cfg.plugins)?,
             trust_domain: cfg.trust_domain.clone(),
             sds: (!cfg.disable_sds_api).then(|| sds::SdsSettings::from(&cfg.sds)),
+            disable_workload_api: cfg.disable_workload_api,
         })
     }
 }
@@ -209,7 +212,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(workload::WorkloadService::new(state.clone()).into_server())
+        .add_optional_service(
+            (!cfg.disable_workload_api)
+                .then(|| workload::WorkloadService::new(state.clone()).into_server()),
+        )
         .add_optional_service(
             cfg.sds
                 .clone()

@@ -188,6 +188,15 @@ struct Harness {
 
 impl Harness {
     async fn start(first: Arc<IdentitySnapshot>, jwt: FakeJwt, allow_unauth: bool) -> Self {
+        Self::start_with(first, jwt, allow_unauth, |c| c).await
+    }
+
+    async fn start_with(
+        first: Arc<IdentitySnapshot>,
+        jwt: FakeJwt,
+        allow_unauth: bool,
+        tweak: impl FnOnce(EndpointsConfig) -> EndpointsConfig,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("public").join("api.sock");
         let admin = dir.path().join("private").join("admin.sock");
@@ -203,7 +212,9 @@ impl Harness {
             },
             trust_domain: td("example.org"),
             sds: Some(Default::default()),
+            disable_workload_api: false,
         };
+        let cfg = tweak(cfg);
         let task = tokio::spawn(serve(cfg, rx, Arc::new(jwt), shutdown.clone()));
         for _ in 0..200 {
             if admin.exists() && socket.exists() {
@@ -767,5 +778,39 @@ async fn reflection_lists_the_workload_api() {
         ),
         "{msg:?}"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn disable_workload_api_leaves_health_only() {
+    let f = Fixture::new();
+    let h = Harness::start_with(
+        f.snapshot(1, &standard_entries()),
+        FakeJwt {
+            key: f.jwt_key.clone(),
+            fail: false,
+        },
+        false,
+        |c| EndpointsConfig {
+            disable_workload_api: true,
+            ..c
+        },
+    )
+    .await;
+    let mut raw = h.raw().await;
+    let err = raw
+        .fetch_x509svid(with_header(pb::X509svidRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        crate::cli::uds_channel(&h.socket).await.unwrap(),
+    );
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     h.stop().await;
 }
