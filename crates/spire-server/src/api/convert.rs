@@ -339,12 +339,12 @@ pub fn entry_to_proto(e: &ds::Entry, mask: Option<&types::EntryMask>) -> types::
             String::new()
         },
         created_at: if m.created_at { e.created_at } else { 0 },
-        additional_attributes: m.additional_attributes.then(|| {
+        additional_attributes: m.additional_attributes.then_some(
             types::entry::AdditionalAttributes {
                 disable_x509_svid_prefetch: e.disable_x509_svid_prefetch,
                 jwt_svid_include_jti: e.jwt_svid_include_jti,
-            }
-        }),
+            },
+        ),
     }
 }
 
@@ -481,7 +481,7 @@ pub fn x509_authorities_from_proto(
     let mut out = Vec::with_capacity(certs.len());
     for c in certs {
         match x509_parser::parse_x509_certificate(&c.asn1) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok((&[], _)) => {}
             _ => {
                 return Err(invalid(
                     "invalid X.509 authority: not a single DER certificate",
@@ -644,7 +644,8 @@ mod tests {
 
     #[test]
     fn rejections_name_the_rule() {
-        let cases: Vec<(Box<dyn Fn(&mut types::Entry)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut types::Entry)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|e| e.x509_svid_ttl = -1), "x509_svid_ttl"),
             (Box::new(|e| e.jwt_svid_ttl = -5), "jwt_svid_ttl"),
             (Box::new(|e| e.selectors.clear()), "selector list is empty"),

@@ -484,14 +484,15 @@ fn parse_entries_json(text: &str) -> anyhow::Result<Vec<types::Entry>> {
 
 // === show / count ===
 
-fn filter_parts(
-    f: &FilterArgs,
-) -> anyhow::Result<(
+/// The wire filters of `-spiffeID`, `-parentID`, `-selector` and `-federatesWith`.
+type FilterParts = (
     Option<types::Spiffeid>,
     Option<types::Spiffeid>,
     Option<types::SelectorMatch>,
     Option<types::FederatesWithMatch>,
-)> {
+);
+
+fn filter_parts(f: &FilterArgs) -> anyhow::Result<FilterParts> {
     let by_spiffe = match &f.spiffe_id {
         Some(s) => Some(id_to_proto(s).context("invalid value for -spiffeID")?),
         None => None,

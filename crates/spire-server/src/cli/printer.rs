@@ -125,9 +125,15 @@ pub(crate) fn agent_pretty(a: &types::Agent) -> String {
 pub(crate) fn bundle_pem(b: &types::Bundle) -> String {
     let mut s = String::new();
     for a in &b.x509_authorities {
-        s.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", a.asn1.clone())));
+        s.push_str(&pem_cert(&a.asn1));
     }
     s
+}
+
+/// One PEM `CERTIFICATE` block with `\n` line endings, as Go writes it.
+pub(crate) fn pem_cert(der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config)
 }
 
 /// The SPIFFE bundle document (JWKS) of a wire bundle.

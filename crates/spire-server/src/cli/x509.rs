@@ -77,7 +77,7 @@ pub(crate) async fn run(cmd: X509Command) -> anyhow::Result<ExitCode> {
     let chain_pem: String = svid
         .cert_chain
         .iter()
-        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.clone())))
+        .map(|c| printer::pem_cert(c))
         .collect();
     let bundle_pem = printer::bundle_pem(&bundle);
     if let Some(dir) = &a.write {

@@ -51,6 +51,9 @@ pub enum UpstreamError {
     Sign(#[from] spire_crypto::x509::X509Error),
 }
 
+/// The upstream signing authority, the chain after it (no roots) and the roots.
+type LoadedUpstream = (X509Authority, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// An UpstreamAuthority plugin.
 pub trait UpstreamAuthority: Send + Sync + fmt::Debug {
     /// Signs a server CA for `public_key`.
@@ -99,7 +102,8 @@ impl DiskUpstreamAuthority {
         Ok(plugin)
     }
 
-    fn load(&self) -> Result<(X509Authority, Vec<Vec<u8>>, Vec<Vec<u8>>), UpstreamError> {
+    /// The upstream signing authority, the chain after it (no roots) and the roots.
+    fn load(&self) -> Result<LoadedUpstream, UpstreamError> {
         let certs = read_certs(&self.cert_file_path)?;
         let key_pem = read(&self.key_file_path)?;
         let key = PrivateKey::from_pem(&String::from_utf8_lossy(&key_pem)).map_err(|e| {
