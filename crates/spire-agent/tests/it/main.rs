@@ -1,4 +1,5 @@
 //! Integration tests of the `spire-agent` binary against the real `spire-server` binary.
 
 mod manager_e2e;
+mod sds;
 mod workload_e2e;
