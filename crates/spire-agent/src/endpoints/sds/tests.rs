@@ -638,3 +638,128 @@ async fn stream_waits_for_the_bundle() {
     assert_eq!(names(&r1), ["ROOTCA"]);
     assert_eq!(r1.version_info, "1");
 }
+
+fn agent_config(extra: &str) -> spire_config::AgentConfig {
+    let text = format!(
+        r#"agent {{
+            trust_domain = "example.org"
+            server_address = "127.0.0.1"
+            server_port = 8081
+            insecure_bootstrap = true
+            {extra}
+        }}
+        plugins {{
+            KeyManager "memory" {{
+                plugin_data {{}}
+            }}
+            NodeAttestor "join_token" {{
+                plugin_data {{}}
+            }}
+            WorkloadAttestor "unix" {{
+                plugin_data {{}}
+            }}
+        }}"#
+    );
+    spire_config::AgentConfig::parse(&text, "agent.conf", &Default::default()).unwrap()
+}
+
+#[test]
+fn sds_settings_from_the_agent_config() {
+    let cfg = crate::endpoints::EndpointsConfig::from_agent_config(&agent_config("")).unwrap();
+    assert_eq!(cfg.sds, Some(SdsSettings::default()));
+    assert_eq!(
+        SdsSettings::default(),
+        SdsSettings {
+            default_svid_name: "default".into(),
+            default_bundle_name: "ROOTCA".into(),
+            default_all_bundles_name: "ALL".into(),
+            disable_spiffe_cert_validation: false,
+        }
+    );
+
+    let cfg = crate::endpoints::EndpointsConfig::from_agent_config(&agent_config(
+        r#"sds {
+                default_svid_name = "svid"
+                default_bundle_name = "ca"
+                default_all_bundles_name = "all"
+                disable_spiffe_cert_validation = true
+            }"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.sds,
+        Some(SdsSettings {
+            default_svid_name: "svid".into(),
+            default_bundle_name: "ca".into(),
+            default_all_bundles_name: "all".into(),
+            disable_spiffe_cert_validation: true,
+        })
+    );
+
+    let cfg = crate::endpoints::EndpointsConfig::from_agent_config(&agent_config(
+        "disable_sds_api = true",
+    ))
+    .unwrap();
+    assert_eq!(cfg.sds, None);
+}
+
+/// Serves the whole endpoints (Workload API socket) with `sds` and returns an SDS client.
+async fn served(
+    sds: Option<SdsSettings>,
+    snap: IdentitySnapshot,
+) -> (
+    tempfile::TempDir,
+    watch::Sender<Arc<IdentitySnapshot>>,
+    CancellationToken,
+    SecretDiscoveryServiceClient<Channel>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let (tx, rx) = watch::channel(Arc::new(snap));
+    let shutdown = CancellationToken::new();
+    let cfg = crate::endpoints::EndpointsConfig {
+        socket_path: socket.clone(),
+        admin_socket_path: None,
+        allow_unauthenticated_verifiers: false,
+        allowed_foreign_jwt_claims: vec![],
+        workload_attestors: crate::endpoints::WorkloadAttestorsConfig {
+            unix: Some(UnixAttestorConfig::default()),
+        },
+        trust_domain: td("example.org"),
+        sds,
+        disable_workload_api: false,
+    };
+    tokio::spawn(crate::endpoints::serve(
+        cfg,
+        rx,
+        Arc::new(NoJwt),
+        shutdown.clone(),
+    ));
+    for _ in 0..500 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = SecretDiscoveryServiceClient::new(crate::cli::uds_channel(&socket).await.unwrap());
+    (dir, tx, shutdown, client)
+}
+
+#[tokio::test]
+async fn mounted_on_the_workload_socket_unless_disabled() {
+    let fx = Fixture::new();
+    let (_d, _tx, stop, mut c) =
+        served(Some(SdsSettings::default()), fx.snapshot(1, &entries())).await;
+    let resp = c
+        .fetch_secrets(request(&["default"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&resp), ["default"]);
+    stop.cancel();
+
+    let (_d, _tx, stop, mut c) = served(None, fx.snapshot(1, &entries())).await;
+    let err = c.fetch_secrets(request(&["default"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    stop.cancel();
+}
