@@ -631,12 +631,17 @@ async fn stream_waits_for_the_bundle() {
         .unwrap()
         .into_inner();
     tx.send(request(&["ROOTCA"])).await.unwrap();
-    // Published after the request: the first response is built from it.
-    let ready = fx.snapshot(2, &entries());
-    h.publish(ready);
+    let mut c2 = h.client().await;
+    let fetch = tokio::spawn(async move { c2.fetch_secrets(request(&["ROOTCA"])).await });
+    // Give both requests time to reach the server (without a bundle they would fail with
+    // InvalidArgument if the server did not wait); the outcome does not depend on the timing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.publish(fx.snapshot(2, &entries()));
     let r1 = stream.message().await.unwrap().unwrap();
     assert_eq!(names(&r1), ["ROOTCA"]);
     assert_eq!(r1.version_info, "1");
+    let fetched = fetch.await.unwrap().unwrap().into_inner();
+    assert_eq!(names(&fetched), ["ROOTCA"]);
 }
 
 fn agent_config(extra: &str) -> spire_config::AgentConfig {
