@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use spire_testkit::{
-    Cli, CliOutput, KeyManagerConfig, Process, ServerConfig, TestCa, UpstreamDisk, temp_dir,
-    wait_until_sync,
+    Cli, CliOutput, DataStoreConfig, KeyManagerConfig, Process, ServerConfig, TestCa, UpstreamDisk,
+    temp_dir, wait_until_sync,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_spire-server");
@@ -124,9 +124,55 @@ fn entry_count(s: &Server) -> i64 {
     s.json(&["entry", "count"])["count"].as_i64().unwrap()
 }
 
+/// A fresh PostgreSQL database on `SPIRE_TEST_POSTGRES_URL` (created with psql), or `None`
+/// when no server is configured outside CI (under `CI=true` the testkit fails instead).
+fn postgres_database() -> Option<String> {
+    let admin = spire_testkit::postgres_url()?;
+    let name = format!("spire_server_it_{}", uuid_like());
+    let out = Command::new("psql")
+        .args([admin.as_str(), "-XAtqc", &format!("CREATE DATABASE {name}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}_{nanos}", std::process::id())
+}
+
 #[test]
 fn entry_round_trip_with_every_option_and_bad_input() {
-    let s = Server::new(|c| c);
+    entry_round_trip(Server::new(|c| c));
+}
+
+#[test]
+fn entry_round_trip_on_postgres() {
+    let Some(url) = postgres_database() else {
+        return;
+    };
+    entry_round_trip(Server::new(|c| c.datastore(DataStoreConfig::Postgres(url))));
+}
+
+#[test]
+fn bundle_mint_and_restart_on_postgres() {
+    let Some(url) = postgres_database() else {
+        return;
+    };
+    bundle_mint_and_restart(Server::new(|c| c.datastore(DataStoreConfig::Postgres(url))));
+}
+
+fn entry_round_trip(s: Server) {
     // Federated bundle needed for -federatesWith.
     let fed = TestCa::new("fed root");
     std::fs::write(s.path("fed.pem"), fed.cert_pem()).unwrap();
@@ -386,7 +432,10 @@ fn bad_config_stops_the_start_naming_file_and_key() {
 
 #[test]
 fn bundle_mint_and_restart_keep_state() {
-    let mut s = Server::new(|c| c);
+    bundle_mint_and_restart(Server::new(|c| c));
+}
+
+fn bundle_mint_and_restart(mut s: Server) {
     // PEM bundle parses with openssl.
     let pem = s.ok(&["bundle", "show"]);
     std::fs::write(s.path("bundle.pem"), &pem).unwrap();
@@ -875,4 +924,82 @@ fn agents_tokens_federated_bundles_and_logger() {
         "{}",
         audit.join("\n")
     );
+}
+
+#[test]
+fn ca_rotates_by_itself_with_a_short_ca_ttl() {
+    // ca_ttl 30s: prepare when < 15s remain, activate when < 5s remain (checks every 10s).
+    let s = Server::new(|c| {
+        c.setting("ca_ttl", "\"30s\"")
+            .setting("default_x509_svid_ttl", "\"5s\"")
+    });
+    let first = s.json(&["localauthority", "x509", "show"])["active"]["authority_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_dir = s.path("old");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    s.ok(&[
+        "x509",
+        "mint",
+        "-spiffeID",
+        "spiffe://example.org/r",
+        "-write",
+        old_dir.to_str().unwrap(),
+    ]);
+
+    let mut prepared = String::new();
+    wait_until_sync(
+        Duration::from_secs(60),
+        "a prepared X.509 authority",
+        || {
+            let st = s.json(&["localauthority", "x509", "show"]);
+            match st["prepared"]["authority_id"].as_str() {
+                Some(id) if !id.is_empty() => {
+                    // Published before use: while still only prepared, the bundle has it.
+                    if st["active"]["authority_id"] == first.as_str() {
+                        assert_eq!(
+                            s.ok(&["bundle", "show"])
+                                .matches("BEGIN CERTIFICATE")
+                                .count(),
+                            2
+                        );
+                    }
+                    prepared = id.to_string();
+                    true
+                }
+                _ => st["active"]["authority_id"] != first.as_str(),
+            }
+        },
+    )
+    .unwrap();
+    wait_until_sync(
+        Duration::from_secs(60),
+        "the prepared authority becomes active",
+        || s.json(&["localauthority", "x509", "show"])["active"]["authority_id"] != first.as_str(),
+    )
+    .unwrap();
+    let new_dir = s.path("new");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    s.ok(&[
+        "x509",
+        "mint",
+        "-spiffeID",
+        "spiffe://example.org/r",
+        "-write",
+        new_dir.to_str().unwrap(),
+    ]);
+    // Both SVIDs verify against the current bundle during the overlap.
+    let bundle = new_dir.join("bundle.pem");
+    for d in [&old_dir, &new_dir] {
+        let v = openssl(&[
+            "verify",
+            "-no_check_time",
+            "-CAfile",
+            bundle.to_str().unwrap(),
+            d.join("svid.pem").to_str().unwrap(),
+        ]);
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    }
+    assert!(!prepared.is_empty());
 }
