@@ -250,6 +250,7 @@ pub async fn build_state(
         .await
         .map_err(ServerError::DataStore)?;
     let ca_config = ca_config(&config);
+    warn_if_ttls_cut_short(&ca_config);
     let ca = CaManager::start(
         ca_config,
         Arc::clone(&clock),
@@ -269,6 +270,26 @@ pub async fn build_state(
         started: Instant::now(),
         shutdown: CancellationToken::new(),
     }))
+}
+
+/// SPIRE warns when SVID TTLs exceed what the CA can issue for (`min(ca_ttl/6, 7d)`): such
+/// SVIDs would be cut short at the CA's expiry.
+fn warn_if_ttls_cut_short(c: &CaConfig) {
+    let limit = (c.ca_ttl / 6).min(std::time::Duration::from_secs(7 * 24 * 3600));
+    for (name, ttl) in [
+        ("default_x509_svid_ttl", c.default_x509_svid_ttl),
+        ("default_jwt_svid_ttl", c.default_jwt_svid_ttl),
+        ("agent_ttl", c.agent_ttl),
+    ] {
+        if ttl > limit {
+            tracing::warn!(
+                setting = name,
+                ttl_s = ttl.as_secs(),
+                ca_ttl_s = c.ca_ttl.as_secs(),
+                "SVID TTL is greater than the CA rotation window allows: SVIDs will be cut short"
+            );
+        }
+    }
 }
 
 /// The CA settings of a server config.

@@ -124,3 +124,29 @@ pub async fn bind_uds(path: &Path) -> io::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o770))?;
     Ok(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn socket_directory_is_private_and_stale_sockets_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private").join("api.sock");
+        let first = bind_uds(&path).await.unwrap();
+        let mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // A live listener is not replaced.
+        let err = bind_uds(&path).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        // Once nobody listens, the stale socket file is replaced.
+        drop(first);
+        assert!(path.exists());
+        bind_uds(&path).await.unwrap();
+    }
+}

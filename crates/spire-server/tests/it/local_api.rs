@@ -414,6 +414,31 @@ fn bad_config_stops_the_start_naming_file_and_key() {
         .unwrap();
     let out = cli(&["validate", "-config", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", out.stderr);
+    // -expandEnv: $VAR in the file is replaced from the environment.
+    let env_conf = dir.path().join("env.conf");
+    std::fs::write(
+        &env_conf,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("\"example.org\"", "\"${SPIRE_IT_TD}\""),
+    )
+    .unwrap();
+    let out = Cli::new(BIN)
+        .args([
+            "validate",
+            "-expandEnv",
+            "-config",
+            env_conf.to_str().unwrap(),
+        ])
+        .env("SPIRE_IT_TD", "example.org")
+        .run()
+        .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let out = cli(&["validate", "-config", env_conf.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "without -expandEnv the literal ${{...}} is not a trust domain"
+    );
     // Flags override the file: an invalid trust domain on the command line is reported.
     let out = cli(&[
         "run",
