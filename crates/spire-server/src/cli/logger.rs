@@ -81,8 +81,8 @@ pub(crate) async fn run(cmd: LoggerCommand) -> anyhow::Result<ExitCode> {
     };
     if common.output == OutputFormat::Json {
         printer::print_json(&json!({
-            "current_level": level_name(logger.current_level).to_uppercase(),
-            "launch_level": level_name(logger.launch_level).to_uppercase(),
+            "current_level": enum_name(logger.current_level),
+            "launch_level": enum_name(logger.launch_level),
         }));
     } else {
         println!("Logger Level : {}", level_name(logger.current_level));
@@ -103,6 +103,11 @@ fn level_from_name(s: &str) -> Option<types::LogLevel> {
         "trace" => types::LogLevel::Trace,
         _ => return None,
     })
+}
+
+/// The protojson name of a `LogLevel` value.
+fn enum_name(l: i32) -> &'static str {
+    types::LogLevel::try_from(l).map_or("UNSPECIFIED", |l| l.as_str_name())
 }
 
 fn level_name(l: i32) -> &'static str {

@@ -29,6 +29,7 @@ pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
 
 /// Parses `argv` (Go-style flags accepted) and runs the chosen command.
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli: Cli = match spire_cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(spire_cli::CliError::Clap(e)) => {
@@ -156,6 +157,24 @@ impl MatchMode {
             MatchMode::Any => 3,
         }
     }
+}
+
+/// Like Go programs, exit quietly when stdout is closed early (`spire-server bundle show | head`)
+/// instead of printing a panic.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(1);
+        }
+        default(info);
+    }));
 }
 
 /// Parses Go's boolean flag values (`-admin`, `-admin=true`, `-admin=false`).

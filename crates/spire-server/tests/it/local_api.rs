@@ -923,7 +923,7 @@ fn agents_tokens_federated_bundles_and_logger() {
 
     // Logger.
     let l = s.json(&["logger", "set", "-level", "warn"]);
-    assert_eq!(l["current_level"], "WARNING");
+    assert_eq!(l["current_level"], "WARN");
     let l = s.json(&["logger", "reset"]);
     assert_eq!(l["current_level"], l["launch_level"]);
     let bad = s.run(&["logger", "set", "-level", "loud"]);
