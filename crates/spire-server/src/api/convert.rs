@@ -1,7 +1,6 @@
 //! Conversions between the wire types (`spire.api.types`) and the datastore's domain types,
 //! with SPIRE's validation (mirrors `pkg/server/api/{entry,bundle,agent}.go`).
 
-use base64::Engine as _;
 use spire_datastore as ds;
 use spire_spiffe::{Selector, Selectors, SpiffeId, TrustDomain};
 
@@ -519,89 +518,6 @@ pub fn jwt_authorities_from_proto(
         });
     }
     Ok(out)
-}
-
-/// A DER SubjectPublicKeyInfo from an EC or RSA JWK (for `bundle set -format spiffe`).
-pub fn spki_from_jwk(jwk: &serde_json::Value) -> Option<Vec<u8>> {
-    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let get = |k: &str| {
-        jwk.get(k)
-            .and_then(|v| v.as_str())
-            .and_then(|s| url.decode(s).ok())
-    };
-    match jwk.get("kty")?.as_str()? {
-        "EC" => {
-            let (x, y) = (get("x")?, get("y")?);
-            let (curve_oid, size): (&[u8], usize) = match jwk.get("crv")?.as_str()? {
-                "P-256" => (
-                    &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
-                    32,
-                ),
-                "P-384" => (&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22], 48),
-                _ => return None,
-            };
-            if x.len() != size || y.len() != size {
-                return None;
-            }
-            let mut point = vec![0x04];
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            let ec_oid: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-            let alg = der_seq(&[ec_oid, curve_oid].concat());
-            Some(der_seq(&[alg, der_bitstring(&point)].concat()))
-        }
-        "RSA" => {
-            let (n, e) = (get("n")?, get("e")?);
-            let rsa_key = der_seq(&[der_uint(&n), der_uint(&e)].concat());
-            let rsa_oid: &[u8] = &[
-                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-            ];
-            let alg = der_seq(rsa_oid);
-            Some(der_seq(&[alg, der_bitstring(&rsa_key)].concat()))
-        }
-        _ => None,
-    }
-}
-
-fn der_len(len: usize) -> Vec<u8> {
-    if len < 0x80 {
-        vec![len as u8]
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        let mut out = vec![0x80 | bytes.len() as u8];
-        out.extend(bytes);
-        out
-    }
-}
-
-fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend(der_len(body.len()));
-    out.extend_from_slice(body);
-    out
-}
-
-fn der_seq(body: &[u8]) -> Vec<u8> {
-    der_tlv(0x30, body)
-}
-
-fn der_bitstring(body: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8];
-    b.extend_from_slice(body);
-    der_tlv(0x03, &b)
-}
-
-fn der_uint(v: &[u8]) -> Vec<u8> {
-    let mut v: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
-    if v.first().is_none_or(|b| b & 0x80 != 0) {
-        v.insert(0, 0);
-    }
-    der_tlv(0x02, &v)
 }
 
 #[cfg(test)]

@@ -107,14 +107,62 @@ pub(crate) async fn run(cmd: BundleCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_bundle(b: &types::Bundle, format: BundleFormat) {
+fn print_bundle(b: &types::Bundle, format: BundleFormat) -> anyhow::Result<()> {
     match format {
         BundleFormat::Pem => print!("{}", printer::bundle_pem(b)),
-        BundleFormat::Spiffe => match serde_json::to_string_pretty(&printer::bundle_spiffe_json(b))
-        {
-            Ok(s) => println!("{s}"),
-            Err(_) => println!("{{}}"),
-        },
+        BundleFormat::Spiffe => println!("{}", to_spiffe(b)?.to_json_pretty()?),
+    }
+    Ok(())
+}
+
+/// The SPIFFE bundle model of a wire bundle.
+fn to_spiffe(b: &types::Bundle) -> anyhow::Result<spire_spiffe::Bundle> {
+    let td: spire_spiffe::TrustDomain = b
+        .trust_domain
+        .parse()
+        .map_err(|e| anyhow::anyhow!("server returned an invalid trust domain: {e}"))?;
+    let mut out = spire_spiffe::Bundle::new(td);
+    out.x509_authorities = b.x509_authorities.iter().map(|a| a.asn1.clone()).collect();
+    out.jwt_authorities = b
+        .jwt_authorities
+        .iter()
+        .map(|k| spire_spiffe::JwtAuthority {
+            key_id: k.key_id.clone(),
+            public_key: k.public_key.clone(),
+            expires_at: (k.expires_at != 0).then_some(k.expires_at),
+        })
+        .collect();
+    out.refresh_hint =
+        (b.refresh_hint > 0).then(|| std::time::Duration::from_secs(b.refresh_hint as u64));
+    out.sequence_number = b.sequence_number;
+    Ok(out)
+}
+
+/// The wire form of a parsed SPIFFE bundle.
+fn from_spiffe(b: spire_spiffe::Bundle) -> types::Bundle {
+    types::Bundle {
+        trust_domain: b.trust_domain.as_str().to_string(),
+        x509_authorities: b
+            .x509_authorities
+            .into_iter()
+            .map(|asn1| types::X509Certificate {
+                asn1,
+                tainted: false,
+            })
+            .collect(),
+        jwt_authorities: b
+            .jwt_authorities
+            .into_iter()
+            .map(|k| types::JwtKey {
+                public_key: k.public_key,
+                key_id: k.key_id,
+                expires_at: k.expires_at.unwrap_or(0),
+                tainted: false,
+            })
+            .collect(),
+        refresh_hint: b.refresh_hint.map_or(0, |d| d.as_secs() as i64),
+        sequence_number: b.sequence_number,
+        wit_authorities: Vec::new(),
     }
 }
 
@@ -129,7 +177,7 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     if a.common.output == OutputFormat::Json {
         printer::print_json(&printer::bundle_json(&b));
     } else {
-        print_bundle(&b, a.format);
+        print_bundle(&b, a.format)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -186,7 +234,7 @@ async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     }
     if a.id.is_some() {
         if let Some(b) = bundles.first() {
-            print_bundle(b, a.format);
+            print_bundle(b, a.format)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -197,7 +245,7 @@ async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         println!("****************************************");
         println!("* {}", b.trust_domain);
         println!("****************************************");
-        print_bundle(b, a.format);
+        print_bundle(b, a.format)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -217,10 +265,20 @@ async fn set(a: SetArgs) -> anyhow::Result<ExitCode> {
             buf
         }
     };
+    let parsed_td: spire_spiffe::TrustDomain = td
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid value {id:?} for -id: {e}"))?;
     let mut bundle = match a.format {
-        BundleFormat::Pem => bundle_from_pem(&data)?,
-        BundleFormat::Spiffe => bundle_from_spiffe_json(&data)?,
+        BundleFormat::Pem => spire_spiffe::Bundle::from_pem(parsed_td, &data)
+            .map(from_spiffe)
+            .context("invalid PEM bundle data")?,
+        BundleFormat::Spiffe => spire_spiffe::Bundle::from_json(parsed_td, &data)
+            .map(from_spiffe)
+            .context("invalid SPIFFE bundle data")?,
     };
+    if bundle.x509_authorities.is_empty() {
+        bail!("bundle data contains no X.509 authorities");
+    }
     bundle.trust_domain = td;
     let channel = connect(&a.common.socket_path).await?;
     let mut client = pb::bundle_client::BundleClient::new(channel);
@@ -256,85 +314,6 @@ async fn set(a: SetArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn bundle_from_pem(data: &[u8]) -> anyhow::Result<types::Bundle> {
-    let blocks = pem::parse_many(data).context("bundle data is not valid PEM")?;
-    let mut out = types::Bundle::default();
-    for b in blocks {
-        if b.tag() != "CERTIFICATE" {
-            bail!(
-                "unexpected PEM block {:?} in bundle data: only CERTIFICATE is allowed",
-                b.tag()
-            );
-        }
-        x509_parser::parse_x509_certificate(b.contents())
-            .map_err(|e| anyhow::anyhow!("bundle contains an invalid certificate: {e}"))?;
-        out.x509_authorities.push(types::X509Certificate {
-            asn1: b.contents().to_vec(),
-            tainted: false,
-        });
-    }
-    if out.x509_authorities.is_empty() {
-        bail!("bundle data contains no certificates");
-    }
-    Ok(out)
-}
-
-fn bundle_from_spiffe_json(data: &[u8]) -> anyhow::Result<types::Bundle> {
-    use base64::Engine as _;
-    let doc: serde_json::Value =
-        serde_json::from_slice(data).context("bundle data is not valid JSON")?;
-    let mut out = types::Bundle::default();
-    if let Some(seq) = doc.get("spiffe_sequence").and_then(|v| v.as_u64()) {
-        out.sequence_number = seq;
-    }
-    if let Some(h) = doc.get("spiffe_refresh_hint").and_then(|v| v.as_i64()) {
-        out.refresh_hint = h;
-    }
-    let keys = doc
-        .get("keys")
-        .and_then(|k| k.as_array())
-        .cloned()
-        .unwrap_or_default();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    for key in keys {
-        match key.get("use").and_then(|u| u.as_str()) {
-            Some("x509-svid") => {
-                let x5c = key
-                    .get("x5c")
-                    .and_then(|v| v.as_array())
-                    .cloned()
-                    .unwrap_or_default();
-                if x5c.len() != 1 {
-                    bail!("x509-svid key must have exactly one certificate in x5c");
-                }
-                let der = b64
-                    .decode(x5c[0].as_str().unwrap_or_default())
-                    .context("x5c is not base64")?;
-                out.x509_authorities.push(types::X509Certificate {
-                    asn1: der,
-                    tainted: false,
-                });
-            }
-            Some("jwt-svid") => {
-                let kid = key.get("kid").and_then(|v| v.as_str()).unwrap_or_default();
-                if kid.is_empty() {
-                    bail!("jwt-svid key is missing a kid");
-                }
-                let spki = crate::api::convert::spki_from_jwk(&key)
-                    .context("jwt-svid key is not a supported public key")?;
-                out.jwt_authorities.push(types::JwtKey {
-                    public_key: spki,
-                    key_id: kid.to_string(),
-                    expires_at: 0,
-                    tainted: false,
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
 }
 
 async fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {

@@ -921,6 +921,51 @@ fn agents_tokens_federated_bundles_and_logger() {
             .is_empty()
     );
 
+    // SPIFFE-format bundles round trip through bundle set / bundle list.
+    let own = s.ok(&["bundle", "show", "-format", "spiffe"]);
+    std::fs::write(s.path("other.json"), &own).unwrap();
+    s.ok(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://other.org",
+        "-format",
+        "spiffe",
+        "-path",
+        s.path("other.json").to_str().unwrap(),
+    ]);
+    let listed: Value = serde_json::from_str(&s.ok(&[
+        "bundle",
+        "list",
+        "-id",
+        "spiffe://other.org",
+        "-format",
+        "spiffe",
+    ]))
+    .unwrap();
+    let own: Value = serde_json::from_str(&own).unwrap();
+    assert_eq!(listed["keys"], own["keys"]);
+    std::fs::write(
+        s.path("broken.json"),
+        r#"{"keys":[{"use":"x509-svid","kty":"EC"}]}"#,
+    )
+    .unwrap();
+    let bad = s.run(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://bad.org",
+        "-format",
+        "spiffe",
+        "-path",
+        s.path("broken.json").to_str().unwrap(),
+    ]);
+    assert!(
+        !bad.status.success() && bad.stderr.contains("invalid SPIFFE bundle data"),
+        "{}",
+        bad.stderr
+    );
+
     // Logger.
     let l = s.json(&["logger", "set", "-level", "warn"]);
     assert_eq!(l["current_level"], "WARN");
