@@ -120,3 +120,76 @@ pub(crate) fn item_status(s: &Status) -> crate::pb::types::Status {
         message: s.message().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> spire_spiffe::SpiffeId {
+        "spiffe://example.org/x".parse().unwrap()
+    }
+
+    #[test]
+    fn authorization_table() {
+        let local = Caller::local();
+        let admin = Caller {
+            kind: CallerKind::Admin {
+                addr: None,
+                id: id(),
+            },
+        };
+        let agent = Caller {
+            kind: CallerKind::Agent {
+                addr: None,
+                id: id(),
+            },
+        };
+        let downstream = Caller {
+            kind: CallerKind::Downstream {
+                addr: None,
+                id: id(),
+            },
+        };
+        let anon = Caller {
+            kind: CallerKind::Unauthenticated {
+                addr: None,
+                id: None,
+            },
+        };
+        let cases = [
+            (Policy::Any, [true, true, true, true, true]),
+            (Policy::Local, [true, false, false, false, false]),
+            (Policy::AdminOrLocal, [true, true, false, false, false]),
+            (Policy::AdminLocalOrAgent, [true, true, true, false, false]),
+            (Policy::Agent, [false, false, true, false, false]),
+            (Policy::Downstream, [false, false, false, true, false]),
+        ];
+        for (policy, allowed) in cases {
+            for (caller, want) in [&local, &admin, &agent, &downstream, &anon]
+                .iter()
+                .zip(allowed)
+            {
+                let got = authorize(caller, policy);
+                assert_eq!(got.is_ok(), want, "{policy:?} for {:?}", caller.kind);
+                if let Err(s) = got {
+                    assert_eq!(s.code(), tonic::Code::PermissionDenied);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn uds_peer_credentials_make_a_local_caller() {
+        let req = tonic::Request::new(());
+        assert!(matches!(
+            Caller::from_request(&req).kind,
+            CallerKind::Unauthenticated { .. }
+        ));
+        let mut req = tonic::Request::new(());
+        req.extensions_mut().insert(Caller::local());
+        assert!(matches!(
+            Caller::from_request(&req).kind,
+            CallerKind::Local { .. }
+        ));
+    }
+}
