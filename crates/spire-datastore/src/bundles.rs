@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use crate::entries::{delete_entry_rows, dissociate, entries_federating_with};
 use crate::error::{Error, Result};
 use crate::sql::{self, Arg, Sql, q};
-use crate::store::{Backend, DataStore, WriteTx, for_update, log_change};
+use crate::store::{Backend, DataStore, WriteTx, backend_of, for_update, log_change};
 use crate::types::{
     Bundle, BundleDeleteMode, ChangeKind, ChangeOp, JwtAuthority, ObjectKind, Page, Pagination,
     X509Authority,
@@ -160,6 +160,7 @@ impl DataStore {
 
     /// One page of bundles, ordered by trust domain.
     pub async fn list_bundles(&self, page: &Pagination) -> Result<Page<Bundle>> {
+        let bk = self.backend();
         let mut sql = Sql::new("SELECT trust_domain, data FROM bundles WHERE 1 = 1");
         if !page.token.is_empty() {
             sql.push(" AND trust_domain > ").bind(page.token.as_str());
@@ -168,7 +169,7 @@ impl DataStore {
         if page.page_size > 0 {
             sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
         }
-        let mut rows = sql.query().fetch_all(&self.inner.reader).await?;
+        let mut rows = sql.query(bk).fetch_all(&self.inner.reader).await?;
         let more = page.page_size > 0 && rows.len() > page.page_size as usize;
         if more {
             rows.truncate(page.page_size as usize);
@@ -186,8 +187,9 @@ impl DataStore {
 
     /// Number of stored bundles.
     pub async fn count_bundles(&self) -> Result<i64> {
-        let row = q("SELECT COUNT(*) AS n FROM bundles", &[])
-            .fetch_one(&self.inner.reader)
+        let bk = self.backend();
+        let row = q(bk, "SELECT COUNT(*) AS n FROM bundles", &[])
+            .fetch_one(&self.inner.replica)
             .await?;
         sql::int(&row, "n")
     }
@@ -200,6 +202,7 @@ impl DataStore {
         trust_domain: &TrustDomain,
         mode: BundleDeleteMode,
     ) -> Result<()> {
+        let bk = self.backend();
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let td = trust_domain.as_str();
@@ -228,6 +231,7 @@ impl DataStore {
             }
         }
         q(
+            bk,
             "DELETE FROM bundles WHERE trust_domain = $1",
             &[Arg::from(td)],
         )
@@ -261,15 +265,18 @@ pub(crate) async fn set_bundle_tx(
 }
 
 pub(crate) async fn load(conn: &mut AnyConnection, td: &str, lock: &str) -> Result<Option<Bundle>> {
+    let bk = backend_of(conn);
     let mut sql = Sql::new("SELECT trust_domain, data FROM bundles WHERE trust_domain = ");
     sql.bind(td).push(lock);
-    let row = sql.query().fetch_optional(&mut *conn).await?;
+    let row = sql.query(bk).fetch_optional(&mut *conn).await?;
     row.as_ref().map(decode_row).transpose()
 }
 
 async fn insert(conn: &mut AnyConnection, b: &Bundle, now: i64) -> Result<()> {
+    let bk = backend_of(conn);
     let td = b.trust_domain.as_str();
     q(
+        bk,
         "INSERT INTO bundles (trust_domain, data, created_at, updated_at) VALUES ($1, $2, $3, $3)",
         &[Arg::from(td), Arg::from(encode(b)?), Arg::Int(now)],
     )
@@ -279,8 +286,10 @@ async fn insert(conn: &mut AnyConnection, b: &Bundle, now: i64) -> Result<()> {
 }
 
 async fn save(conn: &mut AnyConnection, b: &Bundle, now: i64) -> Result<()> {
+    let bk = backend_of(conn);
     let td = b.trust_domain.as_str();
     q(
+        bk,
         "UPDATE bundles SET data = $1, updated_at = $2 WHERE trust_domain = $3",
         &[Arg::from(encode(b)?), Arg::Int(now), Arg::from(td)],
     )

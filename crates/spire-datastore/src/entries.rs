@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use crate::error::{Error, Result};
 use crate::sets::{SetColumns, push_set_match};
 use crate::sql::{self, Arg, Sql, q};
-use crate::store::{Backend, DataStore, WriteTx, for_share, for_update, log_change};
+use crate::store::{Backend, DataStore, WriteTx, backend_of, for_share, for_update, log_change};
 use crate::types::{
     ChangeKind, ChangeOp, Entry, EntryFilter, EntryMask, ObjectKind, Page, Pagination,
 };
@@ -79,6 +79,7 @@ impl DataStore {
 
     /// Several entries by ID (missing IDs are skipped), in ID order.
     pub async fn get_entries(&self, ids: &[String]) -> Result<Vec<Entry>> {
+        let bk = self.backend();
         let mut conn = self.inner.reader.acquire().await?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
@@ -87,7 +88,7 @@ impl DataStore {
                 .push(" FROM registered_entries e WHERE e.id IN (");
             push_list(&mut sql, chunk.iter().map(|s| Arg::from(s.as_str())));
             sql.push(") ORDER BY e.id");
-            let rows = sql.query().fetch_all(&mut *conn).await?;
+            let rows = sql.query(bk).fetch_all(&mut *conn).await?;
             out.extend(hydrate(&mut conn, &rows).await?);
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -131,9 +132,10 @@ impl DataStore {
 
     /// Number of entries matching `filter`.
     pub async fn count_entries(&self, filter: &EntryFilter) -> Result<i64> {
+        let bk = self.backend();
         let mut sql = Sql::new("SELECT COUNT(*) AS n FROM registered_entries e WHERE 1 = 1");
         push_entry_filter(&mut sql, filter);
-        let row = sql.query().fetch_one(&self.inner.reader).await?;
+        let row = sql.query(bk).fetch_one(&self.inner.replica).await?;
         sql::int(&row, "n")
     }
 
@@ -143,6 +145,7 @@ impl DataStore {
         filter: &EntryFilter,
         page: &Pagination,
     ) -> Result<Page<Entry>> {
+        let bk = self.backend();
         let mut conn = self.inner.reader.acquire().await?;
         let mut sql = Sql::new("SELECT ");
         sql.push(ENTRY_COLUMNS)
@@ -155,7 +158,7 @@ impl DataStore {
         if page.page_size > 0 {
             sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
         }
-        let mut rows = sql.query().fetch_all(&mut *conn).await?;
+        let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
         let more = page.page_size > 0 && rows.len() > page.page_size as usize;
         if more {
             rows.truncate(page.page_size as usize);
@@ -190,9 +193,11 @@ impl DataStore {
     /// Deletes every entry that expired before `before` (Unix seconds; entries with
     /// `expires_at = 0` never expire), in one transaction. Returns how many were deleted.
     pub async fn prune_entries(&self, before: i64) -> Result<u64> {
+        let bk = self.backend();
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let rows = q(
+            bk,
             "SELECT id FROM registered_entries WHERE expires_at > 0 AND expires_at < $1",
             &[Arg::Int(before)],
         )
@@ -256,6 +261,7 @@ pub(crate) async fn insert_entry(
     entry: &Entry,
     now: i64,
 ) -> Result<Entry> {
+    let bk = backend_of(conn);
     check_bundles_exist(conn, backend, &entry.federates_with).await?;
     if let Some(existing) = load_by_identity(conn, entry).await? {
         return Err(Error::EntryAlreadyExists(Box::new(existing)));
@@ -299,7 +305,7 @@ pub(crate) async fn insert_entry(
         ],
     );
     sql.push(")");
-    sql.query().execute(&mut *conn).await?;
+    sql.query(bk).execute(&mut *conn).await?;
     insert_children(conn, &e, true, true, true).await?;
     log_change(conn, ChangeKind::Entry, &e.id, ChangeOp::Create, now).await?;
     Ok(e)
@@ -312,6 +318,7 @@ pub(crate) async fn update_entry_tx(
     mask: &EntryMask,
     now: i64,
 ) -> Result<Entry> {
+    let bk = backend_of(conn);
     let mut cur = load_entry(conn, &entry.id, for_update(backend))
         .await?
         .ok_or_else(|| Error::not_found(ObjectKind::Entry, &entry.id))?;
@@ -396,9 +403,10 @@ pub(crate) async fn update_entry_tx(
         .bind(cur.disable_x509_svid_prefetch)
         .push(" WHERE id = ")
         .bind(cur.id.as_str());
-    sql.query().execute(&mut *conn).await?;
+    sql.query(bk).execute(&mut *conn).await?;
     if m.selectors {
         q(
+            bk,
             "DELETE FROM entry_selectors WHERE entry_id = $1",
             &[Arg::from(cur.id.as_str())],
         )
@@ -407,6 +415,7 @@ pub(crate) async fn update_entry_tx(
     }
     if m.dns_names {
         q(
+            bk,
             "DELETE FROM entry_dns_names WHERE entry_id = $1",
             &[Arg::from(cur.id.as_str())],
         )
@@ -415,6 +424,7 @@ pub(crate) async fn update_entry_tx(
     }
     if m.federates_with {
         q(
+            bk,
             "DELETE FROM entry_federates_with WHERE entry_id = $1",
             &[Arg::from(cur.id.as_str())],
         )
@@ -428,13 +438,14 @@ pub(crate) async fn update_entry_tx(
 
 /// Deletes an entry's rows and logs the deletion.
 pub(crate) async fn delete_entry_rows(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
+    let bk = backend_of(conn);
     for stmt in [
         "DELETE FROM entry_selectors WHERE entry_id = $1",
         "DELETE FROM entry_dns_names WHERE entry_id = $1",
         "DELETE FROM entry_federates_with WHERE entry_id = $1",
         "DELETE FROM registered_entries WHERE id = $1",
     ] {
-        q(stmt, &[Arg::from(id)]).execute(&mut *conn).await?;
+        q(bk, stmt, &[Arg::from(id)]).execute(&mut *conn).await?;
     }
     log_change(conn, ChangeKind::Entry, id, ChangeOp::Delete, now).await?;
     Ok(())
@@ -446,23 +457,25 @@ pub(crate) async fn load_entry(
     id: &str,
     lock: &str,
 ) -> Result<Option<Entry>> {
+    let bk = backend_of(conn);
     let mut sql = Sql::new("SELECT ");
     sql.push(ENTRY_COLUMNS)
         .push(" FROM registered_entries e WHERE e.id = ")
         .bind(id)
         .push(lock);
-    let rows = sql.query().fetch_all(&mut *conn).await?;
+    let rows = sql.query(bk).fetch_all(&mut *conn).await?;
     Ok(hydrate(conn, &rows).await?.into_iter().next())
 }
 
 async fn load_by_identity(conn: &mut AnyConnection, entry: &Entry) -> Result<Option<Entry>> {
+    let bk = backend_of(conn);
     let mut e = entry.clone();
     dedup_children(&mut e);
     let mut sql = Sql::new("SELECT ");
     sql.push(ENTRY_COLUMNS)
         .push(" FROM registered_entries e WHERE e.identity_key = ")
         .bind(identity_key(&e));
-    let rows = sql.query().fetch_all(&mut *conn).await?;
+    let rows = sql.query(bk).fetch_all(&mut *conn).await?;
     Ok(hydrate(conn, &rows).await?.into_iter().next())
 }
 
@@ -471,10 +484,11 @@ async fn check_bundles_exist(
     backend: Backend,
     tds: &[TrustDomain],
 ) -> Result<()> {
+    let bk = backend_of(conn);
     for td in tds {
         let mut sql = Sql::new("SELECT trust_domain FROM bundles WHERE trust_domain = ");
         sql.bind(td.as_str()).push(for_share(backend));
-        let row = sql.query().fetch_optional(&mut *conn).await?;
+        let row = sql.query(bk).fetch_optional(&mut *conn).await?;
         if row.is_none() {
             return Err(Error::FederatedBundleNotFound(td.as_str().to_owned()));
         }
@@ -489,9 +503,11 @@ async fn insert_children(
     dns: bool,
     federates: bool,
 ) -> Result<()> {
+    let bk = backend_of(conn);
     if selectors {
         for s in e.selectors.iter() {
             q(
+                bk,
                 "INSERT INTO entry_selectors (entry_id, type, value) VALUES ($1, $2, $3)",
                 &[
                     Arg::from(e.id.as_str()),
@@ -506,6 +522,7 @@ async fn insert_children(
     if dns {
         for (i, name) in e.dns_names.iter().enumerate() {
             q(
+                bk,
                 "INSERT INTO entry_dns_names (entry_id, position, value) VALUES ($1, $2, $3)",
                 &[
                     Arg::from(e.id.as_str()),
@@ -520,6 +537,7 @@ async fn insert_children(
     if federates {
         for td in &e.federates_with {
             q(
+                bk,
                 "INSERT INTO entry_federates_with (entry_id, trust_domain) VALUES ($1, $2)",
                 &[Arg::from(e.id.as_str()), Arg::from(td.as_str())],
             )
@@ -619,6 +637,7 @@ fn push_entry_filter(sql: &mut Sql, f: &EntryFilter) {
 /// Builds entries from base rows, loading their selectors, DNS names and federated trust
 /// domains in batches.
 async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Entry>> {
+    let bk = backend_of(conn);
     let mut entries = Vec::with_capacity(rows.len());
     for r in rows {
         entries.push(base_entry(r)?);
@@ -636,7 +655,7 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Entry>
             Sql::new("SELECT entry_id, type, value FROM entry_selectors WHERE entry_id IN (");
         push_list(&mut sql, ids.clone());
         sql.push(")");
-        for r in sql.query().fetch_all(&mut *conn).await? {
+        for r in sql.query(bk).fetch_all(&mut *conn).await? {
             let id = sql::text(&r, "entry_id")?;
             let s = Selector::new(sql::text(&r, "type")?, sql::text(&r, "value")?)
                 .map_err(|e| Error::corrupt("entry selector", e))?;
@@ -651,7 +670,7 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Entry>
         let mut sql = Sql::new("SELECT entry_id, value FROM entry_dns_names WHERE entry_id IN (");
         push_list(&mut sql, ids.clone());
         sql.push(") ORDER BY entry_id, position");
-        for r in sql.query().fetch_all(&mut *conn).await? {
+        for r in sql.query(bk).fetch_all(&mut *conn).await? {
             let id = sql::text(&r, "entry_id")?;
             if let Some(&i) = index.get(&id) {
                 chunk[i].dns_names.push(sql::text(&r, "value")?);
@@ -662,7 +681,7 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Entry>
             Sql::new("SELECT entry_id, trust_domain FROM entry_federates_with WHERE entry_id IN (");
         push_list(&mut sql, ids);
         sql.push(") ORDER BY entry_id, trust_domain");
-        for r in sql.query().fetch_all(&mut *conn).await? {
+        for r in sql.query(bk).fetch_all(&mut *conn).await? {
             let id = sql::text(&r, "entry_id")?;
             let td: TrustDomain = sql::parse(
                 "entry federated trust domain",
@@ -708,7 +727,9 @@ pub(crate) async fn entries_federating_with(
     conn: &mut AnyConnection,
     td: &str,
 ) -> Result<Vec<String>> {
+    let bk = backend_of(conn);
     let rows = q(
+        bk,
         "SELECT entry_id FROM entry_federates_with WHERE trust_domain = $1 ORDER BY entry_id",
         &[Arg::from(td)],
     )
@@ -724,13 +745,16 @@ pub(crate) async fn dissociate(
     td: &str,
     now: i64,
 ) -> Result<()> {
+    let bk = backend_of(conn);
     q(
+        bk,
         "DELETE FROM entry_federates_with WHERE entry_id = $1 AND trust_domain = $2",
         &[Arg::from(entry_id), Arg::from(td)],
     )
     .execute(&mut *conn)
     .await?;
     q(
+        bk,
         "UPDATE registered_entries SET revision_number = revision_number + 1 WHERE id = $1",
         &[Arg::from(entry_id)],
     )

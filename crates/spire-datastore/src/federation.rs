@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use crate::bundles::{self, set_bundle_tx};
 use crate::error::{Error, Result};
 use crate::sql::{self, Arg, Sql, q};
-use crate::store::{DataStore, log_change};
+use crate::store::{DataStore, backend_of, log_change};
 use crate::types::{
     BundleEndpointProfile, ChangeKind, ChangeOp, FederationRelationship,
     FederationRelationshipMask, ObjectKind, Page, Pagination,
@@ -20,6 +20,7 @@ impl DataStore {
         &self,
         rel: &FederationRelationship,
     ) -> Result<FederationRelationship> {
+        let bk = self.backend();
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let td = rel.trust_domain.as_str();
@@ -31,6 +32,7 @@ impl DataStore {
         }
         let (profile, endpoint_id) = profile_columns(&rel.profile);
         q(
+            bk,
             "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, \
              endpoint_spiffe_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
             &[
@@ -69,6 +71,7 @@ impl DataStore {
         &self,
         page: &Pagination,
     ) -> Result<Page<FederationRelationship>> {
+        let bk = self.backend();
         let mut conn = self.inner.reader.acquire().await?;
         let mut sql = Sql::new(
             "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id \
@@ -81,7 +84,7 @@ impl DataStore {
         if page.page_size > 0 {
             sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
         }
-        let mut rows = sql.query().fetch_all(&mut *conn).await?;
+        let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
         let more = page.page_size > 0 && rows.len() > page.page_size as usize;
         if more {
             rows.truncate(page.page_size as usize);
@@ -109,17 +112,19 @@ impl DataStore {
         rel: &FederationRelationship,
         mask: &FederationRelationshipMask,
     ) -> Result<FederationRelationship> {
+        let bk = self.backend();
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let td = rel.trust_domain.as_str();
         let mut sql =
             Sql::new("SELECT trust_domain FROM federation_relationships WHERE trust_domain = ");
         sql.bind(td).push(self.for_update());
-        if sql.query().fetch_optional(&mut *tx).await?.is_none() {
+        if sql.query(bk).fetch_optional(&mut *tx).await?.is_none() {
             return Err(Error::not_found(ObjectKind::FederationRelationship, td));
         }
         if mask.bundle_endpoint_url {
             q(
+                bk,
                 "UPDATE federation_relationships SET bundle_endpoint_url = $1, updated_at = $2 \
                  WHERE trust_domain = $3",
                 &[
@@ -134,6 +139,7 @@ impl DataStore {
         if mask.profile {
             let (profile, endpoint_id) = profile_columns(&rel.profile);
             q(
+                bk,
                 "UPDATE federation_relationships SET profile = $1, endpoint_spiffe_id = $2, \
                  updated_at = $3 WHERE trust_domain = $4",
                 &[
@@ -160,10 +166,12 @@ impl DataStore {
     /// Deletes the relationship (its bundle stays; delete it with
     /// [`DataStore::delete_bundle`]). [`Error::NotFound`] if there is none.
     pub async fn delete_federation_relationship(&self, trust_domain: &TrustDomain) -> Result<()> {
+        let bk = self.backend();
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let td = trust_domain.as_str();
         let res = q(
+            bk,
             "DELETE FROM federation_relationships WHERE trust_domain = $1",
             &[Arg::from(td)],
         )
@@ -198,12 +206,13 @@ async fn load(
     td: &str,
     lock: &str,
 ) -> Result<Option<FederationRelationship>> {
+    let bk = backend_of(conn);
     let mut sql = Sql::new(
         "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id \
          FROM federation_relationships WHERE trust_domain = ",
     );
     sql.bind(td).push(lock);
-    let row = sql.query().fetch_optional(&mut *conn).await?;
+    let row = sql.query(bk).fetch_optional(&mut *conn).await?;
     row.as_ref().map(decode_row).transpose()
 }
 

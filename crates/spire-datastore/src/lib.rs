@@ -1,11 +1,16 @@
 //! SQL datastore of the SPIRE server: registration entries, attested nodes and their selectors,
 //! join tokens, trust bundles, federation relationships, the CA journal and an ordered change
-//! log, on embedded SQLite (default) or PostgreSQL through sqlx.
+//! log, on embedded SQLite (default), PostgreSQL or MySQL/MariaDB through sqlx.
 //!
 //! Invariants:
 //! - This is the only crate that contains SQL. Queries use `$N` placeholders and run through
-//!   sqlx's `Any` driver, so one set of queries serves both backends; each backend has its own
-//!   migration set (`migrations/sqlite`, `migrations/postgres`), applied on open.
+//!   sqlx's `Any` driver, so one set of queries serves every backend (for MySQL the one SQL
+//!   layer rewrites `$N` into `?`; the few statements with no common spelling — upsert, delete
+//!   returning, shared row locks — are chosen per backend); each backend has its own migration
+//!   set (`migrations/sqlite`, `migrations/postgres`, `migrations/mysql`), applied on open.
+//! - On PostgreSQL every transaction that appends to the change log also notifies
+//!   [`CHANGE_LOG_CHANNEL`]; [`DataStore::change_notifications`] turns that into wake-ups for
+//!   followers in other processes (HA servers). Other backends' followers poll.
 //! - Every operation that writes more than one row runs in one transaction, and every write to
 //!   entries, nodes, bundles and federation relationships appends to `change_log` in that same
 //!   transaction (see [`changes`] for how to follow the log, including out-of-order commits on
@@ -32,6 +37,7 @@ mod error;
 mod federation;
 mod journal;
 mod nodes;
+mod notify;
 mod sets;
 mod sql;
 mod store;
@@ -40,7 +46,8 @@ mod types;
 
 pub use changes::ChangeFollower;
 pub use error::{Error, Result};
-pub use store::{Backend, DataStore, DataStoreConfig, WriteTx};
+pub use notify::ChangeNotifications;
+pub use store::{Backend, CHANGE_LOG_CHANNEL, DataStore, DataStoreConfig, WriteTx};
 pub use types::{
     AttestedNode, Bundle, BundleDeleteMode, BundleEndpointProfile, Change, ChangeKind, ChangeOp,
     Entry, EntryFilter, EntryMask, FederatesWithFilter, FederationRelationship,

@@ -10,7 +10,7 @@ use crate::entries::push_list;
 use crate::error::{Error, Result};
 use crate::sets::{SetColumns, push_set_match};
 use crate::sql::{self, Arg, Sql, q};
-use crate::store::{DataStore, WriteTx, for_update, log_change};
+use crate::store::{DataStore, WriteTx, backend_of, for_update, log_change};
 use crate::types::{
     AttestedNode, ChangeKind, ChangeOp, NodeFilter, NodeUpdate, ObjectKind, Page, Pagination,
 };
@@ -65,18 +65,21 @@ impl DataStore {
 
     /// Deletes a node and its selectors and returns it; [`Error::NotFound`] if absent.
     pub async fn delete_attested_node(&self, id: &SpiffeId) -> Result<AttestedNode> {
+        let bk = self.backend();
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let node = load_node(&mut tx, id.as_str(), self.for_update())
             .await?
             .ok_or_else(|| Error::not_found(ObjectKind::Node, id.as_str()))?;
         q(
+            bk,
             "DELETE FROM node_selectors WHERE spiffe_id = $1",
             &[Arg::from(id.as_str())],
         )
         .execute(&mut *tx)
         .await?;
         q(
+            bk,
             "DELETE FROM attested_nodes WHERE spiffe_id = $1",
             &[Arg::from(id.as_str())],
         )
@@ -96,9 +99,10 @@ impl DataStore {
 
     /// Number of nodes matching `filter`.
     pub async fn count_attested_nodes(&self, filter: &NodeFilter) -> Result<i64> {
+        let bk = self.backend();
         let mut sql = Sql::new("SELECT COUNT(*) AS n FROM attested_nodes n WHERE 1 = 1");
         push_node_filter(&mut sql, filter);
-        let row = sql.query().fetch_one(&self.inner.reader).await?;
+        let row = sql.query(bk).fetch_one(&self.inner.replica).await?;
         sql::int(&row, "n")
     }
 
@@ -108,6 +112,7 @@ impl DataStore {
         filter: &NodeFilter,
         page: &Pagination,
     ) -> Result<Page<AttestedNode>> {
+        let bk = self.backend();
         let mut conn = self.inner.reader.acquire().await?;
         let mut sql = Sql::new("SELECT ");
         sql.push(NODE_COLUMNS)
@@ -120,7 +125,7 @@ impl DataStore {
         if page.page_size > 0 {
             sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
         }
-        let mut rows = sql.query().fetch_all(&mut *conn).await?;
+        let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
         let more = page.page_size > 0 && rows.len() > page.page_size as usize;
         if more {
             rows.truncate(page.page_size as usize);
@@ -170,6 +175,7 @@ impl DataStore {
 impl WriteTx {
     /// See [`DataStore::create_attested_node`].
     pub async fn create_attested_node(&mut self, node: &AttestedNode) -> Result<AttestedNode> {
+        let bk = self.backend;
         let now = self.now;
         let conn = &mut *self.tx;
         let id = node.spiffe_id.as_str();
@@ -200,7 +206,7 @@ impl WriteTx {
             ],
         );
         sql.push(")");
-        let res = sql.query().execute(&mut *conn).await.map_err(Error::from);
+        let res = sql.query(bk).execute(&mut *conn).await.map_err(Error::from);
         if let Err(e) = res {
             if e.is_unique_violation() {
                 return Err(Error::AlreadyExists {
@@ -223,6 +229,7 @@ impl WriteTx {
         id: &SpiffeId,
         u: &NodeUpdate,
     ) -> Result<AttestedNode> {
+        let bk = self.backend;
         let now = self.now;
         let conn = &mut *self.tx;
         let lock = for_update(self.backend);
@@ -263,7 +270,7 @@ impl WriteTx {
             .bind(now)
             .push(" WHERE spiffe_id = ")
             .bind(id.as_str());
-        sql.query().execute(&mut *conn).await?;
+        sql.query(bk).execute(&mut *conn).await?;
         log_change(conn, ChangeKind::Node, id.as_str(), ChangeOp::Update, now).await?;
         Ok(n)
     }
@@ -287,7 +294,9 @@ async fn replace_selectors(
     id: &str,
     selectors: &Selectors,
 ) -> Result<()> {
+    let bk = backend_of(conn);
     q(
+        bk,
         "DELETE FROM node_selectors WHERE spiffe_id = $1",
         &[Arg::from(id)],
     )
@@ -295,6 +304,7 @@ async fn replace_selectors(
     .await?;
     for s in selectors.iter() {
         q(
+            bk,
             "INSERT INTO node_selectors (spiffe_id, type, value) VALUES ($1, $2, $3)",
             &[Arg::from(id), Arg::from(s.kind()), Arg::from(s.value())],
         )
@@ -305,7 +315,9 @@ async fn replace_selectors(
 }
 
 async fn load_selectors(conn: &mut AnyConnection, id: &str) -> Result<Selectors> {
+    let bk = backend_of(conn);
     let rows = q(
+        bk,
         "SELECT type, value FROM node_selectors WHERE spiffe_id = $1",
         &[Arg::from(id)],
     )
@@ -320,12 +332,13 @@ async fn load_selectors(conn: &mut AnyConnection, id: &str) -> Result<Selectors>
 }
 
 async fn load_node(conn: &mut AnyConnection, id: &str, lock: &str) -> Result<Option<AttestedNode>> {
+    let bk = backend_of(conn);
     let mut sql = Sql::new("SELECT ");
     sql.push(NODE_COLUMNS)
         .push(" FROM attested_nodes n WHERE n.spiffe_id = ")
         .bind(id)
         .push(lock);
-    let rows = sql.query().fetch_all(&mut *conn).await?;
+    let rows = sql.query(bk).fetch_all(&mut *conn).await?;
     Ok(hydrate(conn, &rows).await?.into_iter().next())
 }
 
@@ -367,6 +380,7 @@ fn push_node_filter(sql: &mut Sql, f: &NodeFilter) {
 }
 
 async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<AttestedNode>> {
+    let bk = backend_of(conn);
     let mut nodes = Vec::with_capacity(rows.len());
     for r in rows {
         nodes.push(AttestedNode {
@@ -395,7 +409,7 @@ async fn hydrate(conn: &mut AnyConnection, rows: &[AnyRow]) -> Result<Vec<Attest
             chunk.iter().map(|n| Arg::from(n.spiffe_id.as_str())),
         );
         sql.push(")");
-        for r in sql.query().fetch_all(&mut *conn).await? {
+        for r in sql.query(bk).fetch_all(&mut *conn).await? {
             let id = sql::text(&r, "spiffe_id")?;
             let s = Selector::new(sql::text(&r, "type")?, sql::text(&r, "value")?)
                 .map_err(|e| Error::corrupt("node selector", e))?;

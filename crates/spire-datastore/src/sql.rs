@@ -1,11 +1,16 @@
-//! A tiny dynamic-SQL builder that numbers `$N` placeholders (portable across SQLite and
-//! PostgreSQL through the `Any` driver) and row-decoding helpers.
+//! A tiny dynamic-SQL builder that numbers `$N` placeholders and row-decoding helpers.
+//!
+//! Queries are written once with PostgreSQL-style `$N` placeholders, which SQLite and
+//! PostgreSQL understand through the `Any` driver. MySQL/MariaDB only knows positional `?`:
+//! for it [`rewrite_placeholders`] turns every `$N` (outside quoted text) into `?` and lays the
+//! arguments out in placeholder order (a `$N` used twice binds its value twice).
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe, Row};
 
 use crate::error::{Error, Result};
+use crate::store::Backend;
 
 /// A bound value.
 #[derive(Debug, Clone)]
@@ -13,6 +18,8 @@ pub(crate) enum Arg {
     Text(String),
     Int(i64),
     Bytes(Vec<u8>),
+    /// SQL NULL (only produced by a placeholder without an argument).
+    Null,
 }
 
 impl From<&str> for Arg {
@@ -86,14 +93,68 @@ impl Sql {
         self
     }
 
-    pub(crate) fn query(&self) -> Query<'static, Any, AnyArguments> {
+    /// The query for `backend`, arguments bound.
+    pub(crate) fn query(&self, backend: Backend) -> Query<'static, Any, AnyArguments> {
+        if backend == Backend::Mysql {
+            let (text, args) = rewrite_placeholders(&self.text, &self.args);
+            return bind_all(sqlx::query(AssertSqlSafe(text)), &args);
+        }
         bind_all(sqlx::query(AssertSqlSafe(self.text.clone())), &self.args)
     }
 }
 
-/// Binds `args` in order to a query with static text.
-pub(crate) fn q(text: &'static str, args: &[Arg]) -> Query<'static, Any, AnyArguments> {
+/// Binds `args` (for `$1`, `$2`, …) to a query with static text, for `backend`.
+pub(crate) fn q(
+    backend: Backend,
+    text: &'static str,
+    args: &[Arg],
+) -> Query<'static, Any, AnyArguments> {
+    if backend == Backend::Mysql {
+        let (text, args) = rewrite_placeholders(text, args);
+        return bind_all(sqlx::query(AssertSqlSafe(text)), &args);
+    }
     bind_all(sqlx::query(text), args)
+}
+
+/// Rewrites `$N` placeholders into MySQL's positional `?`, returning the arguments in the order
+/// the `?` appear. Text inside single quotes, double quotes and backticks is left alone. A
+/// placeholder naming a missing argument binds NULL (the database then reports the error).
+pub(crate) fn rewrite_placeholders(text: &str, args: &[Arg]) -> (String, Vec<Arg>) {
+    let mut out = String::with_capacity(text.len());
+    let mut ordered = Vec::with_capacity(args.len());
+    let mut chars = text.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' | '`' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = 0usize;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n.saturating_mul(10).saturating_add(d as usize);
+                    chars.next();
+                }
+                out.push('?');
+                ordered.push(
+                    n.checked_sub(1)
+                        .and_then(|i| args.get(i))
+                        .cloned()
+                        .unwrap_or(Arg::Null),
+                );
+            }
+            c => out.push(c),
+        }
+    }
+    (out, ordered)
 }
 
 fn bind_all(
@@ -105,14 +166,22 @@ fn bind_all(
             Arg::Text(s) => query.bind(s.clone()),
             Arg::Int(i) => query.bind(*i),
             Arg::Bytes(b) => query.bind(b.clone()),
+            Arg::Null => query.bind(Option::<i64>::None),
         };
     }
     query
 }
 
-/// Reads a text column.
+/// Reads a text column. Binary columns (MySQL stores keys as `VARBINARY` so that comparisons
+/// are byte-wise) are decoded as UTF-8.
 pub(crate) fn text(row: &AnyRow, col: &str) -> Result<String> {
-    Ok(row.try_get::<String, _>(col)?)
+    match row.try_get::<String, _>(col) {
+        Ok(s) => Ok(s),
+        Err(e) => match row.try_get::<Vec<u8>, _>(col) {
+            Ok(b) => String::from_utf8(b).map_err(|e| Error::corrupt("text column", e)),
+            Err(_) => Err(e.into()),
+        },
+    }
 }
 
 /// Reads an integer column.
@@ -137,4 +206,37 @@ where
     T::Err: std::fmt::Display,
 {
     s.parse::<T>().map_err(|e| Error::corrupt(what, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(args: &[Arg]) -> Vec<i64> {
+        args.iter()
+            .map(|a| match a {
+                Arg::Int(i) => *i,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_become_positional_in_order() {
+        let args = [Arg::Int(10), Arg::Int(20), Arg::Int(30)];
+        let (t, a) = rewrite_placeholders("INSERT INTO t VALUES ($1, $2, $3, $3)", &args);
+        assert_eq!(t, "INSERT INTO t VALUES (?, ?, ?, ?)");
+        assert_eq!(ints(&a), vec![10, 20, 30, 30]);
+        let (t, a) = rewrite_placeholders("SELECT $2 + $1 + $10", &args);
+        assert_eq!(t, "SELECT ? + ? + ?");
+        assert_eq!(ints(&a), vec![20, 10, -1]);
+    }
+
+    #[test]
+    fn quoted_text_is_left_alone() {
+        let args = [Arg::Int(1)];
+        let (t, a) = rewrite_placeholders("SELECT '$1', \"$1\", `$1`, 'it''s $1', $1, $x", &args);
+        assert_eq!(t, "SELECT '$1', \"$1\", `$1`, 'it''s $1', ?, $x");
+        assert_eq!(ints(&a), vec![1]);
+    }
 }

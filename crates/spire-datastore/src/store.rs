@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+use sqlx::{Any, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Transaction};
 
 use crate::error::{Error, Result};
 use crate::sql::Sql;
@@ -19,6 +19,10 @@ use crate::types::{ChangeKind, ChangeOp};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+static MYSQL_MIGRATOR: Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// The PostgreSQL channel a committing write notifies (see [`DataStore::change_notifications`]).
+pub const CHANGE_LOG_CHANNEL: &str = "spire_change_log";
 
 /// Which SQL database backs the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,17 +32,25 @@ pub enum Backend {
     Sqlite,
     /// PostgreSQL (`database_type = "postgres"`).
     Postgres,
+    /// MySQL or MariaDB (`database_type = "mysql"`).
+    Mysql,
 }
 
 /// Settings of SPIRE's `DataStore "sql"` plugin that this crate uses.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DataStoreConfig {
-    /// `sqlite3` or `postgres`.
+    /// `sqlite3`, `postgres` or `mysql`.
     pub database_type: String,
     /// SQLite: a file path (or `:memory:`). PostgreSQL: a `postgres://` URL or a libpq
-    /// `key=value` connection string.
+    /// `key=value` connection string. MySQL: a Go driver DSN
+    /// (`user:pass@tcp(host:port)/db?params`) or a `mysql://` URL.
     pub connection_string: String,
-    /// Maximum open connections for PostgreSQL (SQLite always uses one writer).
+    /// A read-only replica for reads that tolerate staleness (SPIRE `ro_connection_string`;
+    /// PostgreSQL and MySQL only). Used by the `count_*` operations; listing, the change log
+    /// and everything inside a write read the primary (cold-start loads and paging must be
+    /// consistent with the change-log position).
+    pub ro_connection_string: Option<String>,
+    /// Maximum open connections for PostgreSQL and MySQL (SQLite always uses one writer).
     pub max_open_conns: Option<u32>,
     /// Skip the schema migrations on open (SPIRE `disable_migration`).
     pub disable_migration: bool,
@@ -50,6 +62,7 @@ impl DataStoreConfig {
         DataStoreConfig {
             database_type: database_type.into(),
             connection_string: connection_string.into(),
+            ro_connection_string: None,
             max_open_conns: None,
             disable_migration: false,
         }
@@ -61,6 +74,7 @@ impl fmt::Debug for DataStoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DataStoreConfig")
             .field("database_type", &self.database_type)
+            .field("ro_connection_string", &self.ro_connection_string.is_some())
             .field("max_open_conns", &self.max_open_conns)
             .field("disable_migration", &self.disable_migration)
             .finish_non_exhaustive()
@@ -78,8 +92,12 @@ pub(crate) struct Inner {
     pub(crate) reader: AnyPool,
     /// Pool for write transactions (a single connection on SQLite).
     pub(crate) writer: AnyPool,
+    /// Pool for stale-tolerant reads (`ro_connection_string`), else the reader.
+    pub(crate) replica: AnyPool,
     pub(crate) backend: Backend,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Change-log wake-ups (PostgreSQL LISTEN/NOTIFY).
+    pub(crate) notifications: crate::notify::Notifications,
 }
 
 impl fmt::Debug for DataStore {
@@ -98,8 +116,9 @@ impl DataStore {
         match config.database_type.as_str() {
             "sqlite3" | "sqlite" => open_sqlite(config, clock).await,
             "postgres" | "postgresql" => open_postgres(config, clock).await,
+            "mysql" | "mariadb" => open_mysql(config, clock).await,
             other => Err(Error::Config(format!(
-                "unsupported database_type {other:?} (expected \"sqlite3\" or \"postgres\")"
+                "unsupported database_type {other:?} (expected \"sqlite3\", \"postgres\" or \"mysql\")"
             ))),
         }
     }
@@ -135,8 +154,10 @@ impl DataStore {
 
     /// Closes every connection. Later calls fail.
     pub async fn close(&self) {
+        self.inner.notifications.stop();
         self.inner.writer.close().await;
         self.inner.reader.close().await;
+        self.inner.replica.close().await;
     }
 
     /// Starts a write transaction for operations that must commit together (e.g. consuming a
@@ -166,7 +187,16 @@ pub(crate) fn for_update(backend: Backend) -> &'static str {
     match backend {
         // SQLite has one writer connection: a write transaction is already exclusive.
         Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE",
+        Backend::Postgres | Backend::Mysql => " FOR UPDATE",
+    }
+}
+
+/// The backend a connection talks to.
+pub(crate) fn backend_of(conn: &AnyConnection) -> Backend {
+    match conn.backend_name() {
+        "PostgreSQL" => Backend::Postgres,
+        "MySQL" => Backend::Mysql,
+        _ => Backend::Sqlite,
     }
 }
 
@@ -176,6 +206,8 @@ pub(crate) fn for_share(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "",
         Backend::Postgres => " FOR SHARE",
+        // MariaDB has no FOR SHARE; both MySQL and MariaDB accept this spelling.
+        Backend::Mysql => " LOCK IN SHARE MODE",
     }
 }
 
@@ -212,6 +244,7 @@ pub(crate) async fn log_change(
     op: ChangeOp,
     now: i64,
 ) -> Result<()> {
+    let bk = backend_of(conn);
     let mut sql = Sql::new("INSERT INTO change_log (kind, object_id, op, created_at) VALUES (");
     sql.bind(kind.as_str())
         .push(", ")
@@ -221,7 +254,16 @@ pub(crate) async fn log_change(
         .push(", ")
         .bind(now)
         .push(")");
-    sql.query().execute(&mut *conn).await?;
+    sql.query(bk).execute(&mut *conn).await?;
+    if bk == Backend::Postgres {
+        // Delivered to listeners when (and only if) the transaction commits; PostgreSQL folds
+        // repeated identical notifications of one transaction into one.
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT pg_notify('{CHANGE_LOG_CHANNEL}', '')"
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -300,10 +342,12 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
     tracing::debug!(backend = "sqlite3", in_memory, "Datastore opened");
     Ok(DataStore {
         inner: Arc::new(Inner {
+            replica: reader.clone(),
             reader,
             writer,
             backend: Backend::Sqlite,
             clock,
+            notifications: crate::notify::Notifications::none(),
         }),
     })
 }
@@ -338,15 +382,200 @@ async fn open_postgres(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Resul
     if !config.disable_migration {
         POSTGRES_MIGRATOR.run(&pool).await?;
     }
+    let replica = match &config.ro_connection_string {
+        Some(ro) if !ro.trim().is_empty() => {
+            let ro_url = postgres_url(ro)?;
+            AnyPoolOptions::new()
+                .max_connections(config.max_open_conns.unwrap_or(20).max(2))
+                .idle_timeout(Some(Duration::from_secs(30)))
+                .connect(&ro_url)
+                .await
+                .map_err(|source| Error::Open {
+                    database_type: "postgres",
+                    target: redacted_target(&ro_url),
+                    source,
+                })?
+        }
+        _ => pool.clone(),
+    };
     tracing::debug!(backend = "postgres", "Datastore opened");
     Ok(DataStore {
         inner: Arc::new(Inner {
             reader: pool.clone(),
             writer: pool,
+            replica,
             backend: Backend::Postgres,
             clock,
+            notifications: crate::notify::Notifications::postgres(url),
         }),
     })
+}
+
+async fn open_mysql(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<DataStore> {
+    let url = mysql_url(&config.connection_string)?;
+    let pool = mysql_pool(config, &url).await?;
+    if !config.disable_migration {
+        MYSQL_MIGRATOR.run(&pool).await?;
+    }
+    let replica = match &config.ro_connection_string {
+        Some(ro) if !ro.trim().is_empty() => mysql_pool(config, &mysql_url(ro)?).await?,
+        _ => pool.clone(),
+    };
+    tracing::debug!(backend = "mysql", "Datastore opened");
+    Ok(DataStore {
+        inner: Arc::new(Inner {
+            reader: pool.clone(),
+            writer: pool,
+            replica,
+            backend: Backend::Mysql,
+            clock,
+            notifications: crate::notify::Notifications::none(),
+        }),
+    })
+}
+
+async fn mysql_pool(config: &DataStoreConfig, url: &str) -> Result<AnyPool> {
+    let open_err = |source| Error::Open {
+        database_type: "mysql",
+        target: redacted_target(url),
+        source,
+    };
+    let probe = AnyConnection::connect(url).await.map_err(open_err)?;
+    probe.close().await.map_err(open_err)?;
+    AnyPoolOptions::new()
+        .max_connections(config.max_open_conns.unwrap_or(20).max(2))
+        .idle_timeout(Some(Duration::from_secs(30)))
+        .after_connect(|conn, _| mysql_session(conn))
+        .connect(url)
+        .await
+        .map_err(open_err)
+}
+
+fn mysql_session(conn: &mut AnyConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        // Strict: an over-long value is an error, never silently truncated. READ COMMITTED: the
+        // same visibility as PostgreSQL, and no gap locks (which deadlock concurrent inserts).
+        conn.execute("SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES')")
+            .await?;
+        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await?;
+        Ok(())
+    })
+}
+
+/// Turns a MySQL connection string into a `mysql://` URL. Accepts the Go driver's DSN
+/// (`[user[:password]@][tcp[(host[:port])]|unix(path)]/dbname[?params]`, SPIRE's form) and
+/// `mysql://` URLs. Go-only parameters (`parseTime`, `loc`, `charset`, …) are dropped; `tls`
+/// maps to `ssl-mode`.
+pub(crate) fn mysql_url(cs: &str) -> Result<String> {
+    let cs = cs.trim();
+    if cs.starts_with("mysql://") || cs.starts_with("mariadb://") {
+        let mut u = url::Url::parse(cs).map_err(|e| {
+            Error::Config(format!("connection_string is not a valid mysql URL: {e}"))
+        })?;
+        if u.scheme() != "mysql" {
+            let rest = &cs["mariadb".len()..];
+            u = url::Url::parse(&format!("mysql{rest}")).map_err(|e| {
+                Error::Config(format!("connection_string is not a valid mysql URL: {e}"))
+            })?;
+        }
+        return Ok(u.to_string());
+    }
+    if cs.is_empty() {
+        return Err(Error::Config(
+            "connection_string is empty (expected \"user:pass@tcp(host:port)/dbname\" or a mysql:// URL)"
+                .into(),
+        ));
+    }
+    let bad = |what: &str| {
+        Error::Config(format!(
+            "connection_string: {what} (expected \"user:pass@tcp(host:port)/dbname?params\" or a mysql:// URL)"
+        ))
+    };
+    // The database name starts after the last '/' that precedes the parameters.
+    let (main, params) = match cs.find('?') {
+        Some(i) => (&cs[..i], Some(&cs[i + 1..])),
+        None => (cs, None),
+    };
+    let slash = main.rfind('/').ok_or_else(|| bad("no \"/dbname\""))?;
+    let (head, dbname) = (&main[..slash], &main[slash + 1..]);
+    // Credentials end at the last '@' (a password may contain '@').
+    let (creds, addr) = match head.rfind('@') {
+        Some(i) => (Some(&head[..i]), &head[i + 1..]),
+        None => (None, head),
+    };
+    let mut url = url::Url::parse("mysql://localhost")
+        .map_err(|e| Error::Config(format!("cannot build a mysql URL: {e}")))?;
+    if let Some(creds) = creds {
+        let (user, pass) = match creds.find(':') {
+            Some(i) => (&creds[..i], Some(&creds[i + 1..])),
+            None => (creds, None),
+        };
+        url.set_username(user).map_err(|_| bad("bad user"))?;
+        url.set_password(pass).map_err(|_| bad("bad password"))?;
+    }
+    let mut socket = None;
+    if !addr.is_empty() {
+        let (net, inner) = match addr.find('(') {
+            Some(i) if addr.ends_with(')') => (&addr[..i], &addr[i + 1..addr.len() - 1]),
+            Some(_) => return Err(bad("unbalanced parentheses in the address")),
+            None => (addr, ""),
+        };
+        match net {
+            "tcp" | "tcp6" | "tcp4" => {
+                if !inner.is_empty() {
+                    let (host, port) = match inner.rfind(':') {
+                        Some(i) if !inner.ends_with(']') => (&inner[..i], Some(&inner[i + 1..])),
+                        _ => (inner, None),
+                    };
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let host = if host.contains(':') {
+                        format!("[{host}]")
+                    } else {
+                        host.to_owned()
+                    };
+                    url.set_host(Some(&host)).map_err(|_| bad("bad host"))?;
+                    if let Some(p) = port {
+                        let p: u16 = p.parse().map_err(|_| bad("bad port"))?;
+                        url.set_port(Some(p)).map_err(|_| bad("bad port"))?;
+                    }
+                }
+            }
+            "unix" => socket = Some(inner.to_owned()),
+            other => return Err(bad(&format!("unknown network {other:?}"))),
+        }
+    }
+    url.set_path(&format!("/{dbname}"));
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(s) = socket {
+            q.append_pair("socket", &s);
+        }
+        for pair in params.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "tls" => {
+                    let mode = match v {
+                        "true" => "verify_identity",
+                        "skip-verify" => "required",
+                        "preferred" => "preferred",
+                        "false" => "disabled",
+                        // A named custom TLS config of the Go driver: require TLS at least.
+                        _ => "required",
+                    };
+                    q.append_pair("ssl-mode", mode);
+                }
+                "charset" | "collation" => {}
+                // Go-driver settings with no equivalent here (parseTime, loc, timeout, …).
+                _ => {}
+            }
+        }
+    }
+    let mut s = url.to_string();
+    if s.ends_with('?') {
+        s.pop();
+    }
+    Ok(s)
 }
 
 /// Turns a PostgreSQL connection string (URL or libpq `key=value` form) into a URL.
@@ -388,13 +617,14 @@ pub(crate) fn postgres_url(cs: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
-/// `host:port/database` of a postgres URL, without credentials.
+/// `host:port/database` of a postgres or mysql URL, without credentials.
 fn redacted_target(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(u) => format!(
             "{}:{}{}",
             u.host_str().unwrap_or("localhost"),
-            u.port().unwrap_or(5432),
+            u.port()
+                .unwrap_or(if u.scheme() == "mysql" { 3306 } else { 5432 }),
             u.path()
         ),
         Err(_) => "<unparseable URL>".into(),
@@ -482,6 +712,34 @@ mod tests {
             url,
             "postgres://spire:p%20w@127.0.0.1:5433/spire?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn go_mysql_dsn_becomes_url() {
+        assert_eq!(
+            mysql_url("spire:p@ss@tcp(127.0.0.1:3306)/spire?parseTime=true&charset=utf8").unwrap(),
+            "mysql://spire:p%40ss@127.0.0.1:3306/spire"
+        );
+        assert_eq!(
+            mysql_url("root@tcp(db.example:3307)/x?tls=true").unwrap(),
+            "mysql://root@db.example:3307/x?ssl-mode=verify_identity"
+        );
+        assert_eq!(
+            mysql_url("u:pw@unix(/run/mysqld/mysqld.sock)/spire").unwrap(),
+            "mysql://u:pw@localhost/spire?socket=%2Frun%2Fmysqld%2Fmysqld.sock"
+        );
+        assert_eq!(
+            mysql_url("u@tcp([::1]:3306)/spire").unwrap(),
+            "mysql://u@[::1]:3306/spire"
+        );
+        assert_eq!(
+            mysql_url("mysql://root@127.0.0.1:3306/spire").unwrap(),
+            "mysql://root@127.0.0.1:3306/spire"
+        );
+        assert!(mysql_url("").is_err());
+        assert!(mysql_url("root@tcp(127.0.0.1:3306)").is_err());
+        assert!(mysql_url("root@tcp(127.0.0.1:x)/db").is_err());
+        assert!(mysql_url("root@udp(127.0.0.1:1)/db").is_err());
     }
 
     #[test]

@@ -5,15 +5,17 @@ use sqlx::AnyConnection;
 
 use crate::error::{Error, Result};
 use crate::sql::{self, Arg, q};
-use crate::store::{DataStore, WriteTx};
+use crate::store::{Backend, DataStore, WriteTx, backend_of};
 use crate::types::{JoinTokenStatus, ObjectKind};
 
 impl DataStore {
     /// Stores a join token valid until `expires_at` (Unix seconds).
     /// [`Error::AlreadyExists`] if the same token is already stored.
     pub async fn create_join_token(&self, token: &str, expires_at: i64) -> Result<()> {
+        let bk = self.backend();
         let hash = token_hash(token);
         let res = q(
+            bk,
             "INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)",
             &[Arg::from(hash), Arg::Int(expires_at)],
         )
@@ -41,7 +43,9 @@ impl DataStore {
 
     /// Whether a token is stored and unexpired at `now`, without consuming it.
     pub async fn join_token_exists(&self, token: &str, now: i64) -> Result<bool> {
+        let bk = self.backend();
         let row = q(
+            bk,
             "SELECT expires_at FROM join_tokens WHERE token_hash = $1",
             &[Arg::from(token_hash(token))],
         )
@@ -55,7 +59,9 @@ impl DataStore {
 
     /// Deletes every token that expired before `before`; returns how many.
     pub async fn prune_join_tokens(&self, before: i64) -> Result<u64> {
+        let bk = self.backend();
         let res = q(
+            bk,
             "DELETE FROM join_tokens WHERE expires_at < $1",
             &[Arg::Int(before)],
         )
@@ -75,12 +81,37 @@ impl WriteTx {
 }
 
 async fn consume(conn: &mut AnyConnection, token: &str, now: i64) -> Result<JoinTokenStatus> {
-    let row = q(
-        "DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at",
-        &[Arg::from(token_hash(token))],
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let bk = backend_of(conn);
+    let hash = token_hash(token);
+    let row = if bk == Backend::Mysql {
+        // No DELETE … RETURNING on MySQL: read the expiry, then let the DELETE decide. Of two
+        // racing consumers the second DELETE waits for the first to commit and then removes
+        // nothing, so only one sees the row go.
+        let row = q(
+            bk,
+            "SELECT expires_at FROM join_tokens WHERE token_hash = $1",
+            &[Arg::from(hash.as_str())],
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        let deleted = q(
+            bk,
+            "DELETE FROM join_tokens WHERE token_hash = $1",
+            &[Arg::from(hash.as_str())],
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        row.filter(|_| deleted == 1)
+    } else {
+        q(
+            bk,
+            "DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at",
+            &[Arg::from(hash)],
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    };
     Ok(match row {
         None => JoinTokenStatus::NotFound,
         Some(r) => {

@@ -8,7 +8,11 @@ use spire_spiffe::Clock;
 
 use crate::harness::{START, TestDb, entry, id, sels, td};
 
-crate::backend_tests!(change_log_per_op, change_follower_reads_the_log);
+crate::backend_tests!(
+    change_log_per_op,
+    change_follower_reads_the_log,
+    two_stores_share_one_database
+);
 
 fn summary(changes: &[Change]) -> Vec<(ChangeKind, String, ChangeOp)> {
     changes
@@ -198,4 +202,85 @@ async fn postgres_follower_handles_out_of_order_commits() {
     assert!(f.pending_gaps().is_empty());
     assert_eq!(f.take_expired().len(), 1);
     db.cleanup().await;
+}
+
+/// Two stores on one database, as two servers of one trust domain: a write through one is in
+/// the other's change log (and, on PostgreSQL, wakes its change notifications), and a join
+/// token raced through both is consumed by exactly one attestation transaction.
+async fn two_stores_share_one_database(db: &TestDb) {
+    let a = &db.ds;
+    let b = db.reopen().await;
+    let mut wake = a.change_notifications();
+    assert_eq!(wake.is_live(), db.kind == "postgres", "{}", db.kind);
+    let start = a.latest_change_id().await.unwrap();
+    if wake.is_live() {
+        // The listener's first wake-up (LISTEN established) may come before or after the write.
+        tokio::time::timeout(Duration::from_secs(30), wake.changed())
+            .await
+            .expect("the LISTEN connection is established");
+    }
+    let e = b
+        .create_entry(&entry("/from-b", "/a", &["t:1"]))
+        .await
+        .unwrap();
+    if wake.is_live() {
+        tokio::time::timeout(Duration::from_secs(30), wake.changed())
+            .await
+            .expect("a commit through the other store wakes the listener");
+    }
+    let mut follower = ChangeFollower::new(start, Duration::from_secs(60));
+    let got = follower.poll(a, db.clock.now(), 100).await.unwrap();
+    assert_eq!(
+        summary(&got),
+        vec![(ChangeKind::Entry, e.id.clone(), ChangeOp::Create)],
+        "{}",
+        db.kind
+    );
+    assert_eq!(a.get_entry(&e.id).await.unwrap().unwrap(), e);
+
+    // Join-token race across the two stores: each racer consumes the token and creates its
+    // node in one transaction; exactly one commits a valid consumption.
+    a.create_join_token("shared-race", START + 60)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let ds = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut tx = ds.begin().await.unwrap();
+            let status = tx.consume_join_token("shared-race", START).await.unwrap();
+            if !matches!(status, spire_datastore::JoinTokenStatus::Valid { .. }) {
+                tx.rollback().await.unwrap();
+                return false;
+            }
+            let node = AttestedNode {
+                spiffe_id: id(&format!("spiffe://example.org/spire/agent/join_token/r{i}")),
+                attestation_type: "join_token".into(),
+                cert_serial_number: "1".into(),
+                cert_not_after: START + 10,
+                new_cert_serial_number: String::new(),
+                new_cert_not_after: 0,
+                can_reattest: false,
+                agent_version: String::new(),
+                selectors: sels(&[]),
+            };
+            tx.create_attested_node(&node).await.unwrap();
+            tx.commit().await.unwrap();
+            true
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "{}", db.kind);
+    assert_eq!(
+        a.count_attested_nodes(&Default::default()).await.unwrap(),
+        1,
+        "{}",
+        db.kind
+    );
+    b.close().await;
 }

@@ -107,12 +107,19 @@ async fn federation_relationships(db: &TestDb) {
 #[tokio::test]
 async fn unsupported_database_type_is_rejected() {
     let err = DataStore::open(
-        &DataStoreConfig::new("mysql", "root@/spire"),
+        &DataStoreConfig::new("oracle", "root@/spire"),
         Arc::new(FakeClock::default()),
     )
     .await
     .unwrap_err();
     assert!(matches!(err, Error::Config(ref m) if m.contains("mysql") && m.contains("sqlite3")));
+    let err = DataStore::open(
+        &DataStoreConfig::new("mysql", "root@tcp(127.0.0.1:notaport)/spire"),
+        Arc::new(FakeClock::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Config(ref m) if m.contains("port")));
 }
 
 #[tokio::test]
