@@ -2,11 +2,16 @@
 //!
 //! [`init`] installs the process-wide tracing subscriber (text or JSON lines, to stderr or to a
 //! `log_file`) and returns a [`LogHandle`] whose level can be read, changed and reset at run time
-//! (the Logger API). [`field`] holds the field names every crate uses in log events.
+//! (the Logger API). [`field`] holds the field names every crate uses in log events. [`health`]
+//! serves the `health_checks {}` HTTP listener; [`metrics`] installs the Prometheus recorder,
+//! serves `/metrics`, names every metric once and provides the tonic [`metrics::GrpcMetricsLayer`].
 //!
 //! Invariant: this is the only crate that installs a global subscriber. Libraries only emit events.
 
 pub mod field;
+pub mod health;
+mod http;
+pub mod metrics;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -83,6 +88,18 @@ pub enum TelemetryError {
     /// The subscriber owning the level filter is gone.
     #[error("could not change the log level")]
     Reload(#[source] reload::Error),
+    /// A health or metrics listener could not bind its address.
+    #[error("could not listen on {address}")]
+    Bind {
+        /// `host:port` as configured.
+        address: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The metrics recorder could not be built or installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// Controls the installed subscriber: the log level (Logger API) and the log file (SIGUSR2).
