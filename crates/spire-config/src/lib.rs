@@ -15,6 +15,7 @@ mod common;
 mod de;
 mod duration;
 mod env;
+mod oidc;
 mod plugins;
 mod server;
 
@@ -30,6 +31,9 @@ pub use common::{
 };
 pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
 pub use env::expand_env;
+pub use oidc::{
+    DEFAULT_OIDC_HEALTH_PORT, DEFAULT_OIDC_POLL_INTERVAL, OidcConfig, OidcKeySource, OidcListen,
+};
 pub use plugins::{PluginConfig, Plugins};
 pub use server::{
     AcmeConfig, BundleEndpointConfig, BundleEndpointProfile, BundleEndpointServing, CaSubject,
