@@ -110,6 +110,7 @@ fn datastore_config(config: &ServerConfig) -> Result<DataStoreConfig, ServerErro
     let mut connection_string = None;
     let mut max_open_conns = None;
     let mut disable_migration = false;
+    let mut ro_connection_string = None;
     for (k, v) in &obj {
         match k.as_str() {
             "database_type" => {
@@ -138,7 +139,14 @@ fn datastore_config(config: &ServerConfig) -> Result<DataStoreConfig, ServerErro
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                     .ok_or_else(|| err("disable_migration must be a boolean".into()))?;
             }
-            "max_idle_conns" | "conn_max_lifetime" | "ro_connection_string" | "log_sql" => {}
+            "ro_connection_string" => {
+                ro_connection_string = Some(
+                    v.as_str()
+                        .ok_or_else(|| err("ro_connection_string must be a string".into()))?
+                        .to_string(),
+                );
+            }
+            "max_idle_conns" | "conn_max_lifetime" | "log_sql" => {}
             other => {
                 return Err(err(format!(
                     "unknown configuration key {other:?} (expected database_type, connection_string, max_open_conns, max_idle_conns, conn_max_lifetime, disable_migration)"
@@ -146,9 +154,9 @@ fn datastore_config(config: &ServerConfig) -> Result<DataStoreConfig, ServerErro
             }
         }
     }
-    if !matches!(database_type.as_str(), "sqlite3" | "postgres") {
+    if !matches!(database_type.as_str(), "sqlite3" | "postgres" | "mysql") {
         return Err(err(format!(
-            "unsupported database_type {database_type:?}: expected \"sqlite3\" or \"postgres\""
+            "unsupported database_type {database_type:?}: expected \"sqlite3\", \"postgres\" or \"mysql\""
         )));
     }
     let connection_string =
@@ -169,6 +177,7 @@ fn datastore_config(config: &ServerConfig) -> Result<DataStoreConfig, ServerErro
     let mut c = DataStoreConfig::new(database_type, connection_string);
     c.max_open_conns = max_open_conns;
     c.disable_migration = disable_migration;
+    c.ro_connection_string = ro_connection_string;
     Ok(c)
 }
 
@@ -251,8 +260,12 @@ pub async fn build_state(
         .map_err(ServerError::DataStore)?;
     let ca_config = ca_config(&config);
     warn_if_ttls_cut_short(&ca_config);
-    let ca = CaManager::start(
+    // Each server of a trust domain keeps its own CA journal (HA: several servers, one
+    // database), keyed by an ID kept in its data_dir.
+    let journal_id = server_instance_id(&config.data_dir)?;
+    let ca = CaManager::start_with_journal_id(
         ca_config,
+        journal_id,
         Arc::clone(&clock),
         key_manager,
         upstream,
@@ -290,6 +303,29 @@ fn warn_if_ttls_cut_short(c: &CaConfig) {
             );
         }
     }
+}
+
+/// The ID of this server process's state among the servers sharing a datastore: read from
+/// `<data_dir>/server_id`, created (random) on first start. It keys the server's CA journal, so
+/// HA servers on one database never load or overwrite each other's authorities.
+pub fn server_instance_id(data_dir: &Path) -> Result<String, ServerError> {
+    let path = data_dir.join("server_id");
+    let err = |what: &str, e: std::io::Error| ServerError::Plugin {
+        plugin_type: "DataStore".into(),
+        name: "sql".into(),
+        reason: format!("cannot {what} the server ID file {}: {e}", path.display()),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(format!("server/{}", s.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err("read", e)),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = data_dir.join(".server_id.tmp");
+    std::fs::write(&tmp, format!("{id}\n")).map_err(|e| err("write", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| err("write", e))?;
+    Ok(format!("server/{id}"))
 }
 
 /// The CA settings of a server config.

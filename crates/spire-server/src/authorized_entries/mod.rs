@@ -2,7 +2,9 @@
 //! SVIDs for, kept in memory and followed incrementally from the datastore's change log.
 //!
 //! Cold start loads every entry and every agent in one pass (after noting the change-log
-//! position); afterwards [`AuthorizedEntries::run`] polls the change log, re-reads only the
+//! position); afterwards [`AuthorizedEntries::run`] follows the change log — woken by the
+//! datastore's change notifications (PostgreSQL LISTEN/NOTIFY, so a write through another
+//! server of the trust domain arrives at once) and polling as a fallback — re-reads only the
 //! objects named by new rows, and publishes a [`Notification`] naming the agents whose view
 //! changed (for the push stream, [`crate::api::watch`]). A full reload happens only when the
 //! follower gives up on a gap in the log.
@@ -23,8 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use index::Index;
 
-/// How often the change log is polled.
+/// How often the change log is polled when the datastore has no change notifications.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How often the change log is polled anyway when change notifications wake the follower
+/// (a safety net for a lost notification; gaps are re-read on every wake-up too).
+pub const NOTIFIED_POLL_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// How long a gap in the change log is waited for before it is given up (then: full reload).
 pub const GAP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -148,12 +154,19 @@ impl AuthorizedEntries {
         mut follower: ChangeFollower,
         shutdown: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(POLL_INTERVAL);
+        let mut wake = ds.change_notifications();
+        let every = if wake.is_live() {
+            NOTIFIED_POLL_INTERVAL
+        } else {
+            POLL_INTERVAL
+        };
+        let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
+                _ = wake.changed() => {}
             }
             match self.poll_once(&ds, clock.as_ref(), &mut follower).await {
                 Ok(()) => {}

@@ -34,6 +34,8 @@ pub const ROTATION_INTERVAL: Duration = Duration::from_secs(10);
 pub const BUNDLE_PRUNE_AFTER: Duration = Duration::from_secs(24 * 3600);
 const THIRTY_DAYS: Duration = Duration::from_secs(30 * 24 * 3600);
 const SEVEN_DAYS: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The journal key of a manager started with [`CaManager::start`] (a single server), and the
+/// legacy key a per-server journal falls back to when it has none of its own yet.
 const JOURNAL_ID: &str = "server";
 
 /// Settings of the CA manager (from the `server {}` block).
@@ -320,6 +322,7 @@ pub struct CaManager {
     server_svid: watch::Sender<Option<Arc<ServerSvid>>>,
     bundle_seq: watch::Sender<u64>,
     ticks: std::sync::atomic::AtomicU64,
+    journal_id: String,
 }
 
 impl fmt::Debug for CaManager {
@@ -340,6 +343,28 @@ impl CaManager {
         upstream: Option<Arc<dyn UpstreamAuthority>>,
         datastore: ds::DataStore,
     ) -> Result<Arc<CaManager>, CaError> {
+        Self::start_with_journal_id(
+            config,
+            JOURNAL_ID.to_string(),
+            clock,
+            key_manager,
+            upstream,
+            datastore,
+        )
+        .await
+    }
+
+    /// [`CaManager::start`] with the journal stored under `journal_id`: every server sharing a
+    /// datastore (HA) needs its own. With no journal under that ID yet, the single-server
+    /// journal is tried (its slots load only if this server's key manager holds their keys).
+    pub async fn start_with_journal_id(
+        config: CaConfig,
+        journal_id: String,
+        clock: Arc<dyn Clock>,
+        key_manager: Arc<dyn KeyManager>,
+        upstream: Option<Arc<dyn UpstreamAuthority>>,
+        datastore: ds::DataStore,
+    ) -> Result<Arc<CaManager>, CaError> {
         let (server_svid, _) = watch::channel(None);
         let (bundle_seq, _) = watch::channel(0);
         let m = Arc::new(CaManager {
@@ -353,6 +378,7 @@ impl CaManager {
             server_svid,
             bundle_seq,
             ticks: std::sync::atomic::AtomicU64::new(0),
+            journal_id,
         });
         m.load_journal().await?;
         m.rotate().await?;
@@ -1166,13 +1192,17 @@ impl CaManager {
             });
         }
         self.datastore
-            .set_ca_journal(JOURNAL_ID, &j.encode())
+            .set_ca_journal(&self.journal_id, &j.encode())
             .await?;
         Ok(())
     }
 
     async fn load_journal(&self) -> Result<(), CaError> {
-        let Some(data) = self.datastore.ca_journal(JOURNAL_ID).await? else {
+        let mut data = self.datastore.ca_journal(&self.journal_id).await?;
+        if data.is_none() && self.journal_id != JOURNAL_ID {
+            data = self.datastore.ca_journal(JOURNAL_ID).await?;
+        }
+        let Some(data) = data else {
             return Ok(());
         };
         let journal = match Journal::decode(&data) {
