@@ -80,6 +80,7 @@ struct Fixture {
     ca: TestCa,
     fed_ca: TestCa,
     jwt_key: Arc<PrivateKey>,
+    fed_jwt_key: Arc<PrivateKey>,
 }
 
 impl Fixture {
@@ -88,6 +89,7 @@ impl Fixture {
             ca: TestCa::new("example.org root"),
             fed_ca: TestCa::new("other.org root"),
             jwt_key: Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap()),
+            fed_jwt_key: Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap()),
         }
     }
 
@@ -123,6 +125,11 @@ impl Fixture {
     fn fed_bundle(&self) -> Arc<BundleView> {
         let mut b = Bundle::new(td("other.org"));
         b.x509_authorities = vec![self.fed_ca.cert_der().to_vec()];
+        b.jwt_authorities = vec![JwtAuthority {
+            key_id: "fed-1".into(),
+            public_key: self.fed_jwt_key.public_key().spki_der().to_vec(),
+            expires_at: None,
+        }];
         Arc::new(BundleView {
             trust_domain: td("other.org"),
             x509_authorities: b.x509_authorities.clone(),
@@ -634,7 +641,7 @@ async fn a_caller_waits_for_svids_not_yet_signed() {
     let fetch = tokio::spawn(async move { c.fetch_x509_svid().await });
     // Wait until the stream task holds its own receiver (it is parked on the unsigned
     // entries), then publish the signed ones, which answer it.
-    while h.tx.receiver_count() < 2 {
+    while h.tx.receiver_count() < 2 && !fetch.is_finished() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     h.tx.send(f.snapshot(2, &standard_entries())).unwrap();
@@ -813,4 +820,110 @@ async fn disable_workload_api_leaves_health_only() {
         .await
         .unwrap();
     h.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_answer_waits_until_every_svid_is_signed() {
+    let f = Fixture::new();
+    // b-entry signed, a-entry (the lowest entry ID, so the default SVID) not yet.
+    let partial: Vec<(EntryView, bool)> = standard_entries()
+        .into_iter()
+        .map(|(e, signed)| {
+            let s = signed && e.entry_id != "a-entry";
+            (e, s)
+        })
+        .collect();
+    let h = Harness::start(
+        f.snapshot(1, &partial),
+        FakeJwt {
+            key: f.jwt_key.clone(),
+            fail: false,
+        },
+        false,
+    )
+    .await;
+    let mut raw = h.raw().await;
+    let fetch = tokio::spawn(async move {
+        let mut stream = raw
+            .fetch_x509svid(with_header(pb::X509svidRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap()
+    });
+    // Until the stream task holds its receiver (or, were it not waiting, already answered).
+    while h.tx.receiver_count() < 2 && !fetch.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.tx.send(f.snapshot(2, &standard_entries())).unwrap();
+    let first = fetch.await.unwrap();
+    let ids: Vec<&str> = first.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/second",
+            "spiffe://example.org/workload"
+        ]
+    );
+    h.stop().await;
+}
+
+/// A JWT-SVID of `other.org` with an extra claim, signed with the federated key.
+fn foreign_token(f: &Fixture, aud: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let exp = spire_spiffe::to_unix_secs(SystemTime::now()) + 300;
+    let header = serde_json::json!({"alg": "ES256", "kid": "fed-1", "typ": "JWT"});
+    let claims = serde_json::json!({
+        "sub": "spiffe://other.org/svc", "aud": aud, "exp": exp, "iat": exp - 300,
+        "department": "billing",
+    });
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = f
+        .fed_jwt_key
+        .sign_jws(spire_crypto::JwsAlgorithm::ES256, signed.as_bytes())
+        .unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+#[tokio::test]
+async fn foreign_jwt_svids_validate_with_only_allowed_claims() {
+    let f = Fixture::new();
+    for (allowed, expect_department) in [(vec![], false), (vec!["department".to_owned()], true)] {
+        let h = Harness::start_with(
+            f.snapshot(1, &standard_entries()),
+            FakeJwt {
+                key: f.jwt_key.clone(),
+                fail: false,
+            },
+            false,
+            |c| EndpointsConfig {
+                allowed_foreign_jwt_claims: allowed,
+                ..c
+            },
+        )
+        .await;
+        let mut raw = h.raw().await;
+        let resp = raw
+            .validate_jwtsvid(with_header(pb::ValidateJwtsvidRequest {
+                audience: "billing-api".into(),
+                svid: foreign_token(&f, "billing-api"),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.spiffe_id, "spiffe://other.org/svc");
+        let claims = resp.claims.unwrap().fields;
+        assert!(claims.contains_key("sub") && claims.contains_key("exp"));
+        // `aud` was a string in the token and comes back as a list.
+        assert!(matches!(
+            claims["aud"].kind,
+            Some(prost_types::value::Kind::ListValue(_))
+        ));
+        assert_eq!(claims.contains_key("department"), expect_department);
+        h.stop().await;
+    }
 }

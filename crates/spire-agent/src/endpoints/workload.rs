@@ -237,7 +237,9 @@ impl WorkloadService {
     fn spawn_stream<T, F>(&self, caller: Caller, method: &'static str, build: F) -> BoxStream<T>
     where
         T: PartialEq + Clone + Send + 'static,
-        F: Fn(&IdentitySnapshot, &Selectors, bool) -> Result<Option<T>, StreamEnd> + Send + 'static,
+        F: Fn(&IdentitySnapshot, &Selectors, Phase) -> Result<Option<T>, StreamEnd>
+            + Send
+            + 'static,
     {
         let (tx, rx) = mpsc::channel::<Result<T, Status>>(4);
         let this = self.clone();
@@ -248,7 +250,11 @@ impl WorkloadService {
             loop {
                 let snap = snaps.borrow_and_update().clone();
                 let waited_out = started.elapsed() >= this.state.svid_wait;
-                match build(&snap, &caller.selectors, waited_out) {
+                let phase = Phase {
+                    may_wait: last.is_none() && !waited_out,
+                    sent_any: last.is_some(),
+                };
+                match build(&snap, &caller.selectors, phase) {
                     Ok(Some(msg)) => {
                         if last.as_ref() != Some(&msg) {
                             last = Some(msg.clone());
@@ -293,6 +299,15 @@ impl WorkloadService {
     }
 }
 
+/// Where a stream is, for the message builder.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    /// Nothing was sent yet and the bounded wait for unsigned SVIDs has not run out.
+    may_wait: bool,
+    /// A message was sent already.
+    sent_any: bool,
+}
+
 /// Why a stream ends.
 enum StreamEnd {
     NoIdentity,
@@ -315,17 +330,24 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(self.spawn_stream(
             caller,
             "FetchX509SVID",
-            |snap, selectors, waited_out| {
+            |snap, selectors, phase| {
                 let ids = snap.entries_for(selectors);
                 if ids.is_empty() {
                     return Err(StreamEnd::NoIdentity);
                 }
-                if ids.iter().all(|id| id.svid.is_none()) {
-                    // Entries match but nothing is signed yet: wait for the manager, bounded.
-                    return if waited_out {
-                        Err(StreamEnd::NoIdentity)
-                    } else {
+                let unsigned = ids.iter().filter(|id| id.svid.is_none()).count();
+                // Entries match but SVIDs are not all signed yet: the first answer waits for
+                // the manager (bounded), so that the default SVID (lowest entry ID) does not
+                // change right after it was given.
+                if unsigned > 0 && phase.may_wait {
+                    return Ok(None);
+                }
+                if unsigned == ids.len() {
+                    // Still nothing signed: keep the last answer, or refuse the first.
+                    return if phase.sent_any {
                         Ok(None)
+                    } else {
+                        Err(StreamEnd::NoIdentity)
                     };
                 }
                 Ok(Some(x509_response(snap, &ids, selectors)))
