@@ -14,6 +14,7 @@ pub mod ca;
 pub mod cli;
 pub mod csr;
 pub mod endpoints;
+pub mod federation;
 pub mod housekeeping;
 pub mod node_attestor;
 pub mod pb;

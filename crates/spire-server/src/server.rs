@@ -367,6 +367,7 @@ pub async fn run(
     let ca_task = tokio::spawn(Arc::clone(&state.ca).run(state.shutdown.clone()));
     let prune_task = tokio::spawn(crate::housekeeping::run(Arc::clone(&state)));
     let tcp_task = crate::endpoints::tcp::spawn(Arc::clone(&state));
+    let federation_tasks = crate::federation::spawn(&state);
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -378,6 +379,9 @@ pub async fn run(
     let _ = ca_task.await;
     let _ = prune_task.await;
     let _ = tcp_task.await;
+    for t in federation_tasks {
+        let _ = t.await;
+    }
     for t in extra {
         t.abort();
     }

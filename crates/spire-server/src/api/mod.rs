@@ -18,6 +18,7 @@ pub mod health;
 pub mod localauthority;
 pub mod logger;
 pub mod svid;
+pub mod trustdomain;
 pub mod watch;
 
 use std::sync::Arc;

@@ -76,6 +76,7 @@ pub async fn router(state: &Arc<ServerState>) -> Router {
         .add_service(s.localauthority)
         .add_service(s.logger)
         .add_service(s.svid)
+        .add_service(api::trustdomain::server(state))
 }
 
 /// Serves the local API on `state.config.socket_path` until `state.shutdown` is cancelled.

@@ -238,6 +238,7 @@ pub async fn serve(state: Arc<ServerState>) -> Result<(), TcpError> {
         .add_service(s.entry)
         .add_service(s.svid)
         .add_service(s.localauthority)
+        .add_service(crate::api::trustdomain::server(&state))
         .add_service(watch);
     router
         .serve_with_incoming_shutdown(incoming, state.shutdown.clone().cancelled_owned())
