@@ -234,10 +234,36 @@ fn independent_clients_get_valid_svids_from_the_agent() {
     let me = id("workload");
     let me2 = id("workload2");
     let uid_sel = format!("unix:uid:{}", my_uid());
+    // A federated trust domain: its bundle reaches only workloads whose entries federate with it.
+    let fed_ca = spire_testkit::TestCa::new("other.org root");
+    let fed_pem = env.dir.path().join("other-org.pem");
+    std::fs::write(&fed_pem, fed_ca.cert_pem()).unwrap();
+    run_cli(
+        bin_path("spire-server"),
+        [
+            "bundle",
+            "set",
+            "-socketPath",
+            &env.server_cfg.socket_path.display().to_string(),
+            "-id",
+            "spiffe://other.org",
+            "-path",
+            fed_pem.to_str().unwrap(),
+        ],
+    )
+    .assert_success();
     env.entry(&me, &[&uid_sel], &["-hint", "main"]);
-    env.entry(&me2, &[&uid_sel], &[]);
+    env.entry(&me2, &[&uid_sel], &["-federatesWith", "spiffe://other.org"]);
     env.wait_for_svid(None, &me);
     env.wait_for_svid(None, &me2);
+    wait_until_sync(WAIT, "the federated bundle is served", || {
+        let out = env.api(None, &["api", "fetch", "x509"]);
+        out.success()
+            && out
+                .stdout
+                .contains("[spiffe://other.org] CA #1 Valid After:")
+    })
+    .unwrap();
 
     // spire-agent api fetch x509 -write: files as SPIRE writes them, key 0600, verifiable.
     let out_dir = env.dir.path().join("cli-out");
@@ -252,6 +278,12 @@ fn independent_clients_get_valid_svids_from_the_agent() {
         "{}",
         out.stdout
     );
+    // The federated bundle is written next to each SVID, as SPIRE's CLI does.
+    let fed_written = spire_spiffe::parse_pem_certificates(
+        &std::fs::read(out_dir.join("federated_bundle.0.0.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fed_written, [fed_ca.cert_der().to_vec()]);
     for i in 0..2 {
         let svid = out_dir.join(format!("svid.{i}.pem"));
         let key = out_dir.join(format!("svid.{i}.key"));
@@ -323,6 +355,13 @@ fn independent_clients_get_valid_svids_from_the_agent() {
             .collect();
         ids.sort();
         assert_eq!(ids, [me.clone(), me2.clone()]);
+        let mut tds: Vec<String> = ctx
+            .bundle_set()
+            .iter()
+            .map(|(td, _)| td.to_string())
+            .collect();
+        tds.sort();
+        assert_eq!(tds, [TD, "other.org"]);
         let hinted = ctx
             .svids()
             .iter()
@@ -372,6 +411,11 @@ fn independent_clients_get_valid_svids_from_the_agent() {
             ids.contains(&me.as_str()) && ids.contains(&me2.as_str()),
             "{js}"
         );
+        assert_eq!(
+            js["bundle_trust_domains"],
+            serde_json::json!([TD, "other.org"]),
+            "{js}"
+        );
         for s in js["svids"].as_array().unwrap() {
             let chain = PathBuf::from(s["chain_path"].as_str().unwrap());
             let bundle = go_dir.join(format!("bundle_{TD}.pem"));
@@ -408,8 +452,14 @@ fn independent_clients_get_valid_svids_from_the_agent() {
             let chain = PathBuf::from(s["chain_path"].as_str().unwrap());
             openssl_verify(&py_dir.join(format!("bundle_{TD}.pem")), &chain);
         }
+        assert_eq!(
+            js["bundle_trust_domains"],
+            serde_json::json!([TD, "other.org"]),
+            "{js}"
+        );
         let js = json(&env.run_as(None, &py, &[script, "bundles"]));
         assert_eq!(js["x509"][TD], 1, "{js}");
+        assert_eq!(js["x509"]["other.org"], 1, "{js}");
         assert_eq!(js["jwt"][TD].as_array().unwrap().len(), 1, "{js}");
         let js = json(&env.run_as(None, &py, &[script, "jwt", "--audience", "py-aud"]));
         let tok = js["token"].as_str().unwrap().to_owned();
