@@ -184,7 +184,7 @@ async fn pg_statements(url: &str) -> Option<u64> {
     let out = tokio::process::Command::new("psql")
         .arg(url)
         .args([
-            "-Atqc",
+            "-XAtqc",
             "select coalesce(sum(calls),0)::bigint from pg_stat_statements",
         ])
         .output()
@@ -416,6 +416,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     *phase_name.lock().unwrap_or_else(PoisonError::into_inner) = "steady";
     let _ = phase_tx.send(Phase::Steady);
     let syncs_before = metrics.syncs.get();
+    let sync_bytes_before = metrics.sync_bytes.get();
     let s3 = probe.snapshot().await;
     let churn_stop = CancellationToken::new();
     let churn_task = (args.churn > 0.0 && !ready.is_empty()).then(|| {
@@ -438,6 +439,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     };
     let s4 = probe.snapshot().await;
     let syncs_steady = metrics.syncs.get() - syncs_before;
+    let sync_bytes_steady = metrics.sync_bytes.get() - sync_bytes_before;
     // Let the last churn entries arrive.
     let drain_until = Instant::now() + DRAIN_GRACE;
     while Instant::now() < drain_until
@@ -595,6 +597,11 @@ pub async fn run(args: Args) -> Result<Report, Error> {
             agents: ready_n,
             syncs_per_second: if steady.seconds > 0.0 {
                 syncs_steady as f64 / steady.seconds
+            } else {
+                0.0
+            },
+            bytes_per_sync: if syncs_steady > 0 {
+                sync_bytes_steady as f64 / syncs_steady as f64
             } else {
                 0.0
             },

@@ -264,6 +264,8 @@ pub struct SteadyReport {
     pub agents: u64,
     /// Syncs per second (all agents).
     pub syncs_per_second: f64,
+    /// Average SyncAuthorizedEntries response bytes per sync in the steady phase.
+    pub bytes_per_sync: f64,
     /// Average server cores busy.
     pub server_cpu_cores: Option<f64>,
     /// Database statements per second.
@@ -430,9 +432,10 @@ impl Report {
         let st = &self.steady_state;
         let _ = writeln!(
             s,
-            "steady state {} agents: {:.1} syncs/s, server {} cores, db {} ({} per 1000 agents)",
+            "steady state {} agents: {:.1} syncs/s ({:.0} bytes/sync), server {} cores, db {} ({} per 1000 agents)",
             st.agents,
             st.syncs_per_second,
+            st.bytes_per_sync,
             opt(st.server_cpu_cores, ""),
             opt(st.db_statements_per_second, "/s"),
             opt(st.db_statements_per_second_per_1000_agents, "/s")
