@@ -37,12 +37,13 @@ pub struct UnixAttestor {
 }
 
 impl UnixAttestor {
-    /// An attestor reading the real `/proc`.
+    /// An attestor reading `/proc` (or `$HOST_PROC`, as SPIRE's plugin honors it when the agent
+    /// runs in a container with the host's proc mounted elsewhere).
     pub fn new(config: UnixAttestorConfig) -> Self {
-        Self {
-            config,
-            proc_root: PathBuf::from("/proc"),
-        }
+        let proc_root = std::env::var_os("HOST_PROC")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from("/proc"), PathBuf::from);
+        Self { config, proc_root }
     }
 
     fn proc_path(&self, pid: i32, file: &str) -> PathBuf {
