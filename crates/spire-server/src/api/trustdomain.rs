@@ -125,9 +125,17 @@ fn from_proto(
     let trust_domain_bundle = match &r.trust_domain_bundle {
         Some(b) => {
             let parsed = convert::bundle_from_proto(b).map_err(|e| bad(e.0))?;
-            if parsed.trust_domain != td {
+            // With https_spiffe the bundle authenticates the endpoint, so it belongs to the
+            // endpoint ID's trust domain (the relationship's own one when self-serving).
+            let expected = match &profile {
+                BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
+                    endpoint_spiffe_id.trust_domain().clone()
+                }
+                BundleEndpointProfile::HttpsWeb => td.clone(),
+            };
+            if parsed.trust_domain != expected {
                 return Err(bad(format!(
-                    "trust domain bundle ({}) must match the trust domain of the federation relationship ({td})",
+                    "trust domain bundle ({}) must belong to {expected}",
                     parsed.trust_domain
                 )));
             }
@@ -141,6 +149,28 @@ fn from_proto(
         profile,
         trust_domain_bundle,
     })
+}
+
+/// A bundle for a non-self-serving endpoint (another trust domain than the relationship's) is
+/// stored on its own: the relationship's transaction stores bundles under the relationship's
+/// trust domain only.
+async fn store_endpoint_bundle(
+    state: &ServerState,
+    mut rel: FederationRelationship,
+) -> Result<FederationRelationship, TdError> {
+    if let Some(b) = rel.trust_domain_bundle.take_if(|b| b.trust_domain != rel.trust_domain) {
+        if b.trust_domain == state.trust_domain {
+            return Err(TdError::Invalid(
+                "failed to convert federation relationship: the trust domain bundle must not be the server's own".into(),
+            ));
+        }
+        state
+            .datastore
+            .set_bundle(&b)
+            .await
+            .map_err(TdError::ds("failed to store the trust domain bundle"))?;
+    }
+    Ok(rel)
 }
 
 /// A bundle endpoint URL must be `https` with a host and no user info.
@@ -281,7 +311,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
         let mut results = Vec::with_capacity(req.federation_relationships.len());
         for r in &req.federation_relationships {
             let outcome = async {
-                let rel = from_proto(r, &ctx.state.trust_domain)?;
+                let rel = store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?).await?;
                 ctx.state
                     .datastore
                     .create_federation_relationship(&rel)
@@ -336,7 +366,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
         let mut results = Vec::with_capacity(req.federation_relationships.len());
         for r in &req.federation_relationships {
             let outcome = async {
-                let rel = from_proto(r, &ctx.state.trust_domain)?;
+                let rel = store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?).await?;
                 ctx.state
                     .datastore
                     .update_federation_relationship(&rel, &mask)

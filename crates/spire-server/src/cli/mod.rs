@@ -8,6 +8,7 @@ mod bundle;
 mod client;
 mod debug;
 mod entry;
+mod federation;
 mod healthcheck;
 mod jwt;
 mod localauthority;
@@ -80,6 +81,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Localauthority(cmd) => localauthority::run(cmd).await,
         Command::Debug(cmd) => debug::run(cmd).await,
         Command::Logger(cmd) => logger::run(cmd).await,
+        Command::Federation(cmd) => federation::run(cmd).await,
     }
 }
 
@@ -125,6 +127,9 @@ enum Command {
     /// Manages the server's log level
     #[command(subcommand)]
     Logger(logger::LoggerCommand),
+    /// Manages federation relationships
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
 }
 
 /// Flags shared by every command that talks to the local API.
