@@ -64,7 +64,17 @@ impl DataStore {
     /// Adds the X.509 and JWT authorities of `bundle` that are not stored yet (an existing
     /// authority is never duplicated). If anything was added the sequence number is
     /// incremented. Creates the bundle if none exists. Returns the stored result.
+    ///
+    /// Servers sharing a database (HA) may append to a missing bundle at the same time: the
+    /// one whose insert loses the race appends to the winner's bundle instead.
     pub async fn append_bundle(&self, bundle: &Bundle) -> Result<Bundle> {
+        match self.append_bundle_once(bundle).await {
+            Err(e) if e.is_unique_violation() => self.append_bundle_once(bundle).await,
+            other => other,
+        }
+    }
+
+    async fn append_bundle_once(&self, bundle: &Bundle) -> Result<Bundle> {
         let now = self.now();
         let mut tx = self.write_tx().await?;
         let td = bundle.trust_domain.as_str();

@@ -164,7 +164,7 @@ impl DataStore {
     /// join token and creating the attested node it attests).
     pub async fn begin(&self) -> Result<WriteTx> {
         Ok(WriteTx {
-            tx: self.inner.writer.begin().await?,
+            tx: self.write_tx().await?,
             now: self.now(),
             backend: self.inner.backend,
         })
@@ -175,6 +175,12 @@ impl DataStore {
     }
 
     pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+        if self.inner.backend == Backend::Sqlite {
+            // Take the write lock up front: a deferred transaction that reads first and then
+            // writes fails at once (instead of waiting) when another connection to the same
+            // file holds the lock.
+            return Ok(self.inner.writer.begin_with("BEGIN IMMEDIATE").await?);
+        }
         Ok(self.inner.writer.begin().await?)
     }
 

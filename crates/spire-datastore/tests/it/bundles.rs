@@ -10,6 +10,7 @@ crate::backend_tests!(
     bundle_prune,
     bundle_paging,
     concurrent_appends,
+    concurrent_first_appends_from_two_stores,
 );
 
 fn cert(not_after: i64) -> Vec<u8> {
@@ -237,4 +238,30 @@ async fn concurrent_appends(db: &TestDb) {
     // No lost update: every key is there and every append bumped the sequence once.
     assert_eq!(got.jwt_authorities.len(), 10);
     assert_eq!(got.sequence_number, 10);
+}
+
+/// Two servers starting at once on an empty database both append their first authorities to
+/// the not-yet-existing local bundle: neither fails and neither authority is lost.
+async fn concurrent_first_appends_from_two_stores(db: &TestDb) {
+    let a = db.ds.clone();
+    let b = db.reopen().await;
+    for round in 0..3 {
+        let name = format!("td{round}.org");
+        let mut ba = Bundle::new(td(&name));
+        ba.jwt_authorities.push(jwt("from-a", 0));
+        let mut bb = Bundle::new(td(&name));
+        bb.jwt_authorities.push(jwt("from-b", 0));
+        let (ra, rb) = tokio::join!(a.append_bundle(&ba), b.append_bundle(&bb));
+        ra.unwrap();
+        rb.unwrap();
+        let got = a.get_bundle(&td(&name)).await.unwrap().unwrap();
+        let mut kids: Vec<&str> = got
+            .jwt_authorities
+            .iter()
+            .map(|k| k.key_id.as_str())
+            .collect();
+        kids.sort();
+        assert_eq!(kids, vec!["from-a", "from-b"], "{}", db.kind);
+    }
+    b.close().await;
 }
