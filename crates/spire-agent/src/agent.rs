@@ -43,6 +43,9 @@ pub enum AgentError {
     /// The Workload API endpoints failed.
     #[error("workload endpoints: {0}")]
     Endpoints(String),
+    /// The health or metrics listener could not start.
+    #[error("telemetry")]
+    Telemetry(#[source] spire_telemetry::TelemetryError),
 }
 
 /// `host:port` for the server, with brackets around a bare IPv6 address.
@@ -432,6 +435,7 @@ pub async fn run_with(
         });
     }
 
+    let health_identity = identity.clone();
     let (manager, snapshots) = Manager::new(ManagerParts {
         cfg: mcfg,
         clock: clock.clone(),
@@ -444,6 +448,7 @@ pub async fn run_with(
         bundle,
     });
     let jwt: Arc<dyn JwtSvidSource> = Arc::new(manager.jwt_source(cfg.jwt_svid_cache_max_size));
+    let _health = start_health(&cfg.health_checks, health_identity, snapshots.clone()).await?;
     let mut manager_task = tokio::spawn(manager.run(shutdown.clone()));
 
     let endpoints = if cfg.disable_workload_api {
@@ -487,6 +492,54 @@ pub async fn run_with(
     };
     tracing::info!("Agent stopped");
     result
+}
+
+/// The `health_checks` listener: live while the agent holds an SVID, ready once it also
+/// completed its first sync with the server (the snapshot carries the trust bundle).
+async fn start_health(
+    h: &spire_config::HealthChecks,
+    identity: SharedIdentity,
+    snapshots: tokio::sync::watch::Receiver<Arc<crate::identity::IdentitySnapshot>>,
+) -> Result<Option<spire_telemetry::health::HealthServer>, AgentError> {
+    if !h.listener_enabled {
+        return Ok(None);
+    }
+    let state = move || {
+        let svid = identity.load().is_some();
+        let synced = snapshots.borrow().bundle.is_some();
+        (svid, synced)
+    };
+    let ready_state = state.clone();
+    let config = spire_telemetry::health::HealthListenerConfig {
+        bind_address: h.bind_address.clone(),
+        bind_port: h.bind_port,
+        live_path: h.live_path.clone(),
+        ready_path: h.ready_path.clone(),
+    };
+    let server = spire_telemetry::health::start(
+        &config,
+        move || {
+            let (svid, synced) = state();
+            async move {
+                (
+                    svid,
+                    serde_json::json!({ "agent_svid": svid, "synced": synced }),
+                )
+            }
+        },
+        move || {
+            let (svid, synced) = ready_state();
+            async move {
+                (
+                    svid && synced,
+                    serde_json::json!({ "agent_svid": svid, "synced": synced }),
+                )
+            }
+        },
+    )
+    .await
+    .map_err(AgentError::Telemetry)?;
+    Ok(Some(server))
 }
 
 fn flatten_manager(

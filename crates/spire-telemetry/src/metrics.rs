@@ -140,10 +140,14 @@ pub fn svid_rotation(kind: &'static str) {
     metrics::counter!(names::svid_rotations(), "kind" => kind).increment(1);
 }
 
-/// Sets the number of SVIDs in the agent's cache.
-pub fn cached_svids(x509: usize, jwt: usize) {
-    metrics::gauge!(names::cached_x509_svids()).set(x509 as f64);
-    metrics::gauge!(names::cached_jwt_svids()).set(jwt as f64);
+/// Sets the number of X509-SVIDs in the agent's cache.
+pub fn cached_x509_svids(count: usize) {
+    metrics::gauge!(names::cached_x509_svids()).set(count as f64);
+}
+
+/// Sets the number of JWT-SVIDs in the agent's cache.
+pub fn cached_jwt_svids(count: usize) {
+    metrics::gauge!(names::cached_jwt_svids()).set(count as f64);
 }
 
 /// Counts one Workload API call (`method` such as `"FetchX509SVID"`).

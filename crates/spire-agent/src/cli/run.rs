@@ -139,7 +139,28 @@ pub fn run(a: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(crate::agent::run(config)) {
+    let result = runtime.block_on(async move {
+        let _metrics = match &config.telemetry.prometheus {
+            Some(p) => Some(
+                spire_telemetry::metrics::start_prometheus(
+                    &spire_telemetry::metrics::PrometheusListenerConfig {
+                        host: p.host.clone(),
+                        port: p.port,
+                    },
+                    config
+                        .telemetry
+                        .metric_prefix
+                        .as_deref()
+                        .unwrap_or("spire_agent"),
+                )
+                .await
+                .map_err(crate::agent::AgentError::Telemetry)?,
+            ),
+            None => None,
+        };
+        crate::agent::run(config).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = super::error_chain(&e);

@@ -209,6 +209,7 @@ pub async fn serve(
     // One server failing stops the other (and `serve` returns its error).
     let stop = shutdown.child_token();
     let public_server = tonic::transport::Server::builder()
+        .layer(spire_telemetry::metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -240,6 +241,7 @@ pub async fn serve(
             let listener = bind_socket(admin_path, 0o770)?;
             tracing::info!(path = %admin_path.display(), "starting admin api");
             let admin_server = tonic::transport::Server::builder()
+                .layer(spire_telemetry::metrics::GrpcMetricsLayer::new())
                 .add_service(admin::AdminService::new(state.clone()).into_server())
                 .serve_with_incoming_shutdown(incoming(listener), stop.clone().cancelled_owned());
             let admin_task = {

@@ -342,6 +342,7 @@ impl Manager {
             {
                 match self.rotate_agent().await {
                     Ok(()) => {
+                        spire_telemetry::metrics::svid_rotation("agent");
                         agent_failures = 0;
                         agent_retry_at = None;
                     }
@@ -373,12 +374,14 @@ impl Manager {
                 let revision_before = self.synced_revision_hint();
                 match self.sync(scope).await {
                     Ok(()) => {
+                        spire_telemetry::metrics::agent_sync(true);
                         sync_failures = 0;
                         self.synced_revision
                             .store(revision_before, Ordering::SeqCst);
                         next_sync = tokio::time::Instant::now() + self.cfg.sync_interval;
                     }
                     Err(e) => {
+                        spire_telemetry::metrics::agent_sync(false);
                         self.pending.fetch_or(scope, Ordering::SeqCst);
                         sync_failures = sync_failures.saturating_add(1);
                         let delay = rotation::backoff(
@@ -785,6 +788,7 @@ impl Manager {
         }
         self.dirty = false;
         self.revision += 1;
+        spire_telemetry::metrics::cached_x509_svids(self.svids.len());
         let view = |b: &Bundle| {
             Arc::new(BundleView {
                 trust_domain: b.trust_domain.clone(),

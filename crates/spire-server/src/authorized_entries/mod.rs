@@ -138,6 +138,7 @@ impl AuthorizedEntries {
             revision = start,
             "Authorized-entry index loaded"
         );
+        spire_telemetry::metrics::entry_index_size(fresh.entry_count(), fresh.agent_count());
         *self
             .index
             .write()
@@ -169,7 +170,10 @@ impl AuthorizedEntries {
                 _ = wake.changed() => {}
             }
             match self.poll_once(&ds, clock.as_ref(), &mut follower).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    let ix = self.read();
+                    spire_telemetry::metrics::entry_index_size(ix.entry_count(), ix.agent_count());
+                }
                 Err(e) => tracing::warn!(error = %e, "Failed to follow the change log"),
             }
         }

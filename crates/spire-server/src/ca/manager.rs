@@ -559,6 +559,7 @@ impl CaManager {
         let leaf = ca
             .authority
             .sign_svid(public_key, &template, self.clock.now())?;
+        spire_telemetry::metrics::ca_x509_svid_signed();
         let mut chain = vec![leaf];
         chain.extend(ca.intermediates());
         Ok(chain)
@@ -581,6 +582,7 @@ impl CaManager {
         let cert = ca
             .authority
             .sign_intermediate_ca(public_key, &template, self.clock.now())?;
+        spire_telemetry::metrics::ca_x509_ca_signed();
         let mut chain = vec![cert];
         chain.extend(ca.intermediates());
         Ok(chain)
@@ -615,6 +617,7 @@ impl CaManager {
             jwt_id: include_jti.then(|| uuid::Uuid::new_v4().simple().to_string()),
         };
         let token = spire_crypto::jwt::sign_jwt_svid(key.signer.as_ref(), &key.kid, None, &claims)?;
+        spire_telemetry::metrics::ca_jwt_svid_signed();
         Ok(JwtSvid {
             token,
             issued_at: now,

@@ -150,6 +150,14 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let _ops = match start_operations(&state).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "Server failed to start");
+                eprintln!("Error: {}", error_chain(&e));
+                return ExitCode::from(1);
+            }
+        };
         match crate::server::run(state, Vec::new()).await {
             Ok(()) => {
                 tracing::info!("Server stopped gracefully");
@@ -162,6 +170,62 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The `telemetry { Prometheus }` and `health_checks` listeners, when configured; they stop
+/// when the returned handles drop. Ready means the datastore answers and an X.509 CA is active.
+async fn start_operations(
+    state: &Arc<crate::server::ServerState>,
+) -> Result<
+    (
+        Option<spire_telemetry::metrics::MetricsServer>,
+        Option<spire_telemetry::health::HealthServer>,
+    ),
+    spire_telemetry::TelemetryError,
+> {
+    let telemetry = &state.config.telemetry;
+    let metrics = match &telemetry.prometheus {
+        Some(p) => Some(
+            spire_telemetry::metrics::start_prometheus(
+                &spire_telemetry::metrics::PrometheusListenerConfig {
+                    host: p.host.clone(),
+                    port: p.port,
+                },
+                telemetry.metric_prefix.as_deref().unwrap_or("spire_server"),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let h = &state.config.health_checks;
+    let health = if h.listener_enabled {
+        let check = |state: Arc<crate::server::ServerState>, need_ca: bool| async move {
+            let datastore = state.datastore.ping().await.is_ok();
+            let ca = state.ca.server_svid().is_some();
+            let ok = datastore && (ca || !need_ca);
+            (
+                ok,
+                serde_json::json!({ "datastore": datastore, "ca_active": ca }),
+            )
+        };
+        let (live_state, ready_state) = (Arc::clone(state), Arc::clone(state));
+        Some(
+            spire_telemetry::health::start(
+                &spire_telemetry::health::HealthListenerConfig {
+                    bind_address: h.bind_address.clone(),
+                    bind_port: h.bind_port,
+                    live_path: h.live_path.clone(),
+                    ready_path: h.ready_path.clone(),
+                },
+                move || check(Arc::clone(&live_state), false),
+                move || check(Arc::clone(&ready_state), true),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok((metrics, health))
 }
 
 /// `outer: inner: innermost`.

@@ -64,10 +64,18 @@ pub fn services(state: &Arc<ServerState>) -> Services {
 }
 
 /// A router with every API service plus `grpc.health.v1`.
-pub async fn router(state: &Arc<ServerState>) -> Router {
+pub async fn router(
+    state: &Arc<ServerState>,
+) -> Router<
+    tower::layer::util::Stack<
+        spire_telemetry::metrics::GrpcMetricsLayer,
+        tower::layer::util::Identity,
+    >,
+> {
     let s = services(state);
     let health = api::health::service(state).await;
     Server::builder()
+        .layer(spire_telemetry::metrics::GrpcMetricsLayer::new())
         .add_service(health)
         .add_service(s.agent)
         .add_service(s.bundle)

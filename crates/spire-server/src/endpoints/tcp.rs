@@ -232,6 +232,7 @@ pub async fn serve(state: Arc<ServerState>) -> Result<(), TcpError> {
         crate::api::watch::WatchService::new(Arc::clone(&state)),
     );
     let router = Server::builder()
+        .layer(spire_telemetry::metrics::GrpcMetricsLayer::new())
         .layer(AuthzLayer::new(ctx))
         .add_service(s.agent)
         .add_service(s.bundle)
