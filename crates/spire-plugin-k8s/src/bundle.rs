@@ -66,7 +66,8 @@ pub struct K8sBundleNotifier {
 }
 
 fn non_empty(v: Option<String>, default: &str) -> String {
-    v.filter(|s| !s.is_empty()).unwrap_or_else(|| default.to_owned())
+    v.filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 impl K8sBundleNotifier {
@@ -88,7 +89,10 @@ impl K8sBundleNotifier {
     }
 
     fn path(&self) -> String {
-        format!("/api/v1/namespaces/{}/configmaps/{}", self.namespace, self.name)
+        format!(
+            "/api/v1/namespaces/{}/configmaps/{}",
+            self.namespace, self.name
+        )
     }
 
     /// Writes `bundle_pem` (the PEM X.509 authorities) into the ConfigMap key. Does nothing

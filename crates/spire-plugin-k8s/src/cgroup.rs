@@ -205,7 +205,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            container_of_pid(dir.path(), 42).unwrap().unwrap().container_id,
+            container_of_pid(dir.path(), 42)
+                .unwrap()
+                .unwrap()
+                .container_id,
             ID
         );
         assert!(container_of_pid(dir.path(), 43).is_err());

@@ -319,10 +319,12 @@ fn tls_config(endpoint: &Endpoint) -> Result<rustls::ClientConfig, ClientError> 
     let builder = match &endpoint.trust {
         ServerTrust::Roots(certs) => builder.with_root_certificates(roots(certs)?),
         ServerTrust::RootsAnyName(certs) => {
-            let inner =
-                rustls::client::WebPkiServerVerifier::builder_with_provider(roots(certs)?, provider)
-                    .build()
-                    .map_err(|e| ClientError::Config(format!("TLS verifier setup failed: {e}")))?;
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots(certs)?,
+                provider,
+            )
+            .build()
+            .map_err(|e| ClientError::Config(format!("TLS verifier setup failed: {e}")))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyNameVerifier(inner)))
@@ -556,7 +558,10 @@ pub fn endpoint_from_kubeconfig(path: &Path) -> Result<Endpoint, ClientError> {
     let (cluster_name, user_name) = match ctx {
         Some(c) => (c.value.cluster.clone(), c.value.user.clone()),
         None => (
-            kc.clusters.first().map(|c| c.name.clone()).unwrap_or_default(),
+            kc.clusters
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
             kc.users.first().map(|u| u.name.clone()).unwrap_or_default(),
         ),
     };
@@ -596,7 +601,11 @@ pub fn endpoint_from_kubeconfig(path: &Path) -> Result<Endpoint, ClientError> {
             }
         }
     };
-    let user = kc.users.iter().find(|u| u.name == user_name).map(|u| &u.value);
+    let user = kc
+        .users
+        .iter()
+        .find(|u| u.name == user_name)
+        .map(|u| &u.value);
     let mut identity = None;
     let mut token = BearerToken::None;
     if let Some(u) = user {

@@ -330,7 +330,10 @@ impl PsatServer {
             return Err(PsatError::NotAuthenticated(status.error));
         }
         if !status.audiences.is_empty()
-            && !status.audiences.iter().any(|a| cluster.audience.contains(a))
+            && !status
+                .audiences
+                .iter()
+                .any(|a| cluster.audience.contains(a))
         {
             return Err(PsatError::Audience {
                 got: status.audiences,
@@ -369,7 +372,13 @@ impl PsatServer {
         let pod_name = extra(api::EXTRA_POD_NAME)?;
         let pod_uid = extra(api::EXTRA_POD_UID)?;
 
-        let pod: Pod = get_object(&cluster.client, "pod", &format!("/api/v1/namespaces/{namespace}/pods/{pod_name}"), &pod_name).await?;
+        let pod: Pod = get_object(
+            &cluster.client,
+            "pod",
+            &format!("/api/v1/namespaces/{namespace}/pods/{pod_name}"),
+            &pod_name,
+        )
+        .await?;
         if !pod.metadata.uid.is_empty() && pod.metadata.uid != pod_uid {
             return Err(PsatError::NotFound {
                 what: "pod",
@@ -382,7 +391,13 @@ impl PsatServer {
                 "pod {pod_name:?} is not scheduled on a node"
             )));
         }
-        let node: Node = get_object(&cluster.client, "node", &format!("/api/v1/nodes/{node_name}"), &node_name).await?;
+        let node: Node = get_object(
+            &cluster.client,
+            "node",
+            &format!("/api/v1/nodes/{node_name}"),
+            &node_name,
+        )
+        .await?;
         let node_uid = node.metadata.uid.clone();
         if node_uid.is_empty() {
             return Err(PsatError::Incomplete(format!(
@@ -495,7 +510,10 @@ mod tests {
         let mut clusters = BTreeMap::new();
         clusters.insert("c".to_owned(), ClusterConfig::default());
         let err = PsatServer::new(PsatServerConfig { clusters }).unwrap_err();
-        assert!(err.to_string().contains("service_account_allow_list"), "{err}");
+        assert!(
+            err.to_string().contains("service_account_allow_list"),
+            "{err}"
+        );
         let mut clusters = BTreeMap::new();
         clusters.insert(
             "c".to_owned(),

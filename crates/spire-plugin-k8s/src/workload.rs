@@ -96,7 +96,9 @@ pub enum WorkloadError {
     #[error("k8s: unable to get pod list from kubelet: {0}")]
     Kubelet(#[source] ClientError),
     /// The container did not show up in the pod list.
-    #[error("k8s: no selectors found after max poll attempts: container {container_id} of pod {pod_uid} not in the kubelet pod list after {attempts} attempts")]
+    #[error(
+        "k8s: no selectors found after max poll attempts: container {container_id} of pod {pod_uid} not in the kubelet pod list after {attempts} attempts"
+    )]
     NotFound {
         /// The container ID.
         container_id: String,
@@ -176,7 +178,9 @@ impl PodIndex {
     }
 }
 
-fn image_identifiers<'a>(statuses: impl IntoIterator<Item = &'a ContainerStatus>) -> BTreeSet<&'a str> {
+fn image_identifiers<'a>(
+    statuses: impl IntoIterator<Item = &'a ContainerStatus>,
+) -> BTreeSet<&'a str> {
     statuses
         .into_iter()
         .flat_map(|s| [s.image.as_str(), s.image_id.as_str()])
@@ -266,9 +270,10 @@ impl K8sWorkloadAttestor {
         config: K8sWorkloadConfig,
         proc_root: PathBuf,
     ) -> Result<Self, WorkloadError> {
-        let poll_retry_interval = parse_duration("poll_retry_interval", config.poll_retry_interval.as_ref())?
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_POLL_RETRY_INTERVAL);
+        let poll_retry_interval =
+            parse_duration("poll_retry_interval", config.poll_retry_interval.as_ref())?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_POLL_RETRY_INTERVAL);
         parse_duration("reload_interval", config.reload_interval.as_ref())?;
         let read_only = config.kubelet_read_only_port.filter(|p| *p > 0);
         let secure = config.kubelet_secure_port.filter(|p| *p > 0);
@@ -277,14 +282,18 @@ impl K8sWorkloadAttestor {
                 "cannot use both the read-only and secure port: set kubelet_read_only_port or kubelet_secure_port".into(),
             ));
         }
-        let node_name = config.node_name.clone().filter(|n| !n.is_empty()).or_else(|| {
-            let env = config
-                .node_name_env
-                .clone()
-                .filter(|e| !e.is_empty())
-                .unwrap_or_else(|| DEFAULT_NODE_NAME_ENV.into());
-            std::env::var(env).ok().filter(|n| !n.is_empty())
-        });
+        let node_name = config
+            .node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                let env = config
+                    .node_name_env
+                    .clone()
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| DEFAULT_NODE_NAME_ENV.into());
+                std::env::var(env).ok().filter(|n| !n.is_empty())
+            });
         let endpoint = match read_only {
             Some(port) => Endpoint {
                 base_url: format!("http://127.0.0.1:{port}"),
@@ -505,7 +514,10 @@ mod tests {
         let (p, s) = idx.container("ccc").unwrap().unwrap();
         assert_eq!((p.metadata.uid.as_str(), s.name.as_str()), ("u2", "c"));
         assert!(idx.container("zzz").unwrap().is_none());
-        assert!(matches!(idx.container("dup"), Err(WorkloadError::Ambiguous(_))));
+        assert!(matches!(
+            idx.container("dup"),
+            Err(WorkloadError::Ambiguous(_))
+        ));
         assert_eq!(idx.by_uid.get("u3"), Some(&2));
     }
 
@@ -545,31 +557,55 @@ mod tests {
             kubelet_secure_port: Some(10250),
             ..Default::default()
         };
-        assert!(K8sWorkloadAttestor::new(both).unwrap_err().to_string().contains("both"));
+        assert!(
+            K8sWorkloadAttestor::new(both)
+                .unwrap_err()
+                .to_string()
+                .contains("both")
+        );
         let bad = K8sWorkloadConfig {
             kubelet_read_only_port: Some(10255),
             poll_retry_interval: Some("soon".into()),
             ..Default::default()
         };
-        assert!(K8sWorkloadAttestor::new(bad).unwrap_err().to_string().contains("poll_retry_interval"));
+        assert!(
+            K8sWorkloadAttestor::new(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("poll_retry_interval")
+        );
         let no_ca = K8sWorkloadConfig {
             kubelet_ca_path: Some("/nonexistent/ca.crt".into()),
             ..Default::default()
         };
-        assert!(K8sWorkloadAttestor::new(no_ca).unwrap_err().to_string().contains("/nonexistent/ca.crt"));
+        assert!(
+            K8sWorkloadAttestor::new(no_ca)
+                .unwrap_err()
+                .to_string()
+                .contains("/nonexistent/ca.crt")
+        );
         let half = K8sWorkloadConfig {
             skip_kubelet_verification: true,
             certificate_path: Some("/x".into()),
             ..Default::default()
         };
-        assert!(K8sWorkloadAttestor::new(half).unwrap_err().to_string().contains("private key"));
+        assert!(
+            K8sWorkloadAttestor::new(half)
+                .unwrap_err()
+                .to_string()
+                .contains("private key")
+        );
     }
 
     #[tokio::test]
     async fn process_outside_pods_gets_nothing_without_kubelet() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("7")).unwrap();
-        std::fs::write(dir.path().join("7/cgroup"), "0::/user.slice/session-1.scope\n").unwrap();
+        std::fs::write(
+            dir.path().join("7/cgroup"),
+            "0::/user.slice/session-1.scope\n",
+        )
+        .unwrap();
         let a = K8sWorkloadAttestor::with_proc_root(
             K8sWorkloadConfig {
                 kubelet_read_only_port: Some(1),

@@ -1,1 +1,10 @@
-fn main(){}
+//! Integration tests of the Kubernetes plugins against a fake API server and kubelet over
+//! real HTTPS (see `fake.rs`), with workload processes placed in real cgroups when the
+//! machine allows it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bundle;
+mod fake;
+mod psat;
+mod workload;
