@@ -6,4 +6,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adversarial_authz;
+mod adversarial_protocol;
 mod common;

@@ -65,7 +65,14 @@ pub fn selectors_from_proto(sels: &[types::Selector]) -> Result<Selectors, Strin
     Ok(out)
 }
 
-/// Parses one wire selector (`type` without `:`, non-empty value).
+/// The longest selector type accepted, in bytes (the SQL schemas' column width).
+pub const MAX_SELECTOR_TYPE_LEN: usize = 255;
+/// The longest selector value accepted, in bytes (the SQL schemas' column width: a longer
+/// value would be stored by SQLite but refused by MySQL).
+pub const MAX_SELECTOR_VALUE_LEN: usize = 2048;
+
+/// Parses one wire selector (`type` without `:`, non-empty value, both within the length
+/// limits above).
 pub fn selector_from_proto(s: &types::Selector) -> Result<Selector, String> {
     if s.r#type.is_empty() {
         return Err("missing selector type".to_string());
@@ -73,8 +80,20 @@ pub fn selector_from_proto(s: &types::Selector) -> Result<Selector, String> {
     if s.r#type.contains(':') {
         return Err("selector type contains ':'".to_string());
     }
+    if s.r#type.len() > MAX_SELECTOR_TYPE_LEN {
+        return Err(format!(
+            "selector type is {} bytes: the limit is {MAX_SELECTOR_TYPE_LEN}",
+            s.r#type.len()
+        ));
+    }
     if s.value.is_empty() {
         return Err("missing selector value".to_string());
+    }
+    if s.value.len() > MAX_SELECTOR_VALUE_LEN {
+        return Err(format!(
+            "selector value is {} bytes: the limit is {MAX_SELECTOR_VALUE_LEN}",
+            s.value.len()
+        ));
     }
     Selector::new(s.r#type.clone(), s.value.clone()).map_err(|e| format!("{e}"))
 }
@@ -523,6 +542,21 @@ pub fn jwt_authorities_from_proto(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selector_lengths_are_bounded() {
+        let sel = |t: &str, v: &str| types::Selector {
+            r#type: t.into(),
+            value: v.into(),
+        };
+        let at_limit = "v".repeat(MAX_SELECTOR_VALUE_LEN);
+        assert!(selector_from_proto(&sel("unix", &at_limit)).is_ok());
+        let e = selector_from_proto(&sel("unix", &format!("{at_limit}v"))).unwrap_err();
+        assert!(e.contains("selector value is 2049 bytes"), "{e}");
+        let long_type = "t".repeat(MAX_SELECTOR_TYPE_LEN + 1);
+        let e = selector_from_proto(&sel(&long_type, "v")).unwrap_err();
+        assert!(e.contains("selector type is 256 bytes"), "{e}");
+    }
 
     fn td() -> TrustDomain {
         "example.org".parse().unwrap()
