@@ -421,7 +421,7 @@ async fn open_mysql(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<D
     let url = mysql_url(&config.connection_string)?;
     let pool = mysql_pool(config, &url).await?;
     if !config.disable_migration {
-        MYSQL_MIGRATOR.run(&pool).await?;
+        migrate_mysql(&pool).await?;
     }
     let replica = match &config.ro_connection_string {
         Some(ro) if !ro.trim().is_empty() => mysql_pool(config, &mysql_url(ro)?).await?,
@@ -438,6 +438,27 @@ async fn open_mysql(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<D
             notifications: crate::notify::Notifications::none(),
         }),
     })
+}
+
+/// Runs the MySQL migrations under a named lock, so servers starting at once on an empty
+/// database migrate one after the other (sqlx's own migration lock does not wait on MariaDB).
+async fn migrate_mysql(pool: &AnyPool) -> Result<()> {
+    const LOCK: &str =
+        "SELECT GET_LOCK(CONCAT('spire_rs_migrate_', COALESCE(DATABASE(), '')), 600) AS got";
+    const UNLOCK: &str =
+        "SELECT RELEASE_LOCK(CONCAT('spire_rs_migrate_', COALESCE(DATABASE(), ''))) AS released";
+    let mut conn = pool.acquire().await?;
+    let got: Option<i64> = sqlx::query_scalar(LOCK).fetch_one(&mut *conn).await?;
+    if got != Some(1) {
+        return Err(Error::Config(
+            "timed out waiting for another server's schema migration (MySQL lock spire_rs_migrate_<database>)"
+                .into(),
+        ));
+    }
+    let result = MYSQL_MIGRATOR.run(&mut *conn).await;
+    // Released with the connection in any case; release now so the pooled connection is clean.
+    let _ = sqlx::query(UNLOCK).execute(&mut *conn).await;
+    Ok(result?)
 }
 
 async fn mysql_pool(config: &DataStoreConfig, url: &str) -> Result<AnyPool> {

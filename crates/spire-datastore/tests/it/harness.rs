@@ -73,37 +73,8 @@ pub async fn sqlite() -> TestDb {
 
 /// A fresh PostgreSQL database, or `None` (skip) when no server is configured outside CI.
 pub async fn postgres() -> Option<TestDb> {
-    let admin = match std::env::var("SPIRE_TEST_POSTGRES_URL") {
-        Ok(v) if !v.is_empty() => v,
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "SPIRE_TEST_POSTGRES_URL is not set: under CI=true the PostgreSQL datastore tests must run"
-                );
-            }
-            eprintln!("SPIRE_TEST_POSTGRES_URL not set: PostgreSQL variant not run");
-            return None;
-        }
-    };
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "spire_ds_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst),
-        uuid::Uuid::new_v4().simple()
-    );
-    let mut c = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to SPIRE_TEST_POSTGRES_URL: {e}"));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&format!("/{name}"));
+    let (config, admin, name) = empty_database("postgres").await?;
     let clock = FakeClock::at_unix(START);
-    let config = DataStoreConfig::new("postgres", url.as_str());
     let ds = DataStore::open(&config, Arc::new(clock.clone()))
         .await
         .unwrap();
@@ -120,37 +91,8 @@ pub async fn postgres() -> Option<TestDb> {
 
 /// A fresh MySQL/MariaDB database, or `None` (skip) when no server is configured outside CI.
 pub async fn mysql() -> Option<TestDb> {
-    let admin = match std::env::var("SPIRE_TEST_MYSQL_URL") {
-        Ok(v) if !v.is_empty() => v,
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "SPIRE_TEST_MYSQL_URL is not set: under CI=true the MySQL datastore tests must run"
-                );
-            }
-            eprintln!("SPIRE_TEST_MYSQL_URL not set: MySQL variant not run");
-            return None;
-        }
-    };
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "spire_ds_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst),
-        uuid::Uuid::new_v4().simple()
-    );
-    let mut c = sqlx::MySqlConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to SPIRE_TEST_MYSQL_URL: {e}"));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&format!("/{name}"));
+    let (config, admin, name) = empty_database("mysql").await?;
     let clock = FakeClock::at_unix(START);
-    let config = DataStoreConfig::new("mysql", url.as_str());
     let ds = DataStore::open(&config, Arc::new(clock.clone()))
         .await
         .unwrap();
@@ -163,6 +105,71 @@ pub async fn mysql() -> Option<TestDb> {
         pg: None,
         mysql: Some((admin, name)),
     })
+}
+
+/// Drops a database made by [`empty_database`].
+pub async fn drop_database(kind: &str, admin: &str, name: &str) {
+    let sql = if kind == "postgres" {
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    } else {
+        format!("DROP DATABASE IF EXISTS {name}")
+    };
+    if kind == "postgres" {
+        if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await;
+        }
+    } else if let Ok(mut c) = sqlx::MySqlConnection::connect(admin).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await;
+    }
+}
+
+/// A new, empty (unmigrated) database on the `kind` ("postgres" or "mysql") test server: its
+/// store config, the admin URL and the database name. `None` (skip) when the server's variable
+/// is unset outside CI.
+pub async fn empty_database(kind: &str) -> Option<(DataStoreConfig, String, String)> {
+    let var = if kind == "postgres" {
+        "SPIRE_TEST_POSTGRES_URL"
+    } else {
+        "SPIRE_TEST_MYSQL_URL"
+    };
+    let admin = match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{var} is not set: under CI=true the {kind} datastore tests must run");
+            }
+            eprintln!("{var} not set: {kind} variant not run");
+            return None;
+        }
+    };
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "spire_ds_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        uuid::Uuid::new_v4().simple()
+    );
+    let create = sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"));
+    if kind == "postgres" {
+        let mut c = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {var}: {e}"));
+        sqlx::raw_sql(create).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    } else {
+        let mut c = sqlx::MySqlConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {var}: {e}"));
+        sqlx::raw_sql(create).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    }
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&format!("/{name}"));
+    Some((DataStoreConfig::new(kind, url.as_str()), admin, name))
 }
 
 /// Generates `sqlite::NAME`, `postgres::NAME` and `mysql::NAME` tests for each `async fn NAME(&TestDb)` of the

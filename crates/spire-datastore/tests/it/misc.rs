@@ -190,3 +190,34 @@ async fn bad_sqlite_path_names_the_problem() {
     );
     assert!(err.to_string().contains("/nonexistent-dir/sub/ds.sqlite3"));
 }
+
+/// Servers starting at once on an empty shared database: every store opens (the schema
+/// migrations run one after the other) and they all see one schema.
+async fn concurrent_open_of_an_empty_database(kind: &str) {
+    let Some((config, admin, name)) = crate::harness::empty_database(kind).await else {
+        return;
+    };
+    let clock = Arc::new(FakeClock::default());
+    let opens = (0..3).map(|_| DataStore::open(&config, clock.clone()));
+    let stores: Vec<DataStore> = futures::future::join_all(opens)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{kind}: concurrent open failed: {e:?}")))
+        .collect();
+    stores[0].create_join_token("t", 10).await.unwrap();
+    assert!(stores[2].join_token_exists("t", 0).await.unwrap());
+    for s in &stores {
+        s.close().await;
+    }
+    crate::harness::drop_database(kind, &admin, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn concurrent_open_of_an_empty_postgres_database() {
+    concurrent_open_of_an_empty_database("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn concurrent_open_of_an_empty_mysql_database() {
+    concurrent_open_of_an_empty_database("mysql").await;
+}
