@@ -40,6 +40,11 @@ pub enum JwtError {
     /// The header or payload is not a JSON object.
     #[error("token {0} is not a JSON object")]
     Json(&'static str),
+    /// The header or payload names a member twice (RFC 7515 §5.2: a JWS with duplicate
+    /// header parameter names must be rejected; the same holds for claims here, so that no
+    /// two JSON parsers can disagree about what the token says).
+    #[error("token {0} has a duplicate member {1:?}")]
+    DuplicateMember(&'static str, String),
     /// `alg` is `none`.
     #[error("token alg \"none\" is not allowed")]
     AlgNone,
@@ -281,9 +286,42 @@ fn b64(part: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
 }
 
 fn json_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, JwtError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(JwtError::Json(what)),
+    match serde_json::from_slice::<UniqueObject>(bytes) {
+        Ok(UniqueObject(Ok(m))) => Ok(m),
+        Ok(UniqueObject(Err(name))) => Err(JwtError::DuplicateMember(what, name)),
+        Err(_) => Err(JwtError::Json(what)),
+    }
+}
+
+/// A top-level JSON object read member by member: `Err(name)` when `name` occurs twice
+/// (serde_json's `Value` would silently keep the last one).
+struct UniqueObject(Result<Map<String, Value>, String>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<UniqueObject, A::Error> {
+                let mut map = Map::new();
+                let mut duplicate = None;
+                while let Some((k, v)) = access.next_entry::<String, Value>()? {
+                    if map.contains_key(&k) {
+                        duplicate.get_or_insert(k);
+                    } else {
+                        map.insert(k, v);
+                    }
+                }
+                Ok(UniqueObject(duplicate.map_or(Ok(map), Err)))
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -688,6 +726,30 @@ mod tests {
             ),
             Err(JwtError::NoAudience)
         ));
+    }
+
+    #[test]
+    fn rejects_duplicate_members() {
+        let f = fixture(KeyType::EcP256);
+        let sign =
+            |h: &str, p: &str| raw_token(h, p, |m| f.key.sign_jws(JwsAlgorithm::ES256, m).unwrap());
+        let payload = format!(
+            r#"{{"sub":"spiffe://example.org/w","aud":["aud-1"],"exp":{}}}"#,
+            NOW + 300
+        );
+        assert!(validate(&f, &sign(r#"{"alg":"ES256","kid":"kid-1"}"#, &payload)).is_ok());
+        let twice_sub = format!(
+            r#"{{"sub":"spiffe://example.org/w","aud":["aud-1"],"exp":{},"sub":"spiffe://example.org/admin"}}"#,
+            NOW + 300
+        );
+        let e = validate(&f, &sign(r#"{"alg":"ES256","kid":"kid-1"}"#, &twice_sub)).unwrap_err();
+        assert!(
+            matches!(&e, JwtError::DuplicateMember("payload", n) if n == "sub"),
+            "{e:?}"
+        );
+        let twice_alg = r#"{"alg":"ES256","kid":"kid-1","alg":"none"}"#;
+        let e = validate(&f, &sign(twice_alg, &payload)).unwrap_err();
+        assert_eq!(e.to_string(), "token header has a duplicate member \"alg\"");
     }
 
     #[test]
