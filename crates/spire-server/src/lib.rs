@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod federation;
 pub mod housekeeping;
 pub mod node_attestor;
+pub mod notifier;
 pub mod pb;
 pub mod plugin;
 pub mod server;

@@ -364,6 +364,7 @@ pub async fn run(
     state: Arc<ServerState>,
     extra: Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<(), ServerError> {
+    let notifier_tasks = crate::notifier::spawn(&state)?;
     let ca_task = tokio::spawn(Arc::clone(&state.ca).run(state.shutdown.clone()));
     let prune_task = tokio::spawn(crate::housekeeping::run(Arc::clone(&state)));
     let tcp_task = crate::endpoints::tcp::spawn(Arc::clone(&state));
@@ -380,6 +381,9 @@ pub async fn run(
     let _ = prune_task.await;
     let _ = tcp_task.await;
     for t in federation_tasks {
+        let _ = t.await;
+    }
+    for t in notifier_tasks {
         let _ = t.await;
     }
     for t in extra {

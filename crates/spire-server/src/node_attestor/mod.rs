@@ -5,6 +5,7 @@
 //! Mirrors `pkg/server/plugin/nodeattestor/*`.
 
 pub mod join_token;
+pub mod k8s_psat;
 pub mod x509pop;
 
 use spire_config::ServerConfig;
@@ -38,6 +39,8 @@ pub struct NodeAttestors {
     pub join_token: bool,
     /// `NodeAttestor "x509pop"`, if configured.
     pub x509pop: Option<x509pop::X509Pop>,
+    /// `NodeAttestor "k8s_psat"`, if configured.
+    pub k8s_psat: Option<k8s_psat::K8sPsat>,
 }
 
 impl NodeAttestors {
@@ -56,9 +59,13 @@ impl NodeAttestors {
                         p.plugin_data().map_err(|e| err(e.to_string()))?;
                     out.x509pop = Some(x509pop::X509Pop::from_plugin_data(&data).map_err(err)?);
                 }
+                k8s_psat::NAME => {
+                    let data = p.plugin_data().map_err(|e| err(e.to_string()))?;
+                    out.k8s_psat = Some(k8s_psat::K8sPsat::new(data).map_err(err)?);
+                }
                 other => {
                     return Err(err(format!(
-                        "unknown NodeAttestor plugin {other:?}: built-ins are \"join_token\" and \"x509pop\""
+                        "unknown NodeAttestor plugin {other:?}: built-ins are \"join_token\", \"k8s_psat\" and \"x509pop\""
                     )));
                 }
             }

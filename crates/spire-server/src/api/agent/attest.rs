@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::{Caller, Ctx, convert};
 use crate::authz::serial_and_expiry;
 use crate::endpoints::tcp::{TcpContext, tcp_context};
-use crate::node_attestor::{AttestResult, join_token, x509pop};
+use crate::node_attestor::{AttestResult, join_token, k8s_psat, x509pop};
 use crate::pb::agent as pb;
 use crate::pb::types;
 
@@ -196,6 +196,18 @@ async fn run(
                 return Err(Status::invalid_argument("expected a challenge response"));
             };
             let result = pending.finish(&answer)?;
+            let db = state
+                .datastore
+                .begin()
+                .await
+                .map_err(internal("failed to fetch agent"))?;
+            (db, result)
+        }
+        k8s_psat::NAME if tcp.attestors.k8s_psat.is_some() => {
+            let Some(plugin) = tcp.attestors.k8s_psat.as_ref() else {
+                return Err(not_configured(&kind));
+            };
+            let result = plugin.attest(&state.trust_domain, &data.payload).await?;
             let db = state
                 .datastore
                 .begin()
