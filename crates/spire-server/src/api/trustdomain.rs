@@ -32,7 +32,9 @@ impl TrustDomainService {
 }
 
 /// The tonic server of this service, ready to mount.
-pub fn server(state: &Arc<ServerState>) -> pb::trust_domain_server::TrustDomainServer<TrustDomainService> {
+pub fn server(
+    state: &Arc<ServerState>,
+) -> pb::trust_domain_server::TrustDomainServer<TrustDomainService> {
     pb::trust_domain_server::TrustDomainServer::new(TrustDomainService::new(Arc::clone(state)))
 }
 
@@ -97,7 +99,8 @@ fn from_proto(
     r: &types::FederationRelationship,
     own: &TrustDomain,
 ) -> Result<FederationRelationship, TdError> {
-    let bad = |m: String| TdError::Invalid(format!("failed to convert federation relationship: {m}"));
+    let bad =
+        |m: String| TdError::Invalid(format!("failed to convert federation relationship: {m}"));
     let td = parse_td(&r.trust_domain).map_err(|e| bad(e.to_string()))?;
     if &td == own {
         return Err(TdError::Invalid(
@@ -108,10 +111,12 @@ fn from_proto(
     let profile = match &r.bundle_endpoint_profile {
         Some(WireProfile::HttpsWeb(_)) => BundleEndpointProfile::HttpsWeb,
         Some(WireProfile::HttpsSpiffe(p)) => {
-            let id: SpiffeId = p
-                .endpoint_spiffe_id
-                .parse()
-                .map_err(|e| bad(format!("invalid endpoint SPIFFE ID {:?}: {e}", p.endpoint_spiffe_id)))?;
+            let id: SpiffeId = p.endpoint_spiffe_id.parse().map_err(|e| {
+                bad(format!(
+                    "invalid endpoint SPIFFE ID {:?}: {e}",
+                    p.endpoint_spiffe_id
+                ))
+            })?;
             BundleEndpointProfile::HttpsSpiffe {
                 endpoint_spiffe_id: id,
             }
@@ -158,7 +163,10 @@ async fn store_endpoint_bundle(
     state: &ServerState,
     mut rel: FederationRelationship,
 ) -> Result<FederationRelationship, TdError> {
-    if let Some(b) = rel.trust_domain_bundle.take_if(|b| b.trust_domain != rel.trust_domain) {
+    if let Some(b) = rel
+        .trust_domain_bundle
+        .take_if(|b| b.trust_domain != rel.trust_domain)
+    {
         if b.trust_domain == state.trust_domain {
             return Err(TdError::Invalid(
                 "failed to convert federation relationship: the trust domain bundle must not be the server's own".into(),
@@ -179,13 +187,15 @@ fn check_url(url: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("unable to parse bundle endpoint URL {url:?}: {e}"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(format!("bundle endpoint URL {url:?} must use the https scheme"));
+        return Err(format!(
+            "bundle endpoint URL {url:?} must use the https scheme"
+        ));
     }
     match uri.authority() {
         None => Err(format!("bundle endpoint URL {url:?} has no host")),
-        Some(a) if a.as_str().contains('@') => {
-            Err(format!("bundle endpoint URL {url:?} must not contain user info"))
-        }
+        Some(a) if a.as_str().contains('@') => Err(format!(
+            "bundle endpoint URL {url:?} must not contain user info"
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -288,7 +298,9 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 .get_federation_relationship(&td)
                 .await
                 .map_err(TdError::ds("failed to fetch federation relationship"))?
-                .ok_or_else(|| TdError::NotFound("federation relationship does not exist".into()))?;
+                .ok_or_else(|| {
+                    TdError::NotFound("federation relationship does not exist".into())
+                })?;
             Ok::<_, TdError>(to_proto(&rel, req.output_mask.as_ref()))
         }
         .await
@@ -311,7 +323,9 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
         let mut results = Vec::with_capacity(req.federation_relationships.len());
         for r in &req.federation_relationships {
             let outcome = async {
-                let rel = store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?).await?;
+                let rel =
+                    store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?)
+                        .await?;
                 ctx.state
                     .datastore
                     .create_federation_relationship(&rel)
@@ -366,7 +380,9 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
         let mut results = Vec::with_capacity(req.federation_relationships.len());
         for r in &req.federation_relationships {
             let outcome = async {
-                let rel = store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?).await?;
+                let rel =
+                    store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?)
+                        .await?;
                 ctx.state
                     .datastore
                     .update_federation_relationship(&rel, &mask)
@@ -450,7 +466,10 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 .await
                 .map_err(TdError::ds("failed to fetch federation relationship"))?
                 .ok_or_else(|| {
-                    TdError::NotFound(format!("no relationship with trust domain {:?}", td.as_str()))
+                    TdError::NotFound(format!(
+                        "no relationship with trust domain {:?}",
+                        td.as_str()
+                    ))
                 })?;
             crate::federation::refresh_once(&ctx.state, &rel)
                 .await
@@ -486,10 +505,16 @@ mod tests {
         let web = Some(WireProfile::HttpsWeb(types::HttpsWebProfile {}));
         let ok = from_proto(&wire("b.test", "https://b.test:8443", web.clone()), &own()).unwrap();
         assert_eq!(ok.profile, BundleEndpointProfile::HttpsWeb);
-        assert_eq!(to_proto(&ok, None), wire("b.test", "https://b.test:8443", web.clone()));
+        assert_eq!(
+            to_proto(&ok, None),
+            wire("b.test", "https://b.test:8443", web.clone())
+        );
 
         for (r, want) in [
-            (wire("a.test", "https://x", web.clone()), "server trust domain"),
+            (
+                wire("a.test", "https://x", web.clone()),
+                "server trust domain",
+            ),
             (wire("b.test", "http://x", web.clone()), "https scheme"),
             (wire("b.test", "https://u@x", web.clone()), "user info"),
             (wire("b.test", "https://x", None), "profile is required"),
@@ -506,7 +531,10 @@ mod tests {
             ),
         ] {
             let err = from_proto(&r, &own()).unwrap_err();
-            assert!(err.to_string().contains(want), "{err} should mention {want}");
+            assert!(
+                err.to_string().contains(want),
+                "{err} should mention {want}"
+            );
         }
     }
 

@@ -194,7 +194,8 @@ fn to_proto(r: &RelationshipInput) -> anyhow::Result<types::FederationRelationsh
         other => bail!("unknown bundle endpoint profile type: {other:?}"),
     };
     let trust_domain_bundle = if let Some(path) = &r.bundle_path {
-        let data = std::fs::read(path).with_context(|| format!("cannot read bundle file {path}"))?;
+        let data =
+            std::fs::read(path).with_context(|| format!("cannot read bundle file {path}"))?;
         Some(
             parse_bundle(&data, &r.bundle_format, &bundle_td)
                 .context("cannot parse bundle file")?,
@@ -239,7 +240,12 @@ fn from_file(path: &str) -> anyhow::Result<Vec<types::FederationRelationship>> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let text = |o: &Value, k: &str| o.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |o: &Value, k: &str| {
+        o.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     items
         .iter()
         .enumerate()
@@ -252,7 +258,11 @@ fn from_file(path: &str) -> anyhow::Result<Vec<types::FederationRelationship>> {
                 endpoint_spiffe_id: text(o, "endpointSPIFFEID"),
                 bundle_path: None,
                 bundle_raw: o.get("trustDomainBundle").cloned(),
-                bundle_format: if format.is_empty() { "pem".into() } else { format },
+                bundle_format: if format.is_empty() {
+                    "pem".into()
+                } else {
+                    format
+                },
             };
             to_proto(&input).with_context(|| format!("could not parse item {i}"))
         })
@@ -376,7 +386,10 @@ async fn create_or_update(a: CreateArgs, update: bool) -> anyhow::Result<ExitCod
         } else {
             failed = true;
             if pretty_out {
-                let msg = status.as_ref().map(|s| s.message.clone()).unwrap_or_default();
+                let msg = status
+                    .as_ref()
+                    .map(|s| s.message.clone())
+                    .unwrap_or_default();
                 println!();
                 eprintln!(
                     "Failed to {verb} the following federation relationship (code: {}, msg: {msg:?}):",
@@ -407,7 +420,9 @@ async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
                 page_token: token.clone(),
             })
             .await
-            .map_err(|s| anyhow::anyhow!("error listing federation relationship: {}", rpc_error(s)))?
+            .map_err(|s| {
+                anyhow::anyhow!("error listing federation relationship: {}", rpc_error(s))
+            })?
             .into_inner();
         all.extend(resp.federation_relationships);
         if resp.next_page_token.is_empty() {
@@ -482,7 +497,11 @@ async fn delete(a: IdArgs) -> anyhow::Result<ExitCode> {
     };
     let code = result.status.as_ref().map_or(0, |s| s.code);
     if code != 0 {
-        let msg = result.status.as_ref().map(|s| s.message.clone()).unwrap_or_default();
+        let msg = result
+            .status
+            .as_ref()
+            .map(|s| s.message.clone())
+            .unwrap_or_default();
         bail!(
             "failed to delete federation relationship {:?}: {msg}",
             result.trust_domain
@@ -543,12 +562,21 @@ mod tests {
             "Trust domain              : b.test\nBundle endpoint URL       : https://127.0.0.1:8443\nBundle endpoint profile   : https_spiffe\nEndpoint SPIFFE ID        : spiffe://b.test/spire/server\n"
         );
         let err = to_proto(&input("https_spiffe", "")).unwrap_err();
-        assert!(err.to_string().contains("endpoint SPIFFE ID is required"), "{err}");
+        assert!(
+            err.to_string().contains("endpoint SPIFFE ID is required"),
+            "{err}"
+        );
         let err = to_proto(&input("ftp", "")).unwrap_err();
-        assert!(err.to_string().contains("unknown bundle endpoint profile"), "{err}");
+        assert!(
+            err.to_string().contains("unknown bundle endpoint profile"),
+            "{err}"
+        );
         let mut no_td = input("https_web", "");
         no_td.trust_domain.clear();
-        assert_eq!(to_proto(&no_td).unwrap_err().to_string(), "trust domain is required");
+        assert_eq!(
+            to_proto(&no_td).unwrap_err().to_string(),
+            "trust domain is required"
+        );
     }
 
     #[test]

@@ -107,7 +107,9 @@ pub fn web_roots() -> Result<rustls::RootCertStore, FetchError> {
                 .map(std::path::PathBuf::from)
                 .find(|p| p.is_file())
         })
-        .ok_or_else(|| FetchError::WebRoots("no system CA file found (set SSL_CERT_FILE)".into()))?;
+        .ok_or_else(|| {
+            FetchError::WebRoots("no system CA file found (set SSL_CERT_FILE)".into())
+        })?;
     let pem = std::fs::read(&path)
         .map_err(|e| FetchError::WebRoots(format!("{}: {e}", path.display())))?;
     let certs = spire_spiffe::parse_pem_certificates(&pem)
@@ -143,7 +145,10 @@ async fn tls_config(
                 .ok_or_else(|| FetchError::NoBootstrapBundle(td.clone()))?;
             let bundles = BundleSet::new();
             bundles
-                .set_roots(td.clone(), stored.x509_authorities.iter().map(|a| a.der.clone()))
+                .set_roots(
+                    td.clone(),
+                    stored.x509_authorities.iter().map(|a| a.der.clone()),
+                )
                 .map_err(FetchError::Tls)?;
             let config = spire_tls::client_config(
                 ServerAuth::Verify {
@@ -221,7 +226,10 @@ pub async fn fetch_bundle(
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
             .map_err(|_| bad("cannot build a request for this URL"))?;
-        let response = sender.send_request(request).await.map_err(FetchError::Http)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(FetchError::Http)?;
         let status = response.status();
         if status != http::StatusCode::OK {
             conn.abort();
@@ -278,7 +286,12 @@ fn authority_trust_domain(der: &[u8]) -> Option<String> {
     san.value.general_names.iter().find_map(|n| match n {
         x509_parser::extensions::GeneralName::URI(uri) => {
             let rest = uri.strip_prefix("spiffe://")?;
-            Some(rest.split('/').next().unwrap_or_default().to_ascii_lowercase())
+            Some(
+                rest.split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+            )
         }
         _ => None,
     })

@@ -263,7 +263,10 @@ async fn handle(
 }
 
 /// Binds the bundle endpoint and serves it until `state.shutdown`.
-pub async fn serve(state: Arc<ServerState>, config: BundleEndpointConfig) -> Result<(), EndpointError> {
+pub async fn serve(
+    state: Arc<ServerState>,
+    config: BundleEndpointConfig,
+) -> Result<(), EndpointError> {
     let resolver = Arc::new(SwapResolver::default());
     match &config.serving {
         BundleEndpointServing::HttpsSpiffe => follow_server_svid(&state, &resolver)?,
@@ -279,12 +282,13 @@ pub async fn serve(state: Arc<ServerState>, config: BundleEndpointConfig) -> Res
         .with_cert_resolver(resolver);
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind(config.address)
-        .await
-        .map_err(|source| EndpointError::Bind {
-            addr: config.address,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(config.address)
+            .await
+            .map_err(|source| EndpointError::Bind {
+                addr: config.address,
+                source,
+            })?;
     let local = listener.local_addr().unwrap_or(config.address);
     tracing::info!(addr = %local, refresh_hint_s = config.refresh_hint.as_secs(), "Serving bundle endpoint");
     let refresh_hint = config.refresh_hint;
@@ -313,8 +317,8 @@ pub async fn serve(state: Arc<ServerState>, config: BundleEndpointConfig) -> Res
             };
             let shutdown = state.shutdown.clone();
             let svc = service_fn(move |req| handle(Arc::clone(&state), refresh_hint, req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc);
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 r = conn => if let Err(e) = r {

@@ -29,6 +29,10 @@ use crate::server::ServerState;
 /// Refresh hint assumed when a bundle carries none.
 pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(300);
 
+/// Longest wait before retrying a failed fetch (an endpoint that was down at start-up is
+/// picked up quickly even with the default 5-minute hint).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
 /// How often the set of relationships is re-read.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -43,7 +47,9 @@ pub fn static_relationships(state: &ServerState) -> Vec<FederationRelationship> 
             trust_domain: fw.trust_domain.clone(),
             bundle_endpoint_url: fw.bundle_endpoint_url.clone(),
             profile: match &fw.profile {
-                spire_config::BundleEndpointProfile::HttpsWeb => ds::BundleEndpointProfile::HttpsWeb,
+                spire_config::BundleEndpointProfile::HttpsWeb => {
+                    ds::BundleEndpointProfile::HttpsWeb
+                }
                 spire_config::BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
                     ds::BundleEndpointProfile::HttpsSpiffe {
                         endpoint_spiffe_id: endpoint_spiffe_id.clone(),
@@ -126,7 +132,10 @@ pub async fn refresh_once(
         .map_err(RefreshError::Store)?;
     let new = ds::Bundle::from(fetched);
     let unchanged = stored.as_ref().is_some_and(|s| {
-        s.x509_authorities.iter().map(|a| &a.der).eq(new.x509_authorities.iter().map(|a| &a.der))
+        s.x509_authorities
+            .iter()
+            .map(|a| &a.der)
+            .eq(new.x509_authorities.iter().map(|a| &a.der))
             && s.jwt_authorities
                 .iter()
                 .map(|k| (&k.key_id, &k.public_key, k.expires_at))
@@ -162,19 +171,25 @@ fn next_poll(hint: Option<Duration>) -> Duration {
 async fn poll(state: Arc<ServerState>, rel: FederationRelationship, stop: CancellationToken) {
     let mut hint = None;
     loop {
-        match refresh_once(&state, &rel).await {
-            Ok(h) => hint = h.or(Some(DEFAULT_REFRESH_HINT)),
-            Err(e) => tracing::warn!(
+        let delay = match refresh_once(&state, &rel).await {
+            Ok(h) => {
+                hint = h.or(Some(DEFAULT_REFRESH_HINT));
+                next_poll(hint)
+            }
+            Err(e) => {
+                tracing::warn!(
                 trust_domain = %rel.trust_domain,
                 bundle_endpoint_url = %rel.bundle_endpoint_url,
                 error = %e,
                 cause = ?std::error::Error::source(&e).map(error_chain),
-                "Failed to refresh the federated bundle; keeping the last good one"
-            ),
-        }
+                    "Failed to refresh the federated bundle; keeping the last good one"
+                );
+                next_poll(hint).min(MAX_RETRY_DELAY)
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(next_poll(hint)) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -194,8 +209,10 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Keeps one poller per relationship in effect until `state.shutdown`: starts pollers for new
 /// relationships, restarts them when a relationship changes, stops them when it goes away.
 pub async fn run(state: Arc<ServerState>) {
-    let mut running: BTreeMap<TrustDomain, (FederationRelationship, CancellationToken, JoinHandle<()>)> =
-        BTreeMap::new();
+    let mut running: BTreeMap<
+        TrustDomain,
+        (FederationRelationship, CancellationToken, JoinHandle<()>),
+    > = BTreeMap::new();
     loop {
         match relationships(&state).await {
             Ok(wanted) => {
@@ -256,7 +273,13 @@ mod tests {
     #[test]
     fn polls_four_times_per_hint() {
         assert_eq!(next_poll(None), Duration::from_secs(75));
-        assert_eq!(next_poll(Some(Duration::from_secs(40))), Duration::from_secs(10));
-        assert_eq!(next_poll(Some(Duration::from_secs(1))), Duration::from_millis(500));
+        assert_eq!(
+            next_poll(Some(Duration::from_secs(40))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            next_poll(Some(Duration::from_secs(1))),
+            Duration::from_millis(500)
+        );
     }
 }

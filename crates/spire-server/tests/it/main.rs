@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_protocol;
+mod federation;
 mod ha;
 mod local_api;

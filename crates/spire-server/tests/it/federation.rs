@@ -1,0 +1,508 @@
+//! Federation end to end with real `spire-server` binaries on loopback: two trust domains, each
+//! serving its bundle endpoint (one `https_spiffe`, one `https_web` with a test Web CA),
+//! each fetching the other's bundle; CA rotation reaching the other side; relationship and
+//! bundle deletion; bad endpoint answers rejected with the last good bundle kept.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use spire_testkit::{
+    Cli, CliOutput, LeafSpec, Process, ServerConfig, TestCa, free_port, temp_dir, wait_until_sync,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spire-server");
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Server {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    process: Process,
+}
+
+impl Server {
+    /// Starts a server of `td` with `federation` (HCL body of the `federation` block) and
+    /// `SSL_CERT_FILE` pointing at `web_roots` when given.
+    fn start(td: &str, federation: &str, web_roots: Option<&Path>) -> Server {
+        let dir = temp_dir();
+        Self::start_in(dir, td, federation, web_roots)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        td: &str,
+        federation: &str,
+        web_roots: Option<&Path>,
+    ) -> Server {
+        let config = ServerConfig::new(td, dir.path());
+        let text = config.render().replacen(
+            "server {\n",
+            &format!("server {{\n    federation {{\n{federation}\n    }}\n"),
+            1,
+        );
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg("-config").arg(&path);
+        match web_roots {
+            Some(p) => cmd.env("SSL_CERT_FILE", p),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        let process =
+            Process::spawn_logging_to(&format!("spire-server-{td}"), cmd, &dir.path().join("logs"))
+                .unwrap();
+        let socket = config.socket_path.clone();
+        let s = Server {
+            dir,
+            socket,
+            process,
+        };
+        wait_until_sync(START_TIMEOUT, "server healthy", || {
+            s.run(&["healthcheck"]).status.success()
+        })
+        .unwrap();
+        s
+    }
+
+    fn run(&self, args: &[&str]) -> CliOutput {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-socketPath", self.socket.to_str().unwrap()]);
+        Cli::new(BIN)
+            .args(&all)
+            .timeout(Duration::from_secs(60))
+            .run()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}\n{}\n{}",
+            out.stdout,
+            out.stderr,
+            self.process.log_report()
+        );
+        out.stdout
+    }
+
+    /// The stored bundle of `td` (PEM), if any.
+    fn federated(&self, td: &str) -> Option<String> {
+        let out = self.run(&["bundle", "list", "-id", &format!("spiffe://{td}")]);
+        out.status.success().then_some(out.stdout)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log_count(&self, needle: &str) -> usize {
+        self.process.logs().matches(needle).count()
+    }
+
+    /// Waits until `needle` appears more often in the logs than `before`.
+    fn wait_log_after(&self, needle: &str, before: usize) {
+        wait_until_sync(WAIT, needle, || self.log_count(needle) > before).unwrap_or_else(|e| {
+            panic!("{e}\n{}", self.process.log_report());
+        });
+    }
+}
+
+/// Waits until `server` holds `td`'s bundle equal to `want` (PEM).
+fn wait_bundle(server: &Server, td: &str, want: &str) {
+    wait_until_sync(WAIT, &format!("bundle of {td} replicated"), || {
+        server.federated(td).as_deref() == Some(want)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: have {:?}, want {want:?}\n{}",
+            server.federated(td),
+            server.process.log_report()
+        )
+    });
+}
+
+fn federation_block(port: u16, profile: &str, federates_with: &str) -> String {
+    format!(
+        "        bundle_endpoint {{\n            address = \"127.0.0.1\"\n            port = {port}\n            refresh_hint = \"1s\"\n{profile}\n        }}\n{federates_with}"
+    )
+}
+
+#[test]
+fn two_trust_domains_federate_both_ways() {
+    // The Web CA that B's https_web endpoint certificate chains to; A trusts it.
+    let web_ca = TestCa::new("Federation Test Web CA");
+    let dir_b = temp_dir();
+    let web_roots = dir_b.path().join("web-roots.pem");
+    std::fs::write(&web_roots, web_ca.root_pem()).unwrap();
+    let (cert, key) = web_ca
+        .issue(&LeafSpec::new("localhost").dns("localhost"))
+        .write(dir_b.path(), "endpoint")
+        .unwrap();
+
+    let port_a = free_port();
+    let port_b = free_port();
+    // A: https_spiffe endpoint; statically federates with B over https_web.
+    let a = Server::start(
+        "a.test",
+        &federation_block(
+            port_a,
+            "            profile \"https_spiffe\" {}",
+            &format!(
+                "        federates_with \"b.test\" {{\n            bundle_endpoint_url = \"https://localhost:{port_b}\"\n            bundle_endpoint_profile \"https_web\" {{}}\n        }}"
+            ),
+        ),
+        Some(&web_roots),
+    );
+    // B: https_web endpoint with a certificate file; its relationship with A is dynamic.
+    let b = Server::start_in(
+        dir_b,
+        "b.test",
+        &federation_block(
+            port_b,
+            &format!(
+                "            profile \"https_web\" {{\n                serving_cert_file {{\n                    cert_file_path = \"{}\"\n                    key_file_path = \"{}\"\n                    file_sync_interval = \"1s\"\n                }}\n            }}",
+                cert.display(),
+                key.display()
+            ),
+            "",
+        ),
+        None,
+    );
+
+    // A learns B's bundle through B's https_web endpoint.
+    let b_bundle = b.ok(&["bundle", "show"]);
+    wait_bundle(&a, "b.test", &b_bundle);
+
+    // B: a relationship naming the wrong endpoint SPIFFE ID is refused at the handshake.
+    let a_bundle_json = a.ok(&["bundle", "show", "-format", "spiffe"]);
+    let bootstrap = b.path("a-bundle.json");
+    std::fs::write(&bootstrap, &a_bundle_json).unwrap();
+    let url_a = format!("https://127.0.0.1:{port_a}");
+    let failures = b.log_count("Failed to refresh the federated bundle");
+    let out = b.ok(&[
+        "federation",
+        "create",
+        "-trustDomain",
+        "a.test",
+        "-bundleEndpointURL",
+        &url_a,
+        "-bundleEndpointProfile",
+        "https_spiffe",
+        "-endpointSpiffeID",
+        "spiffe://a.test/not-the-server",
+        "-trustDomainBundlePath",
+        bootstrap.to_str().unwrap(),
+        "-trustDomainBundleFormat",
+        "spiffe",
+    ]);
+    assert!(
+        out.contains("Endpoint SPIFFE ID        : spiffe://a.test/not-the-server"),
+        "{out}"
+    );
+    b.wait_log_after("Failed to refresh the federated bundle", failures);
+    let refresh = b.run(&["federation", "refresh", "-id", "a.test"]);
+    assert!(!refresh.status.success());
+    assert!(
+        refresh.stderr.contains("failed to refresh bundle"),
+        "{}",
+        refresh.stderr
+    );
+
+    // Fixing the ID makes B fetch A's bundle through A's https_spiffe endpoint.
+    let out = b.ok(&[
+        "federation",
+        "update",
+        "-trustDomain",
+        "a.test",
+        "-bundleEndpointURL",
+        &url_a,
+        "-bundleEndpointProfile",
+        "https_spiffe",
+        "-endpointSpiffeID",
+        "spiffe://a.test/spire/server",
+    ]);
+    assert!(
+        out.contains("Endpoint SPIFFE ID        : spiffe://a.test/spire/server"),
+        "{out}"
+    );
+    assert_eq!(
+        b.ok(&["federation", "refresh", "-id", "a.test"]),
+        "Bundle refreshed\n"
+    );
+    let a_bundle = a.ok(&["bundle", "show"]);
+    wait_bundle(&b, "a.test", &a_bundle);
+
+    let list = b.ok(&["federation", "list"]);
+    assert!(
+        list.starts_with("Found 1 federation relationship\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains("Bundle endpoint profile   : https_spiffe"),
+        "{list}"
+    );
+    let show = b.ok(&["federation", "show", "-trustDomain", "a.test"]);
+    assert!(
+        show.starts_with("Found a federation relationship with trust domain a.test:"),
+        "{show}"
+    );
+    // Static relationships are not in the datastore.
+    assert!(
+        a.ok(&["federation", "list"])
+            .starts_with("Found 0 federation relationships")
+    );
+
+    // A new authority prepared in B reaches A (and one prepared in A reaches B).
+    b.ok(&["localauthority", "x509", "prepare"]);
+    let b_rotated = b.ok(&["bundle", "show"]);
+    assert_ne!(b_rotated, b_bundle);
+    assert_eq!(b_rotated.matches("BEGIN CERTIFICATE").count(), 2);
+    wait_bundle(&a, "b.test", &b_rotated);
+    a.ok(&["localauthority", "x509", "prepare"]);
+    let a_rotated = a.ok(&["bundle", "show"]);
+    assert_ne!(a_rotated, a_bundle);
+    wait_bundle(&b, "a.test", &a_rotated);
+
+    // Deleting the relationship stops the refreshes; deleting the bundle then removes it.
+    assert_eq!(
+        b.ok(&["federation", "delete", "-id", "a.test"]),
+        "federation relationship deleted.\n"
+    );
+    b.wait_log_after("Stopped refreshing the federated bundle", 0);
+    b.ok(&["bundle", "delete", "-id", "spiffe://a.test"]);
+    assert_eq!(b.federated("a.test"), None);
+    let refresh = b.run(&["federation", "refresh", "-id", "a.test"]);
+    assert!(
+        refresh
+            .stderr
+            .contains("there is no federation relationship with trust domain"),
+        "{}",
+        refresh.stderr
+    );
+    assert!(b.ok(&["bundle", "list"]).is_empty());
+    assert!(
+        b.ok(&["federation", "list"])
+            .starts_with("Found 0 federation relationships")
+    );
+}
+
+/// What the fake endpoint answers.
+#[derive(Clone)]
+enum Answer {
+    /// 200 with this body.
+    Body(Vec<u8>),
+    /// This status with an empty body.
+    Status(u16),
+}
+
+/// A tiny HTTPS server answering every request with the current [`Answer`], presenting the
+/// current certificate.
+struct FakeEndpoint {
+    port: u16,
+    answer: Arc<Mutex<Answer>>,
+    tls: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+}
+
+fn tls_config(cert: &spire_testkit::IssuedCert) -> Arc<rustls::ServerConfig> {
+    let chain = spire_spiffe::parse_pem_certificates(cert.chain_pem.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(rustls::pki_types::CertificateDer::from)
+        .collect();
+    let key = pem::parse(&cert.key_pem).unwrap().into_contents();
+    let config = rustls::ServerConfig::builder_with_provider(spire_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()))
+        .unwrap();
+    Arc::new(config)
+}
+
+impl FakeEndpoint {
+    fn start(cert: &spire_testkit::IssuedCert, answer: Answer) -> FakeEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ep = FakeEndpoint {
+            port,
+            answer: Arc::new(Mutex::new(answer)),
+            tls: Arc::new(Mutex::new(tls_config(cert))),
+        };
+        let answer = Arc::clone(&ep.answer);
+        let tls = Arc::clone(&ep.tls);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(tcp) = conn else { continue };
+                let answer = answer.lock().unwrap().clone();
+                let config = Arc::clone(&tls.lock().unwrap());
+                std::thread::spawn(move || serve_one(tcp, config, answer));
+            }
+        });
+        ep
+    }
+
+    fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn set_cert(&self, cert: &spire_testkit::IssuedCert) {
+        *self.tls.lock().unwrap() = tls_config(cert);
+    }
+}
+
+fn serve_one(tcp: std::net::TcpStream, config: Arc<rustls::ServerConfig>, answer: Answer) {
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let (status, body) = match answer {
+        Answer::Body(b) => (200, b),
+        Answer::Status(s) => (s, Vec::new()),
+    };
+    let _ = write!(
+        tls,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tls.write_all(&body);
+    let _ = tls.flush();
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+}
+
+/// A self-signed CA certificate carrying the SPIFFE ID of `td` (as SPIRE's CAs do), DER.
+fn spiffe_ca(td: &str) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("spiffe://{td}").as_str().try_into().unwrap(),
+    )];
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+fn bundle_json(td: &str, ca: &[u8], seq: u64) -> Vec<u8> {
+    let mut b = spire_spiffe::Bundle::new(td.parse().unwrap());
+    b.x509_authorities.push(ca.to_vec());
+    b.refresh_hint = Some(Duration::from_secs(1));
+    b.sequence_number = seq;
+    b.to_json().unwrap().into_bytes()
+}
+
+#[test]
+fn bad_endpoint_answers_keep_the_last_good_bundle() {
+    let web_ca = TestCa::new("Federation Test Web CA");
+    let dir = temp_dir();
+    let web_roots = dir.path().join("web-roots.pem");
+    std::fs::write(&web_roots, web_ca.root_pem()).unwrap();
+    let good_cert = web_ca.issue(&LeafSpec::new("localhost").dns("localhost"));
+    let now = time::OffsetDateTime::now_utc();
+    let expired_cert = web_ca.issue(
+        &LeafSpec::new("localhost")
+            .dns("localhost")
+            .validity(now - time::Duration::days(2), now - time::Duration::days(1)),
+    );
+
+    let c_ca = spiffe_ca("c.test");
+    let good = bundle_json("c.test", &c_ca, 1);
+    let fake = FakeEndpoint::start(&good_cert, Answer::Body(good.clone()));
+
+    let a = Server::start_in(dir, "a.test", "", Some(&web_roots));
+    a.ok(&[
+        "federation",
+        "create",
+        "-trustDomain",
+        "c.test",
+        "-bundleEndpointURL",
+        &format!("https://localhost:{}", fake.port),
+        "-bundleEndpointProfile",
+        "https_web",
+    ]);
+    let good_pem = spire_spiffe::certificates_to_pem(&[c_ca.clone()]);
+    wait_bundle(&a, "c.test", &good_pem);
+
+    let failure = "Failed to refresh the federated bundle";
+    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+        (
+            "not JSON",
+            Box::new(|| fake.set(Answer::Body(b"<html>maintenance</html>".to_vec()))),
+            "the answer is not a valid SPIFFE bundle",
+        ),
+        (
+            "oversized",
+            Box::new(|| fake.set(Answer::Body(vec![b' '; 5 * 1024 * 1024]))),
+            "answered more than 4194304 bytes",
+        ),
+        (
+            "wrong trust domain",
+            Box::new(|| {
+                fake.set(Answer::Body(bundle_json(
+                    "c.test",
+                    &spiffe_ca("other.test"),
+                    2,
+                )))
+            }),
+            "X.509 authority of trust domain",
+        ),
+        (
+            "HTTP error",
+            Box::new(|| fake.set(Answer::Status(404))),
+            "answered HTTP 404",
+        ),
+        (
+            "expired certificate",
+            Box::new(|| {
+                fake.set(Answer::Body(bundle_json("c.test", &spiffe_ca("c.test"), 3)));
+                fake.set_cert(&expired_cert);
+            }),
+            "cannot connect to the bundle endpoint",
+        ),
+    ];
+    for (what, apply, reason) in cases {
+        let before = a.log_count(reason);
+        let failures = a.log_count(failure);
+        apply();
+        a.wait_log_after(reason, before);
+        assert!(a.log_count(failure) > failures, "{what}: no failure logged");
+        assert_eq!(
+            a.federated("c.test").as_deref(),
+            Some(good_pem.as_str()),
+            "{what}: the last good bundle must be kept"
+        );
+        let refresh = a.run(&["federation", "refresh", "-id", "c.test"]);
+        assert!(!refresh.status.success(), "{what}: refresh must fail");
+    }
+    assert!(
+        a.process.logs().contains("certificate expired") || a.process.logs().contains("Expired"),
+        "the expired certificate is named as the cause\n{}",
+        a.process.log_report()
+    );
+
+    // A good answer is taken again.
+    fake.set_cert(&good_cert);
+    let c_ca2 = spiffe_ca("c.test");
+    fake.set(Answer::Body(bundle_json("c.test", &c_ca2, 4)));
+    assert_eq!(
+        a.ok(&["federation", "refresh", "-id", "c.test"]),
+        "Bundle refreshed\n"
+    );
+    assert_eq!(
+        a.federated("c.test"),
+        Some(spire_spiffe::certificates_to_pem(&[c_ca2]))
+    );
+}
