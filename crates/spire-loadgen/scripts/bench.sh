@@ -10,8 +10,8 @@
 # postgresql server binaries, as scripts/test.sh uses). P5 starts the spire-agent binary found
 # in $AGENT_BIN (default target/release/spire-agent, else target/debug/spire-agent).
 #
-# Knobs (environment): AGENTS (default 1000), WORKLOADS (10), ALIASES (10), CHURN (20 per s),
-# DURATION (30s), ISSUE_AGENTS (8), ISSUE_ROUNDS (4).
+# Knobs (environment): AGENTS (default 1000), WORKLOADS (10), ALIASES (10), CHURN (17 per s: not a divisor of the server's 50 ms change-log poll, so creations sample every phase of it),
+# DURATION (30s), ISSUE_AGENTS (8), ISSUE_ROUNDS (12).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -20,10 +20,10 @@ OUT="${OUT:-$ROOT/target/bench}"
 AGENTS="${AGENTS:-1000}"
 WORKLOADS="${WORKLOADS:-10}"
 ALIASES="${ALIASES:-10}"
-CHURN="${CHURN:-20}"
+CHURN="${CHURN:-17}"
 DURATION="${DURATION:-30s}"
 ISSUE_AGENTS="${ISSUE_AGENTS:-8}"
-ISSUE_ROUNDS="${ISSUE_ROUNDS:-4}"
+ISSUE_ROUNDS="${ISSUE_ROUNDS:-12}"
 TD="example.org"
 if [[ -z "${AGENT_BIN:-}" ]]; then
 	AGENT_BIN="$REL/spire-agent"
@@ -35,6 +35,8 @@ for b in spire-server spire-loadgen; do
 done
 mkdir -p "$OUT"
 WORK="$(mktemp -d /tmp/spire-rs-bench.XXXXXX)"
+# PostgreSQL (P4) runs as the postgres user and must reach its data directory.
+chmod 755 "$WORK"
 SERVER_PID=""
 AGENT_PID=""
 PG_STOP=""

@@ -164,13 +164,24 @@ pub async fn run(
     if let Err(e) = agent.sync_and_sign(true).await {
         tracing::debug!(agent = %spec.agent_id, error = %e, "First sync failed");
     }
-    agent.mint_jwts().await;
+    let mut jwts_due = true;
+    if agent.has_workloads() {
+        agent.mint_jwts().await;
+        jwts_due = false;
+    } else {
+        // The server answered the sync right after attestation without this agent's entries.
+        shared.metrics.first_sync_empty.inc();
+    }
     shared.metrics.agents_ready.inc();
     let _ = events.send((index, Event::Ready));
 
     let mut issued_rounds = false;
     let mut next_sync = Instant::now() + shared.sync_interval;
     loop {
+        if jwts_due && agent.has_workloads() {
+            agent.mint_jwts().await;
+            jwts_due = false;
+        }
         if !issued_rounds && *phase.borrow() >= Phase::Issue {
             issued_rounds = true;
             for _ in 0..shared.issue_rounds {
@@ -297,6 +308,10 @@ impl Agent {
             notifications: Arc::new(Mutex::new(VecDeque::with_capacity(NOTIFY_RING))),
             watch_task: None,
         })
+    }
+
+    fn has_workloads(&self) -> bool {
+        self.known.values().any(|k| !k.alias)
     }
 
     /// Opens the Watch stream in a background task that records each push and wakes the agent.

@@ -27,7 +27,7 @@ pub mod procstat;
 pub mod report;
 pub mod stats;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -45,8 +45,8 @@ pub use crate::args::Args;
 use crate::procstat::ProcSample;
 pub use crate::report::Report;
 use crate::report::{
-    AttestReport, ChurnReport, ConfigReport, IssuePhase, JwtReport, PhaseReport, Phases,
-    PropagationReport, ServerReport, SetupReport, SteadyReport, SyncReport, WatchReport,
+    AttestReport, ChurnReport, ConfigReport, DbStatement, IssuePhase, JwtReport, PhaseReport,
+    Phases, PropagationReport, ServerReport, SetupReport, SteadyReport, SyncReport, WatchReport,
     X509Report,
 };
 use crate::stats::Metrics;
@@ -143,12 +143,12 @@ fn validate(args: &Args) -> Result<TrustDomain, Error> {
     })
 }
 
-/// A point in time with the server's resource use and the DB statement count.
-#[derive(Debug, Clone, Copy)]
+/// A point in time with the server's resource use and the DB statement counts.
+#[derive(Debug, Clone)]
 struct Snapshot {
     at: Instant,
     proc: Option<ProcSample>,
-    db: Option<u64>,
+    db: Option<DbCalls>,
 }
 
 struct Probe {
@@ -179,13 +179,17 @@ impl Probe {
     }
 }
 
-/// Total statements executed so far according to pg_stat_statements (through `psql`).
-async fn pg_statements(url: &str) -> Option<u64> {
+/// Statements executed so far per pg_stat_statements entry: query ID → (calls, query text).
+type DbCalls = HashMap<String, (u64, String)>;
+
+/// Reads pg_stat_statements through `psql`.
+async fn pg_statements(url: &str) -> Option<DbCalls> {
     let out = tokio::process::Command::new("psql")
         .arg(url)
         .args([
             "-XAtqc",
-            "select coalesce(sum(calls),0)::bigint from pg_stat_statements",
+            "select queryid, calls, regexp_replace(left(query, 160), '\\s+', ' ', 'g') \
+             from pg_stat_statements",
         ])
         .output()
         .await
@@ -197,7 +201,38 @@ async fn pg_statements(url: &str) -> Option<u64> {
         );
         return None;
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    Some(parse_pg_calls(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_pg_calls(text: &str) -> DbCalls {
+    let mut m: DbCalls = HashMap::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, '|');
+        let (Some(id), Some(calls), Some(query)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let Ok(calls) = calls.trim().parse::<u64>() else {
+            continue;
+        };
+        let e = m.entry(id.to_owned()).or_insert((0, query.to_owned()));
+        e.0 += calls;
+    }
+    m
+}
+
+/// The statements executed most between two readings.
+fn top_statements(a: &DbCalls, b: &DbCalls, n: usize) -> Vec<DbStatement> {
+    let mut v: Vec<DbStatement> = b
+        .iter()
+        .map(|(id, (calls, query))| DbStatement {
+            calls: calls.saturating_sub(a.get(id).map_or(0, |x| x.0)),
+            query: query.clone(),
+        })
+        .filter(|d| d.calls > 0)
+        .collect();
+    v.sort_by(|x, y| y.calls.cmp(&x.calls).then_with(|| x.query.cmp(&y.query)));
+    v.truncate(n);
+    v
 }
 
 fn phase(a: &Snapshot, b: &Snapshot) -> PhaseReport {
@@ -206,9 +241,13 @@ fn phase(a: &Snapshot, b: &Snapshot) -> PhaseReport {
         (Some(x), Some(y)) => Some(y.cpu.saturating_sub(x.cpu).as_secs_f64()),
         _ => None,
     };
-    let db = match (a.db, b.db) {
-        (Some(x), Some(y)) => Some(y.saturating_sub(x)),
-        _ => None,
+    let total = |m: &DbCalls| m.values().map(|v| v.0).sum::<u64>();
+    let (db, db_top_statements) = match (&a.db, &b.db) {
+        (Some(x), Some(y)) => (
+            Some(total(y).saturating_sub(total(x))),
+            top_statements(x, y, 8),
+        ),
+        _ => (None, Vec::new()),
     };
     let per = |v: f64| if seconds > 0.0 { v / seconds } else { 0.0 };
     PhaseReport {
@@ -218,6 +257,7 @@ fn phase(a: &Snapshot, b: &Snapshot) -> PhaseReport {
         server_rss_kb: b.proc.map(|p| p.rss_kb),
         db_statements: db,
         db_statements_per_second: db.map(|d| per(d as f64)),
+        db_top_statements,
     }
 }
 
@@ -454,6 +494,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     *phase_name.lock().unwrap_or_else(PoisonError::into_inner) = "stopping";
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    *phase_name.lock().unwrap_or_else(PoisonError::into_inner) = "cleanup";
 
     // ---- cleanup
     if !args.keep {
@@ -524,14 +565,15 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         setup,
         phases: Phases {
             setup: phase(&s0, &s1),
-            ramp,
+            ramp: ramp.clone(),
             issue: issue_report,
-            steady,
+            steady: steady.clone(),
         },
         attestation: AttestReport {
             ok: m.attested.get(),
             failed: m.attest_failed.get(),
             first_error,
+            first_sync_empty: m.first_sync_empty.get(),
             latency: m.attest_latency.summary(),
             per_second: if ramp.seconds > 0.0 {
                 m.attested.get() as f64 / ramp.seconds
@@ -785,7 +827,7 @@ mod tests {
                 rss_kb: 10,
                 hwm_kb: 10,
             }),
-            db: Some(100),
+            db: Some(parse_pg_calls("1|60|select 1\n2|40|select 2\n")),
         };
         let b = Snapshot {
             at: t + Duration::from_secs(2),
@@ -794,7 +836,7 @@ mod tests {
                 rss_kb: 20,
                 hwm_kb: 20,
             }),
-            db: Some(140),
+            db: Some(parse_pg_calls("1|90|select 1\n2|50|select 2\nbad line\n")),
         };
         let p = phase(&a, &b);
         assert_eq!(p.seconds, 2.0);
@@ -803,5 +845,18 @@ mod tests {
         assert_eq!(p.db_statements, Some(40));
         assert_eq!(p.db_statements_per_second, Some(20.0));
         assert_eq!(p.server_rss_kb, Some(20));
+        assert_eq!(
+            p.db_top_statements,
+            vec![
+                DbStatement {
+                    calls: 30,
+                    query: "select 1".into()
+                },
+                DbStatement {
+                    calls: 10,
+                    query: "select 2".into()
+                }
+            ]
+        );
     }
 }

@@ -88,8 +88,17 @@ pub struct SetupReport {
     pub entries_per_second: f64,
 }
 
+/// A database statement and how often it ran.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DbStatement {
+    /// Executions in the phase.
+    pub calls: u64,
+    /// Normalized statement text (truncated).
+    pub query: String,
+}
+
 /// One phase's resource use.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct PhaseReport {
     /// Wall time.
     pub seconds: f64,
@@ -103,10 +112,13 @@ pub struct PhaseReport {
     pub db_statements: Option<u64>,
     /// Database statements per second.
     pub db_statements_per_second: Option<f64>,
+    /// The statements run most often in the phase (pg_stat_statements).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub db_top_statements: Vec<DbStatement>,
 }
 
 /// All phases.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Phases {
     /// Local-API setup.
     pub setup: PhaseReport,
@@ -127,6 +139,9 @@ pub struct AttestReport {
     pub failed: u64,
     /// First failure message, if any.
     pub first_error: Option<String>,
+    /// Agents whose first SyncAuthorizedEntries right after attestation returned none of their
+    /// workload entries (they got them on a later push or timer sync).
+    pub first_sync_empty: u64,
     /// Latency (connect, attest, reconnect with the SVID).
     pub latency: Percentiles,
     /// Attestations per second over the ramp.
@@ -319,9 +334,10 @@ impl Report {
         let a = &self.attestation;
         let _ = writeln!(
             s,
-            "attestation  ok={} failed={} {:.1}/s {}",
+            "attestation  ok={} failed={} first-sync-empty={} {:.1}/s {}",
             a.ok,
             a.failed,
+            a.first_sync_empty,
             a.per_second,
             pct(&a.latency)
         );
@@ -417,6 +433,9 @@ impl Report {
                     opt(ph.db_statements_per_second, "/s")
                 );
             }
+        }
+        for d in &self.phases.steady.db_top_statements {
+            let _ = writeln!(s, "  steady db {:>8}  {}", d.calls, d.query);
         }
         if let Some(sv) = &self.server {
             let _ = writeln!(

@@ -128,6 +128,8 @@ pub struct Metrics {
     pub attest_latency: Samples,
     /// Agents whose first sync and signing round completed.
     pub agents_ready: Counter,
+    /// Agents whose first sync after attestation returned no workload entry.
+    pub first_sync_empty: Counter,
     /// Completed entry syncs.
     pub syncs: Counter,
     /// Failed entry syncs.
