@@ -6,5 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adversarial_authz;
+mod adversarial_jwt;
 mod adversarial_protocol;
 mod common;
