@@ -1,7 +1,8 @@
 //! HA: two servers of one trust domain on one shared database (PostgreSQL, and MariaDB when
 //! `SPIRE_TEST_MYSQL_URL` is set). Each keeps its own CA and both are in the shared bundle; an
 //! entry written through one server reaches the other's authorized-entry index (PostgreSQL:
-//! woken by LISTEN/NOTIFY); a join token raced on both servers attests exactly one agent.
+//! woken by LISTEN/NOTIFY), including to a workload under a real `spire-agent` attested to the
+//! other server; a join token raced on both servers attests exactly one agent.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -13,7 +14,7 @@ use spire_proto::server::{agent as apb, entry as epb};
 use spire_proto::types;
 use spire_server::ServerState;
 use spire_spiffe::{SpiffeId, SystemClock};
-use spire_testkit::{CliOutput, DataStoreConfig, KeyManagerConfig};
+use spire_testkit::{CliOutput, DataStoreConfig, KeyManagerConfig, Process};
 use spire_tls::{BundleSet, ClientOptions, Identity, PeerMatcher, ServerAuth, SharedIdentity};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +28,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// One in-process server with its own data_dir and disk key manager.
 struct Node {
     name: &'static str,
+    cfg: spire_testkit::ServerConfig,
     state: Arc<ServerState>,
     addr: String,
     sock: String,
@@ -63,6 +65,7 @@ async fn start(name: &'static str, ds: DataStoreConfig) -> Node {
     });
     let node = Node {
         name,
+        cfg,
         state,
         addr,
         sock,
@@ -342,6 +345,10 @@ async fn two_servers_share_one_database(backend: &str, ds: DataStoreConfig) {
         "B's entry show: {shown}"
     );
 
+    // A real spire-agent attested to B: a workload under it (this process's uid) gets the SVID
+    // of an entry created through A.
+    real_agent_on_b_serves_entry_from_a(backend, &a, &b, &roots).await;
+
     // Join-token races across the two servers: exactly one attestation per token succeeds.
     for round in 0..4 {
         let token = format!("ha-race-{round}");
@@ -374,6 +381,96 @@ async fn two_servers_share_one_database(backend: &str, ds: DataStoreConfig) {
                 .is_some()
         );
     }
+}
+
+async fn real_agent_on_b_serves_entry_from_a(backend: &str, a: &Node, b: &Node, roots: &[Vec<u8>]) {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_path = dir.path().join("bundle.pem");
+    let pems: Vec<pem::Pem> = roots
+        .iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+        .collect();
+    std::fs::write(&bundle_path, pem::encode_many(&pems)).unwrap();
+    let out = cli_ok(b, &["token", "generate", "-ttl", "600"]).await;
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Token: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let agent_cfg = b.cfg.agent_config(dir.path()).trust_bundle(&bundle_path);
+    let conf = agent_cfg.write(&dir.path().join("agent.conf")).unwrap();
+    let agent_bin = spire_testkit::bin_path("spire-agent");
+    let _agent = Process::start(
+        &agent_bin,
+        [
+            "run",
+            "-config",
+            conf.to_str().unwrap(),
+            "-joinToken",
+            token.as_str(),
+        ],
+    )
+    .unwrap();
+    let sock = agent_cfg.socket_path.display().to_string();
+    let agent_cli = move |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-socketPath", sock.as_str()]);
+        spire_testkit::Cli::new(&agent_bin)
+            .args(all)
+            .timeout(Duration::from_secs(60))
+            .run()
+            .unwrap()
+    };
+    let agent_cli = Arc::new(agent_cli);
+    {
+        let agent_cli = Arc::clone(&agent_cli);
+        spire_testkit::wait_until(WAIT, "the agent is healthy", async || {
+            let agent_cli = Arc::clone(&agent_cli);
+            tokio::task::spawn_blocking(move || agent_cli(&["healthcheck"]).status.success())
+                .await
+                .unwrap()
+        })
+        .await
+        .unwrap();
+    }
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let agent_id = format!("spiffe://{TD}/spire/agent/join_token/{token}");
+    let started = Instant::now();
+    cli_ok(
+        a,
+        &[
+            "entry",
+            "create",
+            "-parentID",
+            &agent_id,
+            "-spiffeID",
+            "spiffe://example.org/ha/real-workload",
+            "-selector",
+            &format!("unix:uid:{uid}"),
+        ],
+    )
+    .await;
+    spire_testkit::wait_until(
+        WAIT,
+        "the workload under B's agent gets the SVID",
+        async || {
+            let agent_cli = Arc::clone(&agent_cli);
+            tokio::task::spawn_blocking(move || {
+                let out = agent_cli(&["api", "fetch", "x509"]);
+                out.status.success() && out.stdout.contains("spiffe://example.org/ha/real-workload")
+            })
+            .await
+            .unwrap()
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "{backend}: entry created through server A reached a workload under server B's agent in {} ms",
+        started.elapsed().as_millis()
+    );
 }
 
 /// A fresh database named `spire_ha_<unique>`.
