@@ -31,6 +31,8 @@ use crate::peertracker::PeerStream;
 pub struct WorkloadAttestorsConfig {
     /// `WorkloadAttestor "unix"`, if configured.
     pub unix: Option<UnixAttestorConfig>,
+    /// `WorkloadAttestor "k8s"`, if configured.
+    pub k8s: Option<spire_plugin_k8s::K8sWorkloadConfig>,
 }
 
 impl WorkloadAttestorsConfig {
@@ -45,9 +47,17 @@ impl WorkloadAttestorsConfig {
                             .map_err(|e| EndpointsError::Config(e.to_string()))?,
                     );
                 }
+                "k8s" => {
+                    let cfg: spire_plugin_k8s::K8sWorkloadConfig = p
+                        .plugin_data()
+                        .map_err(|e| EndpointsError::Config(e.to_string()))?;
+                    crate::attestor::workload::k8s::K8sAttestor::new(cfg.clone())
+                        .map_err(|e| EndpointsError::Config(e.to_string()))?;
+                    out.k8s = Some(cfg);
+                }
                 other => {
                     return Err(EndpointsError::Config(format!(
-                        "unsupported WorkloadAttestor plugin {other:?}: expected \"unix\""
+                        "unsupported WorkloadAttestor plugin {other:?}: expected \"unix\" or \"k8s\""
                     )));
                 }
             }
@@ -59,6 +69,12 @@ impl WorkloadAttestorsConfig {
         let mut list: Vec<Arc<dyn WorkloadAttestor>> = Vec::new();
         if let Some(unix) = &self.unix {
             list.push(Arc::new(UnixAttestor::new(unix.clone())));
+        }
+        if let Some(k8s) = &self.k8s {
+            match crate::attestor::workload::k8s::K8sAttestor::new(k8s.clone()) {
+                Ok(a) => list.push(Arc::new(a)),
+                Err(e) => tracing::error!(error = %e, "Cannot start the k8s workload attestor"),
+            }
         }
         Attestors::new(list)
     }

@@ -216,6 +216,7 @@ impl Harness {
             allowed_foreign_jwt_claims: vec![],
             workload_attestors: WorkloadAttestorsConfig {
                 unix: Some(UnixAttestorConfig::default()),
+                k8s: None,
             },
             trust_domain: td("example.org"),
             sds: Some(Default::default()),

@@ -2,6 +2,7 @@
 //! server's challenges. Built-ins: `join_token` and `x509pop`.
 
 pub mod join_token;
+pub mod k8s_psat;
 pub mod x509pop;
 
 use spire_config::{AgentConfig, PluginConfig};
@@ -60,9 +61,16 @@ pub fn from_config(config: &AgentConfig) -> Result<Box<dyn NodeAttestor>, NodeAt
             })?;
             Ok(Box::new(x509pop::X509PopAttestor::from_plugin(plugin)?))
         }
+        Some(k8s_psat::NAME) => {
+            let plugin = plugin.ok_or_else(|| NodeAttestorError::Config {
+                name: k8s_psat::NAME.into(),
+                reason: "missing plugin block".into(),
+            })?;
+            Ok(Box::new(k8s_psat::K8sPsatAttestor::from_plugin(plugin)?))
+        }
         Some(other) => Err(NodeAttestorError::Config {
             name: other.to_owned(),
-            reason: "not supported by spire-agent, expected join_token or x509pop".into(),
+            reason: "not supported by spire-agent, expected join_token, k8s_psat or x509pop".into(),
         }),
     }
 }

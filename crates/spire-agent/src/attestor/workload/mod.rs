@@ -4,6 +4,7 @@
 //! concurrently; with the single built-in `unix` attestor that is one call). Attestors read
 //! `/proc` and may hash files, so they run on the blocking pool with a time limit.
 
+pub mod k8s;
 pub mod unix;
 
 use std::sync::Arc;

@@ -729,6 +729,7 @@ async fn served(
         allowed_foreign_jwt_claims: vec![],
         workload_attestors: crate::endpoints::WorkloadAttestorsConfig {
             unix: Some(UnixAttestorConfig::default()),
+            k8s: None,
         },
         trust_domain: td("example.org"),
         sds,
