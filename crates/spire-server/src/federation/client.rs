@@ -138,7 +138,7 @@ async fn tls_config(
         BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
             let td = endpoint_spiffe_id.trust_domain();
             let stored = datastore
-                .get_bundle(&td)
+                .get_bundle(td)
                 .await
                 .map_err(FetchError::DataStore)?
                 .filter(|b| !b.x509_authorities.is_empty())

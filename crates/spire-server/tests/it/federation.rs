@@ -433,11 +433,12 @@ fn bad_endpoint_answers_keep_the_last_good_bundle() {
         "-bundleEndpointProfile",
         "https_web",
     ]);
-    let good_pem = spire_spiffe::certificates_to_pem(&[c_ca.clone()]);
+    let good_pem = spire_spiffe::certificates_to_pem(std::slice::from_ref(&c_ca));
     wait_bundle(&a, "c.test", &good_pem);
 
     let failure = "Failed to refresh the federated bundle";
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "not JSON",
             Box::new(|| fake.set(Answer::Body(b"<html>maintenance</html>".to_vec()))),
