@@ -8,4 +8,5 @@
 mod adversarial_authz;
 mod adversarial_jwt;
 mod adversarial_protocol;
+mod adversarial_workload;
 mod common;
