@@ -187,26 +187,24 @@ async fn attest_token(node: &Node, bundle: &[Vec<u8>], token: &str) -> Result<Ag
         .attest_agent(ReceiverStream::new(rx))
         .await?
         .into_inner();
-    loop {
-        let msg = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::internal("stream ended early"))?;
-        match msg.step {
-            Some(apb::attest_agent_response::Step::Result(r)) => {
-                let svid = r
-                    .svid
-                    .ok_or_else(|| Status::internal("result without SVID"))?;
-                return Ok(Agent {
-                    key,
-                    chain: svid.cert_chain,
-                });
-            }
-            Some(apb::attest_agent_response::Step::Challenge(_)) => {
-                return Err(Status::internal("join_token does not challenge"));
-            }
-            None => return Err(Status::internal("empty step")),
+    let msg = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("stream ended early"))?;
+    match msg.step {
+        Some(apb::attest_agent_response::Step::Result(r)) => {
+            let svid = r
+                .svid
+                .ok_or_else(|| Status::internal("result without SVID"))?;
+            Ok(Agent {
+                key,
+                chain: svid.cert_chain,
+            })
         }
+        Some(apb::attest_agent_response::Step::Challenge(_)) => {
+            Err(Status::internal("join_token does not challenge"))
+        }
+        None => Err(Status::internal("empty step")),
     }
 }
 
@@ -511,7 +509,7 @@ fn mysql_database() -> Option<String> {
         .args([
             "--no-defaults",
             "-h",
-            &host,
+            host,
             "-P",
             port,
             "-u",
