@@ -23,13 +23,9 @@ use crate::TelemetryError;
 static PREFIX: OnceLock<String> = OnceLock::new();
 
 /// Sets the metric name prefix (`spire_server`, `spire_agent`, or `MetricPrefix`). Only the
-/// first call counts, and it must come before any name in [`names`] is used.
+/// first call counts; until then names use the prefix `spire` (and are not cached).
 pub fn set_prefix(prefix: &str) {
     let _ = PREFIX.set(sanitize(prefix));
-}
-
-fn prefix() -> &'static str {
-    PREFIX.get().map(String::as_str).unwrap_or("spire")
 }
 
 /// Prometheus names allow `[a-zA-Z0-9_:]`; SPIRE prefixes may contain `.` or `-`.
@@ -51,7 +47,11 @@ macro_rules! metric_names {
             $(#[$doc])*
             pub fn $name() -> &'static str {
                 static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-                NAME.get_or_init(|| format!("{}_{}", super::prefix(), $suffix))
+                match super::PREFIX.get() {
+                    Some(prefix) => NAME.get_or_init(|| format!("{prefix}_{}", $suffix)),
+                    // Not cached: the prefix may still be set.
+                    None => concat!("spire_", $suffix),
+                }
             }
         )*
 
@@ -384,6 +384,7 @@ mod tests {
             host: "127.0.0.1".to_owned(),
             port: 0,
         };
+        assert_eq!(names::rpc_calls(), "spire_rpc_calls_total");
         let server = start_prometheus(&config, "spire_test").await.unwrap();
         assert!(names::all().iter().all(|n| n.starts_with("spire_test_")));
 

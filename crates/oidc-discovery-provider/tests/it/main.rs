@@ -3,4 +3,5 @@
 // Test helpers outside #[test] functions unwrap freely too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod operations;
 mod server_api;

@@ -27,7 +27,7 @@ fn server_cli(sock: &Path, args: &[&str]) -> CliOutput {
 }
 
 /// A plain HTTP/1.1 GET: status and body (`Connection: close`, no chunking expected).
-fn http_get(port: u16, path: &str, host: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str, host: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
