@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bundle;
+mod deploy;
 mod fake;
 mod psat;
 mod workload;
