@@ -20,6 +20,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 struct Server {
     dir: tempfile::TempDir,
+    config: ServerConfig,
     socket: PathBuf,
     process: Process,
 }
@@ -59,6 +60,7 @@ impl Server {
         let socket = config.socket_path.clone();
         let s = Server {
             dir,
+            config,
             socket,
             process,
         };
@@ -101,6 +103,66 @@ impl Server {
         self.dir.path().join(name)
     }
 
+    /// Starts an agent of this server's trust domain (join token aliased to
+    /// `spiffe://<td>/node`) and waits until it is healthy.
+    fn agent(&self) -> Agent {
+        let td = self.config.trust_domain.clone();
+        let bundle = self.path("agent-bundle.pem");
+        std::fs::write(&bundle, self.ok(&["bundle", "show"])).unwrap();
+        let out = self.ok(&[
+            "token",
+            "generate",
+            "-spiffeID",
+            &format!("spiffe://{td}/node"),
+        ]);
+        let token = out.trim().strip_prefix("Token:").unwrap().trim().to_owned();
+        let dir = self.path("agent");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = self
+            .config
+            .agent_config(&dir)
+            .trust_bundle(&bundle)
+            .join_token(&token);
+        let conf = config.write(&dir.join("agent.conf")).unwrap();
+        let mut cmd = Command::new(spire_testkit::bin_path("spire-agent"));
+        cmd.arg("run").arg("-config").arg(&conf);
+        let process =
+            Process::spawn_logging_to(&format!("spire-agent-{td}"), cmd, &dir.join("logs"))
+                .unwrap();
+        let agent = Agent { config, process };
+        wait_until_sync(START_TIMEOUT, "agent healthy", || {
+            Cli::new(spire_testkit::bin_path("spire-agent"))
+                .args(["healthcheck", "-socketPath"])
+                .arg(&agent.config.socket_path)
+                .run()
+                .unwrap()
+                .status
+                .success()
+        })
+        .unwrap();
+        agent
+    }
+
+    /// Registers `id` for processes of the current uid under this server's agent.
+    fn workload_entry(&self, id: &str, federates_with: &[&str]) {
+        let td = &self.config.trust_domain;
+        let uid = format!("unix:uid:{}", nix::unistd::getuid().as_raw());
+        let parent = format!("spiffe://{td}/node");
+        let mut args = vec![
+            "entry",
+            "create",
+            "-spiffeID",
+            id,
+            "-parentID",
+            &parent,
+            "-selector",
+            &uid,
+        ];
+        for td in federates_with {
+            args.extend(["-federatesWith", td]);
+        }
+        self.ok(&args);
+    }
     fn log_count(&self, needle: &str) -> usize {
         self.process.logs().matches(needle).count()
     }
@@ -110,6 +172,36 @@ impl Server {
         wait_until_sync(WAIT, needle, || self.log_count(needle) > before).unwrap_or_else(|e| {
             panic!("{e}\n{}", self.process.log_report());
         });
+    }
+}
+
+struct Agent {
+    config: spire_testkit::AgentConfig,
+    process: Process,
+}
+
+impl Agent {
+    /// Runs the Go spiffe-client against this agent's Workload API.
+    fn go(&self, go: &Path, args: &[&str]) -> CliOutput {
+        Cli::new(go)
+            .args(args)
+            .env("SPIFFE_ENDPOINT_SOCKET", self.config.endpoint_socket())
+            .timeout(Duration::from_secs(60))
+            .run()
+            .unwrap()
+    }
+
+    /// Waits until the Workload API serves `id`.
+    fn wait_for_svid(&self, id: &str) {
+        wait_until_sync(WAIT, &format!("{id} is served"), || {
+            let out = Cli::new(spire_testkit::bin_path("spire-agent"))
+                .args(["api", "fetch", "x509", "-socketPath"])
+                .arg(&self.config.socket_path)
+                .run()
+                .unwrap();
+            out.status.success() && out.stdout.contains(id)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.process.log_report()));
     }
 }
 
@@ -505,5 +597,160 @@ fn bad_endpoint_answers_keep_the_last_good_bundle() {
     assert_eq!(
         a.federated("c.test"),
         Some(spire_spiffe::certificates_to_pem(&[c_ca2]))
+    );
+}
+
+/// Domains A and B federate both ways; a go-spiffe `spiffetls` client in A talks to a server
+/// workload in B, each authorizing the other's SPIFFE ID; a client in an unfederated third
+/// domain C is refused.
+#[test]
+fn workloads_of_federated_domains_talk_mtls() {
+    let Some(go) = spire_testkit::go_client() else {
+        return;
+    };
+    let web_ca = TestCa::new("Federation Test Web CA");
+    let dir_b = temp_dir();
+    let web_roots = dir_b.path().join("web-roots.pem");
+    std::fs::write(&web_roots, web_ca.root_pem()).unwrap();
+    let (cert, key) = web_ca
+        .issue(&LeafSpec::new("localhost").dns("localhost"))
+        .write(dir_b.path(), "endpoint")
+        .unwrap();
+    let port_a = free_port();
+    let port_b = free_port();
+    let a = Server::start(
+        "a.test",
+        &federation_block(
+            port_a,
+            "            profile \"https_spiffe\" {}",
+            &format!(
+                "        federates_with \"b.test\" {{\n            bundle_endpoint_url = \"https://localhost:{port_b}\"\n            bundle_endpoint_profile \"https_web\" {{}}\n        }}"
+            ),
+        ),
+        Some(&web_roots),
+    );
+    let b = Server::start_in(
+        dir_b,
+        "b.test",
+        &federation_block(
+            port_b,
+            &format!(
+                "            profile \"https_web\" {{\n                serving_cert_file {{\n                    cert_file_path = \"{}\"\n                    key_file_path = \"{}\"\n                }}\n            }}",
+                cert.display(),
+                key.display()
+            ),
+            &format!(
+                "        federates_with \"a.test\" {{\n            bundle_endpoint_url = \"https://127.0.0.1:{port_a}\"\n            bundle_endpoint_profile \"https_spiffe\" {{\n                endpoint_spiffe_id = \"spiffe://a.test/spire/server\"\n            }}\n        }}"
+            ),
+        ),
+        None,
+    );
+    let c = Server::start("c.test", "", None);
+    // B's static https_spiffe relationship needs A's bundle to start with.
+    let bootstrap = b.path("a-bundle.pem");
+    std::fs::write(&bootstrap, a.ok(&["bundle", "show"])).unwrap();
+    b.ok(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://a.test",
+        "-path",
+        bootstrap.to_str().unwrap(),
+    ]);
+    wait_bundle(&a, "b.test", &b.ok(&["bundle", "show"]));
+    wait_bundle(&b, "a.test", &a.ok(&["bundle", "show"]));
+
+    let agent_a = a.agent();
+    let agent_b = b.agent();
+    let agent_c = c.agent();
+    let client_a = "spiffe://a.test/client";
+    let server_b = "spiffe://b.test/server";
+    let client_c = "spiffe://c.test/client";
+    a.workload_entry(client_a, &["spiffe://b.test"]);
+    b.workload_entry(server_b, &["spiffe://a.test"]);
+    c.workload_entry(client_c, &[]);
+    agent_a.wait_for_svid(client_a);
+    agent_b.wait_for_svid(server_b);
+    agent_c.wait_for_svid(client_c);
+
+    let mut server_cmd = Command::new(&go);
+    server_cmd
+        .args([
+            "mtls-server",
+            "-addr",
+            "127.0.0.1:0",
+            "-allow-id",
+            client_a,
+            "-timeout",
+            "120s",
+        ])
+        .env("SPIFFE_ENDPOINT_SOCKET", agent_b.config.endpoint_socket());
+    let mut server = Process::spawn("go-mtls-server", server_cmd).unwrap();
+    let mut addr = String::new();
+    wait_until_sync(WAIT, "the mTLS server listens", || {
+        let out = server.stdout();
+        match out.lines().find(|l| l.contains("\"listening\"")) {
+            Some(line) => {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                addr = v["addr"].as_str().unwrap().to_owned();
+                true
+            }
+            None => false,
+        }
+    })
+    .unwrap();
+
+    // C has no bundle for B: its client refuses B's server certificate.
+    let refused = agent_c.go(
+        &go,
+        &[
+            "mtls-client",
+            "-addr",
+            &addr,
+            "-server-id",
+            server_b,
+            "-timeout",
+            "20s",
+        ],
+    );
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(refused.stderr.contains("b.test"), "{}", refused.stderr);
+
+    // A's client, once its agent has B's bundle, authenticates B's server and is accepted.
+    let mut reply = String::new();
+    wait_until_sync(WAIT, "A's client completes mTLS with B's server", || {
+        let out = agent_a.go(
+            &go,
+            &[
+                "mtls-client",
+                "-addr",
+                &addr,
+                "-server-id",
+                server_b,
+                "-timeout",
+                "10s",
+            ],
+        );
+        reply = out.stdout.clone();
+        out.status.success()
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            agent_a.process.log_report(),
+            server.log_report()
+        )
+    });
+    assert!(
+        reply.contains(&format!("\"peer_id\":\"{server_b}\"")),
+        "{reply}"
+    );
+    server.wait_exit(WAIT).unwrap();
+    assert!(
+        server
+            .stdout()
+            .contains(&format!("\"peer_id\":\"{client_a}\"")),
+        "{}",
+        server.stdout()
     );
 }
