@@ -191,6 +191,16 @@ impl Agent {
             .unwrap()
     }
 
+    /// `spire-agent api fetch x509` (pretty) on this agent's socket.
+    fn fetch(&self) -> String {
+        Cli::new(spire_testkit::bin_path("spire-agent"))
+            .args(["api", "fetch", "x509", "-socketPath"])
+            .arg(&self.config.socket_path)
+            .run()
+            .unwrap()
+            .stdout
+    }
+
     /// Waits until the Workload API serves `id`.
     fn wait_for_svid(&self, id: &str) {
         wait_until_sync(WAIT, &format!("{id} is served"), || {
@@ -618,15 +628,10 @@ fn workloads_of_federated_domains_talk_mtls() {
         .unwrap();
     let port_a = free_port();
     let port_b = free_port();
+    // A's relationship with B is dynamic (created below), B's with A static.
     let a = Server::start(
         "a.test",
-        &federation_block(
-            port_a,
-            "            profile \"https_spiffe\" {}",
-            &format!(
-                "        federates_with \"b.test\" {{\n            bundle_endpoint_url = \"https://localhost:{port_b}\"\n            bundle_endpoint_profile \"https_web\" {{}}\n        }}"
-            ),
-        ),
+        &federation_block(port_a, "            profile \"https_spiffe\" {}", ""),
         Some(&web_roots),
     );
     let b = Server::start_in(
@@ -656,6 +661,16 @@ fn workloads_of_federated_domains_talk_mtls() {
         "spiffe://a.test",
         "-path",
         bootstrap.to_str().unwrap(),
+    ]);
+    a.ok(&[
+        "federation",
+        "create",
+        "-trustDomain",
+        "b.test",
+        "-bundleEndpointURL",
+        &format!("https://localhost:{port_b}"),
+        "-bundleEndpointProfile",
+        "https_web",
     ]);
     wait_bundle(&a, "b.test", &b.ok(&["bundle", "show"]));
     wait_bundle(&b, "a.test", &a.ok(&["bundle", "show"]));
@@ -753,4 +768,29 @@ fn workloads_of_federated_domains_talk_mtls() {
         "{}",
         server.stdout()
     );
+
+    // A new authority in B reaches A's workloads.
+    assert!(!agent_a.fetch().contains("b.test] CA #2"));
+    b.ok(&["localauthority", "x509", "prepare"]);
+    wait_until_sync(WAIT, "B's new authority reaches A's workloads", || {
+        agent_a.fetch().contains("b.test] CA #2 Valid After")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent_a.fetch()));
+
+    // Deleting the relationship and the bundle removes B's bundle from A's workloads.
+    a.ok(&["federation", "delete", "-id", "b.test"]);
+    a.wait_log_after("Stopped refreshing the federated bundle", 0);
+    a.ok(&[
+        "bundle",
+        "delete",
+        "-id",
+        "spiffe://b.test",
+        "-mode",
+        "dissociate",
+    ]);
+    wait_until_sync(WAIT, "B's bundle leaves A's workloads", || {
+        let out = agent_a.fetch();
+        out.contains(client_a) && !out.contains("b.test]")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent_a.fetch()));
 }
