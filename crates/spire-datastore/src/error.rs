@@ -12,9 +12,9 @@ pub enum Error {
     /// The database could not be opened or reached when the store was opened.
     #[error("cannot open the {database_type} datastore at {target}")]
     Open {
-        /// `sqlite3` or `postgres`.
+        /// `sqlite3`, `postgres` or `mysql`.
         database_type: &'static str,
-        /// The file path, or the PostgreSQL host and database (never the password).
+        /// The file path, or the server's host, port and database (never the password).
         target: String,
         /// Why.
         #[source]
