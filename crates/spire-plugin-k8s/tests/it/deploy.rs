@@ -29,10 +29,16 @@ fn documents() -> Vec<(String, Value)> {
             }
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
             for key in ["apiVersion", "kind"] {
-                assert!(v.get(key).and_then(Value::as_str).is_some(), "{name}: no {key}");
+                assert!(
+                    v.get(key).and_then(Value::as_str).is_some(),
+                    "{name}: no {key}"
+                );
             }
             assert!(
-                v.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).is_some(),
+                v.get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .is_some(),
                 "{name}: no metadata.name"
             );
             out.push((name, v));
@@ -54,21 +60,38 @@ fn find<'a>(docs: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
 fn manifests_parse_and_configs_are_valid() {
     let docs = documents();
 
-    let server_conf = find(&docs, "ConfigMap", "spire-server")["data"]["server.conf"].as_str().unwrap();
+    let server_conf = find(&docs, "ConfigMap", "spire-server")["data"]["server.conf"]
+        .as_str()
+        .unwrap();
     let server = spire_config::ServerConfig::parse(server_conf, "server.conf", &Default::default())
         .unwrap_or_else(|e| panic!("server.conf: {e}"));
-    let psat: PsatServerConfig = server.plugins.single("NodeAttestor").unwrap().plugin_data().unwrap();
-    assert_eq!(psat.clusters["demo-cluster"].service_account_allow_list, ["spire:spire-agent"]);
+    let psat: PsatServerConfig = server
+        .plugins
+        .single("NodeAttestor")
+        .unwrap()
+        .plugin_data()
+        .unwrap();
+    assert_eq!(
+        psat.clusters["demo-cluster"].service_account_allow_list,
+        ["spire:spire-agent"]
+    );
     let notifier = server.plugins.single("Notifier").unwrap();
     assert_eq!(notifier.name, "k8sbundle");
     let bundle: K8sBundleConfig = notifier.plugin_data().unwrap();
     assert_eq!(bundle.config_map.as_deref(), Some("spire-bundle"));
     find(&docs, "ConfigMap", "spire-bundle");
 
-    let agent_conf = find(&docs, "ConfigMap", "spire-agent")["data"]["agent.conf"].as_str().unwrap();
+    let agent_conf = find(&docs, "ConfigMap", "spire-agent")["data"]["agent.conf"]
+        .as_str()
+        .unwrap();
     let agent = spire_config::AgentConfig::parse(agent_conf, "agent.conf", &Default::default())
         .unwrap_or_else(|e| panic!("agent.conf: {e}"));
-    let na: PsatAgentConfig = agent.plugins.single("NodeAttestor").unwrap().plugin_data().unwrap();
+    let na: PsatAgentConfig = agent
+        .plugins
+        .single("NodeAttestor")
+        .unwrap()
+        .plugin_data()
+        .unwrap();
     assert_eq!(na.cluster, "demo-cluster");
     assert!(psat.clusters.contains_key(&na.cluster));
     let k8s = agent
@@ -90,8 +113,14 @@ fn manifests_parse_and_configs_are_valid() {
         .find_map(|v| v["projected"]["sources"].as_sequence())
         .and_then(|s| s.iter().find(|s| s.get("serviceAccountToken").is_some()))
         .expect("projected serviceAccountToken");
-    assert_eq!(token_src["serviceAccountToken"]["audience"].as_str(), Some("spire-server"));
-    assert_eq!(token_src["serviceAccountToken"]["path"].as_str(), Some("spire-agent"));
+    assert_eq!(
+        token_src["serviceAccountToken"]["audience"].as_str(),
+        Some("spire-server")
+    );
+    assert_eq!(
+        token_src["serviceAccountToken"]["path"].as_str(),
+        Some("spire-agent")
+    );
     let mounts = pod["containers"][0]["volumeMounts"].as_sequence().unwrap();
     let mount_of = |vol: &str| {
         mounts
@@ -101,13 +130,27 @@ fn manifests_parse_and_configs_are_valid() {
             .unwrap_or_else(|| panic!("no mount of {vol}"))
             .to_owned()
     };
-    let token_vol = volumes.iter().find(|v| v.get("projected").is_some()).unwrap()["name"].as_str().unwrap();
+    let token_vol = volumes
+        .iter()
+        .find(|v| v.get("projected").is_some())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap();
     assert_eq!(
         format!("{}/spire-agent", mount_of(token_vol)),
         spire_plugin_k8s::psat::DEFAULT_TOKEN_PATH
     );
-    let socket_vol = volumes.iter().find(|v| v.get("hostPath").is_some()).unwrap()["name"].as_str().unwrap();
-    assert!(agent.socket_path.starts_with(mount_of(socket_vol)), "{:?}", agent.socket_path);
+    let socket_vol = volumes
+        .iter()
+        .find(|v| v.get("hostPath").is_some())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap();
+    assert!(
+        agent.socket_path.starts_with(mount_of(socket_vol)),
+        "{:?}",
+        agent.socket_path
+    );
     let bundle_vol = volumes
         .iter()
         .find(|v| v["configMap"]["name"].as_str() == Some("spire-bundle"))
@@ -124,7 +167,14 @@ fn manifests_parse_and_configs_are_valid() {
 
     // The server runs as the account the RBAC grants TokenReview and ConfigMap access to.
     let sts = find(&docs, "StatefulSet", "spire-server");
-    assert_eq!(sts["spec"]["template"]["spec"]["serviceAccountName"].as_str(), Some("spire-server"));
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["serviceAccountName"].as_str(),
+        Some("spire-server")
+    );
     let role = find(&docs, "ClusterRole", "spire-server-cluster-role");
-    assert!(serde_yaml::to_string(role).unwrap().contains("tokenreviews"));
+    assert!(
+        serde_yaml::to_string(role)
+            .unwrap()
+            .contains("tokenreviews")
+    );
 }

@@ -6,6 +6,7 @@
 
 mod bundle;
 mod deploy;
+mod e2e;
 mod fake;
 mod psat;
 mod workload;

@@ -9,7 +9,7 @@ use crate::fake::{FakeK8s, KUBELET_TOKEN};
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh (pod UID, container ID) pair.
-fn ids() -> (String, String) {
+pub fn ids() -> (String, String) {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -28,7 +28,7 @@ fn ids() -> (String, String) {
     (uid, cid)
 }
 
-fn pod(name: &str, ns: &str, uid: &str, container_id: &str) -> Pod {
+pub fn pod(name: &str, ns: &str, uid: &str, container_id: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: name.into(),
@@ -96,14 +96,15 @@ fn cgroup2_root() -> Option<PathBuf> {
 
 /// A real process in a cgroup shaped like a containerd pod container's (systemd driver), or
 /// — where cgroups cannot be created here — in a fake proc root naming such a cgroup.
-struct PodProcess {
+pub struct PodProcess {
     child: std::process::Child,
     dirs: Vec<PathBuf>,
+    leaf: Option<PathBuf>,
     fake_proc: Option<tempfile::TempDir>,
 }
 
 impl PodProcess {
-    fn spawn(pod_uid: &str, container_id: &str) -> PodProcess {
+    pub fn spawn(pod_uid: &str, container_id: &str) -> PodProcess {
         let child = std::process::Command::new("sleep")
             .arg("300")
             .spawn()
@@ -119,6 +120,7 @@ impl PodProcess {
         let mut me = PodProcess {
             child,
             dirs: Vec::new(),
+            leaf: None,
             fake_proc: None,
         };
         if let Some(root) = cgroup2_root() {
@@ -140,6 +142,7 @@ impl PodProcess {
                     seen.contains(&format!("cri-containerd-{container_id}.scope")),
                     "{seen}"
                 );
+                me.leaf = Some(dir);
                 return me;
             }
         }
@@ -155,8 +158,13 @@ impl PodProcess {
         me
     }
 
-    fn pid(&self) -> i32 {
+    pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// The real pod-container cgroup, if one could be created.
+    pub fn cgroup_dir(&self) -> Option<&Path> {
+        self.leaf.as_deref()
     }
 
     fn proc_root(&self) -> PathBuf {
