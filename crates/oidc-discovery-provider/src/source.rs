@@ -12,7 +12,7 @@ use spire_proto::server::bundle::GetBundleRequest;
 use spire_proto::server::bundle::bundle_client::BundleClient;
 use spire_proto::workload::JwtBundlesRequest;
 use spire_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use spire_spiffe::{Bundle, JwtAuthority, TrustDomain};
+use spire_spiffe::{JwkKeyMembers, JwtAuthority, TrustDomain, jwk_to_spki};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -203,12 +203,52 @@ impl Client {
                     .ok_or_else(|| {
                         format!("the Workload API returned no JWT bundle for {trust_domain}")
                     })?;
-                let bundle = Bundle::from_json(trust_domain.clone(), bytes)
-                    .map_err(|e| format!("invalid JWT bundle for {trust_domain}: {e}"))?;
-                Ok(bundle.jwt_authorities)
+                parse_jwks(bytes).map_err(|e| format!("invalid JWT bundle for {trust_domain}: {e}"))
             }
         }
     }
+}
+
+/// Reads the JWT authorities of a Workload API JWKS: a plain JWKS whose keys carry no `use`
+/// (SPIRE strips it), or a SPIFFE bundle whose JWT keys say `"use": "jwt-svid"`.
+fn parse_jwks(bytes: &[u8]) -> Result<Vec<JwtAuthority>, String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let keys = doc
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| "no \"keys\" array".to_owned())?;
+    let member = |key: &serde_json::Value, name: &str| {
+        key.get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut out = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        match key.get("use").and_then(serde_json::Value::as_str) {
+            None | Some("jwt-svid") => {}
+            Some(_) => continue,
+        }
+        let kid = member(key, "kid")
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| format!("keys[{index}] has no kid"))?;
+        let members = JwkKeyMembers {
+            kty: member(key, "kty").unwrap_or_default(),
+            crv: member(key, "crv"),
+            x: member(key, "x"),
+            y: member(key, "y"),
+            n: member(key, "n"),
+            e: member(key, "e"),
+        };
+        let public_key =
+            jwk_to_spki(&members).map_err(|e| format!("keys[{index}] ({kid}): {e}"))?;
+        out.push(JwtAuthority {
+            key_id: kid,
+            public_key,
+            expires_at: None,
+        });
+    }
+    Ok(out)
 }
 
 /// Fetches the JWT authorities once from `source`.
@@ -233,5 +273,47 @@ pub(crate) async fn poll(source: OidcKeySource, state: Arc<KeyState>) {
             Ok(keys) => state.set(keys),
             Err(error) => tracing::warn!(%error, "Failed to fetch JWT authorities"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spire_spiffe::{EcCurve, PublicKey};
+
+    use super::*;
+
+    #[test]
+    fn workload_jwks_keys_without_use_or_with_jwt_svid_use_count() {
+        let key = PublicKey::Ec {
+            curve: EcCurve::P256,
+            x: vec![5; 32],
+            y: vec![6; 32],
+        };
+        let jwk = key.to_jwk();
+        let doc = serde_json::json!({ "keys": [
+            { "kty": "EC", "kid": "a", "crv": jwk.crv, "x": jwk.x, "y": jwk.y },
+            { "kty": "EC", "kid": "b", "use": "jwt-svid", "crv": jwk.crv, "x": jwk.x, "y": jwk.y },
+            { "kty": "EC", "use": "x509-svid", "crv": jwk.crv, "x": jwk.x, "y": jwk.y },
+        ]});
+        let keys = parse_jwks(doc.to_string().as_bytes()).unwrap();
+        let kids: Vec<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
+        assert_eq!(kids, ["a", "b"]);
+        assert_eq!(keys[0].public_key, key.to_spki_der());
+        let err = parse_jwks(br#"{"keys":[{"kty":"EC"}]}"#).unwrap_err();
+        assert_eq!(err, "keys[0] has no kid");
+        assert!(parse_jwks(b"[]").is_err());
+    }
+
+    #[test]
+    fn readiness_follows_the_last_fetch() {
+        let state = KeyState::new(&OidcKeySource::ServerApi {
+            socket_path: "/x".into(),
+            poll_interval: Duration::from_secs(10),
+        });
+        assert!(!state.ready().0, "no keys yet");
+        assert!(state.live().0, "live during the start threshold");
+        state.set(Vec::new());
+        assert!(state.ready().0);
+        assert_eq!(state.ready().1["keys_available"], true);
     }
 }

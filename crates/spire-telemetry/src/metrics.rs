@@ -66,6 +66,7 @@ macro_rules! metric_names {
 pub mod names {
     metric_names! {
         /// Counter: gRPC calls served, labels `service`, `method`, `code` (gRPC status name).
+        /// Workload API calls are these with `service="SpiffeWorkloadAPI"`.
         rpc_calls => "rpc_calls_total";
         /// Histogram: gRPC call latency until the response headers, labels `service`, `method`.
         rpc_duration => "rpc_call_duration_seconds";
@@ -91,8 +92,6 @@ pub mod names {
         cached_x509_svids => "cache_x509_svids";
         /// Gauge: JWT-SVIDs in the agent's cache.
         cached_jwt_svids => "cache_jwt_svids";
-        /// Counter: Workload API calls, label `method`.
-        workload_api_calls => "workload_api_calls_total";
     }
 }
 
@@ -148,11 +147,6 @@ pub fn cached_x509_svids(count: usize) {
 /// Sets the number of JWT-SVIDs in the agent's cache.
 pub fn cached_jwt_svids(count: usize) {
     metrics::gauge!(names::cached_jwt_svids()).set(count as f64);
-}
-
-/// Counts one Workload API call (`method` such as `"FetchX509SVID"`).
-pub fn workload_api_call(method: &'static str) {
-    metrics::counter!(names::workload_api_calls(), "method" => method).increment(1);
 }
 
 /// Latency buckets in seconds, from 1 ms to 10 s.

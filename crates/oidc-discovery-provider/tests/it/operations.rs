@@ -285,6 +285,46 @@ fn health_metrics_and_logs_through_a_full_run() {
         ],
     );
 
+    // The OIDC Discovery Provider serves the same JWT keys through the agent's Workload API
+    // (this process's uid is a registered workload, so the agent answers it).
+    let oidc_port = free_port();
+    let oidc_conf = dir.path().join("oidc-workload.conf");
+    std::fs::write(
+        &oidc_conf,
+        format!(
+            "domains = [\"localhost\"]\ninsecure_addr = \"127.0.0.1:{oidc_port}\"\n\
+             workload_api {{\n  socket_path = \"{agent_sock}\"\n  trust_domain = \"example.org\"\n  \
+             poll_interval = \"1s\"\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oidc-discovery-provider"));
+    cmd.arg("-config").arg(&oidc_conf);
+    let _provider =
+        Process::spawn_logging_to("oidc-discovery-provider", cmd, &dir.path().join("logs"))
+            .unwrap();
+    let bundle: Value = serde_json::from_str(
+        &run(
+            "spire-server",
+            &["bundle", "show", "-output", "json", "-socketPath", &sock],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let mut server_kids: Vec<String> = bundle["jwt_authorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap().to_owned())
+        .collect();
+    server_kids.sort();
+    wait_until_sync(TIMEOUT, "JWKS from the Workload API", || {
+        let mut kids = crate::server_api::jwks_kids(oidc_port);
+        kids.sort();
+        kids == server_kids
+    })
+    .unwrap();
+
     // Metrics moved with the work done.
     if let (Some(before), Some(after)) = (before, scrape(server_metrics)) {
         let calls = "spire_server_rpc_calls_total";

@@ -45,7 +45,7 @@ pub(crate) fn http_get(port: u16, path: &str, host: &str) -> std::io::Result<(u1
     Ok((status, body.to_owned()))
 }
 
-fn jwks_kids(port: u16) -> Vec<String> {
+pub(crate) fn jwks_kids(port: u16) -> Vec<String> {
     match http_get(port, "/keys", "localhost") {
         Ok((200, body)) => serde_json::from_str::<Value>(&body).unwrap()["keys"]
             .as_array()
