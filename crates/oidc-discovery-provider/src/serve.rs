@@ -188,7 +188,15 @@ fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey,
         .map_err(|e| cert_error(key_path, format!("no usable private key: {e}")))?;
     let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
         .map_err(|e| cert_error(key_path, e.to_string()))?;
-    Ok(CertifiedKey::new(certs, signing))
+    let certified = CertifiedKey::new(certs, signing);
+    // A reload between the writes of the two files must not pair a new key with an old cert.
+    certified.keys_match().map_err(|e| {
+        cert_error(
+            key_path,
+            format!("the key does not match the certificate: {e}"),
+        )
+    })?;
+    Ok(certified)
 }
 
 impl FileCertResolver {

@@ -5,3 +5,4 @@
 
 mod operations;
 mod server_api;
+mod tls;
