@@ -292,9 +292,18 @@ pub struct AgentProc {
 
 impl AgentProc {
     pub fn start(server: &Server, dir: &Path) -> AgentProc {
+        Self::start_with(server, dir, |c| c)
+    }
+
+    /// Like [`AgentProc::start`], adjusting the config first.
+    pub fn start_with(
+        server: &Server,
+        dir: &Path,
+        configure: impl FnOnce(AgentConfig) -> AgentConfig,
+    ) -> AgentProc {
         std::fs::create_dir_all(dir).unwrap();
         let token = server.token();
-        let cfg = server.agent_config(dir);
+        let cfg = configure(server.agent_config(dir));
         let conf = cfg.write(&dir.join("agent.conf")).unwrap();
         let proc = Process::start(
             bin_path("spire-agent"),
@@ -372,9 +381,4 @@ pub fn register_me(server: &Server, spiffe_id: &str, parent: &str, extra: &[&str
 /// Parses a DER certificate.
 pub fn parse_cert(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
     x509_parser::parse_x509_certificate(der).unwrap().1
-}
-
-/// The repository path of a temp file name under `dir`.
-pub fn path_in(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

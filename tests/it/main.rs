@@ -10,3 +10,4 @@ mod adversarial_jwt;
 mod adversarial_protocol;
 mod adversarial_workload;
 mod common;
+mod survival;
