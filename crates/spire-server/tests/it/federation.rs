@@ -18,11 +18,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_spire-server");
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Fields drop in order: the process (printing its logs on a failure) before its directory.
 struct Server {
+    process: Process,
     dir: tempfile::TempDir,
     config: ServerConfig,
     socket: PathBuf,
-    process: Process,
 }
 
 impl Server {
@@ -360,6 +361,44 @@ fn two_trust_domains_federate_both_ways() {
             .starts_with("Found 0 federation relationships")
     );
 
+    // A static relationship overrides a dynamic one for the same trust domain: this broken
+    // URL is never used.
+    a.ok(&[
+        "federation",
+        "create",
+        "-trustDomain",
+        "b.test",
+        "-bundleEndpointURL",
+        "https://127.0.0.1:1",
+        "-bundleEndpointProfile",
+        "https_web",
+    ]);
+    assert!(
+        a.ok(&["federation", "list"])
+            .starts_with("Found 1 federation relationship\n")
+    );
+
+    // B's endpoint answers GET / with its bundle document.
+    let (leaf, answer) = get_endpoint(port_b, web_ca.root_pem());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["spiffe_refresh_hint"], 1, "{body}");
+    assert!(body["spiffe_sequence"].is_u64(), "{body}");
+    let x509_keys = body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] == "x509-svid")
+        .count();
+    assert_eq!(x509_keys, 1, "{body}");
+
     // A new authority prepared in B reaches A (and one prepared in A reaches B).
     b.ok(&["localauthority", "x509", "prepare"]);
     let b_rotated = b.ok(&["bundle", "show"]);
@@ -392,6 +431,54 @@ fn two_trust_domains_federate_both_ways() {
         b.ok(&["federation", "list"])
             .starts_with("Found 0 federation relationships")
     );
+
+    // B's serving certificate files are re-read when they change.
+    assert_eq!(leaf, first_der(&std::fs::read(&cert).unwrap()));
+    let renewed = web_ca.issue(&LeafSpec::new("localhost").dns("localhost"));
+    std::fs::write(&key, &renewed.key_pem).unwrap();
+    std::fs::write(&cert, &renewed.chain_pem).unwrap();
+    wait_until_sync(WAIT, "the renewed serving certificate is presented", || {
+        get_endpoint(port_b, web_ca.root_pem()).0 == renewed.cert_der
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", b.process.log_report()));
+    // A keeps fetching through the renewed certificate.
+    assert_eq!(
+        a.ok(&["federation", "refresh", "-id", "b.test"]).trim(),
+        "Bundle refreshed"
+    );
+}
+
+fn first_der(pem_text: &[u8]) -> Vec<u8> {
+    spire_spiffe::parse_pem_certificates(pem_text)
+        .unwrap()
+        .remove(0)
+}
+
+/// `GET /` on a local https_web bundle endpoint trusted through `roots_pem`: the presented
+/// leaf (DER) and the raw HTTP answer.
+fn get_endpoint(port: u16, roots_pem: &str) -> (Vec<u8>, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in spire_spiffe::parse_pem_certificates(roots_pem.as_bytes()).unwrap() {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der))
+            .unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(spire_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let leaf = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    (leaf, String::from_utf8_lossy(&answer).into_owned())
 }
 
 /// What the fake endpoint answers.
