@@ -257,3 +257,51 @@ fn jwt_svids_validate_through_discovery_and_rotated_keys_appear() {
     assert!(!logs.contains(&token[..40]), "provider logged a JWT");
     assert!(logs.contains("Key set updated"), "{logs}");
 }
+
+#[test]
+fn unix_socket_listener_serves_and_is_removed_on_sigterm() {
+    use std::os::unix::net::UnixStream;
+
+    let dir = temp_dir();
+    let listen = dir.path().join("run/oidc.sock");
+    let conf = dir.path().join("oidc.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "domains = [\"oidc.example.org\"]\nlisten_socket_path = \"{}\"\nallow_insecure_scheme = true\n\
+             server_path_prefix = \"/tenant\"\nserver_api {{\n  address = \"unix://{}\"\n}}\n",
+            listen.display(),
+            dir.path().join("absent.sock").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(PROVIDER);
+    cmd.arg("-config").arg(&conf);
+    let mut provider =
+        Process::spawn_logging_to("oidc-discovery-provider", cmd, &dir.path().join("logs"))
+            .unwrap();
+    let get = |path: &str| -> std::io::Result<String> {
+        let mut s = UnixStream::connect(&listen)?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: oidc.example.org\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        Ok(raw)
+    };
+    wait_until_sync(TIMEOUT, "socket listening", || get("/").is_ok()).unwrap();
+    let raw = get("/tenant/.well-known/openid-configuration").unwrap();
+    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    let doc: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(doc["issuer"], "http://oidc.example.org/tenant");
+    assert_eq!(doc["jwks_uri"], "http://oidc.example.org/tenant/keys");
+    // No server behind server_api: no keys to serve yet.
+    let raw = get("/tenant/keys").unwrap();
+    assert!(raw.starts_with("HTTP/1.1 500"), "{raw}");
+
+    provider.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = provider.wait_exit(TIMEOUT).unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!listen.exists(), "socket removed on shutdown");
+}

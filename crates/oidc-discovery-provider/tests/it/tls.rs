@@ -87,7 +87,7 @@ fn serving_cert_file_serves_https_and_reloads_the_certificate() {
     let (leaf, body) = https_get(port, &root, "/.well-known/openid-configuration").unwrap();
     assert_eq!(leaf, first.cert_der);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(doc["issuer"], format!("https://localhost"));
+    assert_eq!(doc["issuer"], "https://localhost");
     assert_eq!(doc["jwks_uri"], "https://localhost/keys");
 
     // A client that does not trust the root fails the handshake.
