@@ -78,6 +78,9 @@ pub enum FetchError {
     /// Not a 200 answer.
     #[error("the bundle endpoint answered HTTP {0}, expected 200")]
     Status(u16),
+    /// The endpoint redirected too often.
+    #[error("the bundle endpoint redirected more than {MAX_REDIRECTS} times")]
+    TooManyRedirects,
     /// The body exceeds [`MAX_BUNDLE_SIZE`].
     #[error("the bundle endpoint answered more than {MAX_BUNDLE_SIZE} bytes")]
     TooLarge,
@@ -176,63 +179,93 @@ async fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Fetches the bundle of `rel.trust_domain` from its endpoint and checks it.
-pub async fn fetch_bundle(
-    datastore: &DataStore,
-    rel: &ds::FederationRelationship,
-    clock: &Arc<dyn Clock>,
-) -> Result<Bundle, FetchError> {
-    let url = &rel.bundle_endpoint_url;
+/// Most redirects followed in one fetch.
+const MAX_REDIRECTS: usize = 3;
+
+/// What one HTTP exchange produced.
+enum Exchange {
+    /// A 200 body.
+    Body(Bytes),
+    /// A redirect to this location.
+    Redirect(String),
+}
+
+/// Where a URL points: host, port, `Host` header value, path.
+struct Target {
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+fn target(url: &str) -> Result<Target, FetchError> {
     let bad = |reason: &str| FetchError::Url {
-        url: url.clone(),
+        url: url.to_owned(),
         reason: reason.into(),
     };
     let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
     if uri.scheme_str() != Some("https") {
         return Err(bad("the scheme must be https"));
     }
-    let authority = uri.authority().ok_or_else(|| bad("no host"))?.clone();
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
     if authority.as_str().contains('@') {
         return Err(bad("user info is not allowed"));
     }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = authority.port_u16().unwrap_or(443);
-    let path = uri
-        .path_and_query()
-        .map_or("/".to_owned(), |p| p.as_str().to_owned());
-    let server_name =
-        ServerName::try_from(host.clone()).map_err(|_| bad("the host is not a valid name"))?;
-    let config = tls_config(datastore, &rel.profile, clock).await?;
+    Ok(Target {
+        host: authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: authority.port_u16().unwrap_or(443),
+        authority: authority.as_str().to_owned(),
+        path: uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned()),
+    })
+}
 
-    let fetch = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(FetchError::Connect)?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(server_name, tcp)
-            .await
-            .map_err(FetchError::Connect)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(FetchError::Http)?;
-        let conn = tokio::spawn(conn);
-        let request = http::Request::get(path.as_str())
-            .header(http::header::HOST, authority.as_str())
+async fn exchange(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Exchange, FetchError> {
+    let t = target(url)?;
+    let server_name = ServerName::try_from(t.host.clone()).map_err(|_| FetchError::Url {
+        url: url.to_owned(),
+        reason: "the host is not a valid name".into(),
+    })?;
+    let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
+        .await
+        .map_err(FetchError::Connect)?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(FetchError::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(FetchError::Http)?;
+    let conn = tokio::spawn(conn);
+    let result = async {
+        let request = http::Request::get(t.path.as_str())
+            .header(http::header::HOST, t.authority.as_str())
             .header(http::header::USER_AGENT, "spire-server")
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
-            .map_err(|_| bad("cannot build a request for this URL"))?;
+            .map_err(|_| FetchError::Url {
+                url: url.to_owned(),
+                reason: "cannot build a request for this URL".into(),
+            })?;
         let response = sender
             .send_request(request)
             .await
             .map_err(FetchError::Http)?;
         let status = response.status();
+        if status.is_redirection()
+            && let Some(location) = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+        {
+            return Ok(Exchange::Redirect(resolve(url, location)));
+        }
         if status != http::StatusCode::OK {
-            conn.abort();
             return Err(FetchError::Status(status.as_u16()));
         }
         let declared = response
@@ -241,7 +274,6 @@ pub async fn fetch_bundle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_BUNDLE_SIZE as u64) {
-            conn.abort();
             return Err(FetchError::TooLarge);
         }
         let body = Limited::new(response.into_body(), MAX_BUNDLE_SIZE)
@@ -253,9 +285,48 @@ pub async fn fetch_bundle(
                 } else {
                     FetchError::Body(e.to_string())
                 }
-            });
-        conn.abort();
-        Ok(body?.to_bytes())
+            })?;
+        Ok(Exchange::Body(body.to_bytes()))
+    }
+    .await;
+    conn.abort();
+    result
+}
+
+/// A redirect `location` relative to `base` (absolute URLs and absolute paths).
+fn resolve(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    match target(base) {
+        Ok(t) if location.starts_with('/') => format!("https://{}{location}", t.authority),
+        Ok(t) => {
+            let dir = t.path.rsplit_once('/').map_or("", |(d, _)| d);
+            format!("https://{}{dir}/{location}", t.authority)
+        }
+        Err(_) => location.to_owned(),
+    }
+}
+
+/// Fetches the bundle of `rel.trust_domain` from its endpoint and checks it. Redirects are
+/// followed (the same authentication applies to every hop) but never remembered: the next
+/// fetch starts from the configured URL again.
+pub async fn fetch_bundle(
+    datastore: &DataStore,
+    rel: &ds::FederationRelationship,
+    clock: &Arc<dyn Clock>,
+) -> Result<Bundle, FetchError> {
+    target(&rel.bundle_endpoint_url)?;
+    let config = tls_config(datastore, &rel.profile, clock).await?;
+    let fetch = async {
+        let mut url = rel.bundle_endpoint_url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            match exchange(&url, Arc::clone(&config)).await? {
+                Exchange::Body(body) => return Ok(body),
+                Exchange::Redirect(next) => url = next,
+            }
+        }
+        Err(FetchError::TooManyRedirects)
     };
     let body = tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
@@ -303,6 +374,28 @@ mod tests {
 
     fn td(s: &str) -> TrustDomain {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn redirect_locations_resolve_against_the_url() {
+        let base = "https://b.test:8443/bundles/current";
+        assert_eq!(resolve(base, "https://c.test/x"), "https://c.test/x");
+        assert_eq!(resolve(base, "/other"), "https://b.test:8443/other");
+        assert_eq!(resolve(base, "next"), "https://b.test:8443/bundles/next");
+    }
+
+    #[test]
+    fn only_https_urls_without_user_info() {
+        assert!(target("https://b.test:8443/").is_ok());
+        assert!(matches!(
+            target("http://b.test/"),
+            Err(FetchError::Url { .. })
+        ));
+        assert!(matches!(
+            target("https://u:p@b.test/"),
+            Err(FetchError::Url { .. })
+        ));
+        assert!(matches!(target("not a url"), Err(FetchError::Url { .. })));
     }
 
     #[test]

@@ -317,8 +317,10 @@ pub async fn serve(
             };
             let shutdown = state.shutdown.clone();
             let svc = service_fn(move |req| handle(Arc::clone(&state), refresh_hint, req));
-            let conn =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), svc);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 r = conn => if let Err(e) = r {

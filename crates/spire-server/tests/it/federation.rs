@@ -488,6 +488,8 @@ enum Answer {
     Body(Vec<u8>),
     /// This status with an empty body.
     Status(u16),
+    /// `/` redirects (307) to `/moved`, which answers 200 with this body.
+    Moved(Vec<u8>),
 }
 
 /// A tiny HTTPS server answering every request with the current [`Answer`], presenting the
@@ -559,13 +561,21 @@ fn serve_one(tcp: std::net::TcpStream, config: Arc<rustls::ServerConfig>, answer
             _ => return,
         }
     }
-    let (status, body) = match answer {
-        Answer::Body(b) => (200, b),
-        Answer::Status(s) => (s, Vec::new()),
+    let first_line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body, location) = match answer {
+        Answer::Body(b) => (200, b, None),
+        Answer::Status(s) => (s, Vec::new(), None),
+        Answer::Moved(_) if first_line.starts_with("GET / ") => (307, Vec::new(), Some("/moved")),
+        Answer::Moved(b) => (200, b, None),
     };
+    let location = location.map_or(String::new(), |l| format!("Location: {l}\r\n"));
     let _ = write!(
         tls,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\n{location}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = tls.write_all(&body);
@@ -683,10 +693,25 @@ fn bad_endpoint_answers_keep_the_last_good_bundle() {
         a.process.log_report()
     );
 
+    // A temporary redirect is followed.
+    fake.set_cert(&good_cert);
+    let c_ca_moved = spiffe_ca("c.test");
+    fake.set(Answer::Moved(bundle_json("c.test", &c_ca_moved, 4)));
+    assert_eq!(
+        a.ok(&["federation", "refresh", "-id", "c.test"]),
+        "Bundle refreshed\n"
+    );
+    assert_eq!(
+        a.federated("c.test"),
+        Some(spire_spiffe::certificates_to_pem(std::slice::from_ref(
+            &c_ca_moved
+        )))
+    );
+
     // A good answer is taken again.
     fake.set_cert(&good_cert);
     let c_ca2 = spiffe_ca("c.test");
-    fake.set(Answer::Body(bundle_json("c.test", &c_ca2, 4)));
+    fake.set(Answer::Body(bundle_json("c.test", &c_ca2, 5)));
     assert_eq!(
         a.ok(&["federation", "refresh", "-id", "c.test"]),
         "Bundle refreshed\n"
