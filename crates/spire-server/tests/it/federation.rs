@@ -405,10 +405,34 @@ fn two_trust_domains_federate_both_ways() {
     assert_ne!(b_rotated, b_bundle);
     assert_eq!(b_rotated.matches("BEGIN CERTIFICATE").count(), 2);
     wait_bundle(&a, "b.test", &b_rotated);
-    a.ok(&["localauthority", "x509", "prepare"]);
+    let prepared = a.ok(&["localauthority", "x509", "prepare", "-output", "json"]);
+    let prepared: serde_json::Value = serde_json::from_str(&prepared).unwrap();
+    let new_authority = prepared["prepared_authority"]["authority_id"]
+        .as_str()
+        .unwrap();
     let a_rotated = a.ok(&["bundle", "show"]);
     assert_ne!(a_rotated, a_bundle);
     wait_bundle(&b, "a.test", &a_rotated);
+
+    // Activating it renews A's server SVID; the https_spiffe endpoint presents the new one
+    // without a restart, and B keeps authenticating it.
+    let server_id = "spiffe://a.test/spire/server";
+    let before = spiffe_endpoint_leaf(port_a, &a_rotated, server_id);
+    a.ok(&[
+        "localauthority",
+        "x509",
+        "activate",
+        "-authorityID",
+        new_authority,
+    ]);
+    wait_until_sync(WAIT, "the endpoint presents the renewed SVID", || {
+        spiffe_endpoint_leaf(port_a, &a_rotated, server_id) != before
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.process.log_report()));
+    assert_eq!(
+        b.ok(&["federation", "refresh", "-id", "a.test"]),
+        "Bundle refreshed\n"
+    );
 
     // Deleting the relationship stops the refreshes; deleting the bundle then removes it.
     assert_eq!(
@@ -446,6 +470,36 @@ fn two_trust_domains_federate_both_ways() {
         a.ok(&["federation", "refresh", "-id", "b.test"]).trim(),
         "Bundle refreshed"
     );
+}
+
+/// The leaf an https_spiffe endpoint presents, authenticated as `id` against `bundle_pem`.
+fn spiffe_endpoint_leaf(port: u16, bundle_pem: &str, id: &str) -> Vec<u8> {
+    let id: spire_spiffe::SpiffeId = id.parse().unwrap();
+    let bundles = spire_tls::BundleSet::new();
+    bundles
+        .set_roots(
+            id.trust_domain().clone(),
+            spire_spiffe::parse_pem_certificates(bundle_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let config = spire_tls::client_config(
+        spire_tls::ServerAuth::Verify {
+            bundles,
+            expected: spire_tls::PeerMatcher::Exact(id),
+        },
+        spire_tls::ClientOptions::default(),
+    )
+    .unwrap();
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    conn.peer_certificates().unwrap()[0].to_vec()
 }
 
 fn first_der(pem_text: &[u8]) -> Vec<u8> {
