@@ -262,6 +262,11 @@ pub async fn attest_with_csr(
 
 /// A channel over the Unix socket at `path` (connects now).
 pub async fn uds_channel(path: &Path) -> Channel {
+    try_uds_channel(path).await.unwrap()
+}
+
+/// Like [`uds_channel`], failing when the socket is not there (yet).
+pub async fn try_uds_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = path.to_owned();
     Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
@@ -273,7 +278,6 @@ pub async fn uds_channel(path: &Path) -> Channel {
             }
         }))
         .await
-        .unwrap()
 }
 
 /// A request with the Workload API's security header.

@@ -10,4 +10,5 @@ mod adversarial_jwt;
 mod adversarial_protocol;
 mod adversarial_workload;
 mod common;
+mod soak;
 mod survival;
