@@ -398,6 +398,10 @@ fn two_trust_domains_federate_both_ways() {
         .filter(|k| k["use"] == "x509-svid")
         .count();
     assert_eq!(x509_keys, 1, "{body}");
+    let (_, other) = request_endpoint(port_b, web_ca.root_pem(), "GET /other HTTP/1.1");
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    let (_, post) = request_endpoint(port_b, web_ca.root_pem(), "POST / HTTP/1.1");
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
 
     // A new authority prepared in B reaches A (and one prepared in A reaches B).
     b.ok(&["localauthority", "x509", "prepare"]);
@@ -511,6 +515,12 @@ fn first_der(pem_text: &[u8]) -> Vec<u8> {
 /// `GET /` on a local https_web bundle endpoint trusted through `roots_pem`: the presented
 /// leaf (DER) and the raw HTTP answer.
 fn get_endpoint(port: u16, roots_pem: &str) -> (Vec<u8>, String) {
+    request_endpoint(port, roots_pem, "GET / HTTP/1.1")
+}
+
+/// Sends `request_line` to a local https_web bundle endpoint: the presented leaf and the raw
+/// HTTP answer.
+fn request_endpoint(port: u16, roots_pem: &str, request_line: &str) -> (Vec<u8>, String) {
     let mut roots = rustls::RootCertStore::empty();
     for der in spire_spiffe::parse_pem_certificates(roots_pem.as_bytes()).unwrap() {
         roots
@@ -527,8 +537,10 @@ fn get_endpoint(port: u16, roots_pem: &str) -> (Vec<u8>, String) {
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    tls.write_all(
+        format!("{request_line}\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut answer = Vec::new();
     let _ = tls.read_to_end(&mut answer);
     let leaf = tls.conn.peer_certificates().unwrap()[0].to_vec();
