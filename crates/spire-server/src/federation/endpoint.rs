@@ -232,6 +232,16 @@ async fn handle(
         }
         resp
     };
+    if req.method() != http::Method::GET {
+        let mut resp = reply(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "405 method not allowed\n".into(),
+        );
+        resp.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+        return Ok(resp);
+    }
     if req.uri().path() != "/" {
         return Ok(reply(
             http::StatusCode::NOT_FOUND,
@@ -239,24 +249,14 @@ async fn handle(
             "404 page not found\n".into(),
         ));
     }
-    if req.method() != http::Method::GET {
-        let mut resp = reply(
-            http::StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "method not allowed\n".into(),
-        );
-        resp.headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
-        return Ok(resp);
-    }
     Ok(match bundle_document(&state, refresh_hint).await {
         Ok(json) => reply(http::StatusCode::OK, "application/json", json),
         Err(e) => {
-            tracing::error!(error = %e, "Cannot serve the bundle on the bundle endpoint");
+            tracing::error!(error = %e, "Unable to retrieve local bundle");
             reply(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain; charset=utf-8",
-                "500 internal server error\n".into(),
+                "500 unable to retrieve local bundle\n".into(),
             )
         }
     })

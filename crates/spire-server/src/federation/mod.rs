@@ -182,7 +182,7 @@ async fn poll(state: Arc<ServerState>, rel: FederationRelationship, stop: Cancel
                 bundle_endpoint_url = %rel.bundle_endpoint_url,
                 error = %e,
                 cause = ?std::error::Error::source(&e).map(error_chain),
-                    "Failed to refresh the federated bundle; keeping the last good one"
+                    "Error updating bundle; the stored bundle is kept"
                 );
                 next_poll(hint).min(MAX_RETRY_DELAY)
             }
@@ -220,7 +220,7 @@ pub async fn run(state: Arc<ServerState>) {
                     let keep = wanted.get(td) == Some(rel);
                     if !keep {
                         stop.cancel();
-                        tracing::info!(trust_domain = %td, "Stopped refreshing the federated bundle");
+                        tracing::info!(trust_domain = %td, "Trust domain no longer managed");
                     }
                     keep
                 });
@@ -231,7 +231,7 @@ pub async fn run(state: Arc<ServerState>) {
                     tracing::info!(
                         trust_domain = %td,
                         bundle_endpoint_url = %rel.bundle_endpoint_url,
-                        "Refreshing the federated bundle from its endpoint"
+                        "Trust domain is now managed"
                     );
                     let stop = state.shutdown.child_token();
                     let task = tokio::spawn(poll(Arc::clone(&state), rel.clone(), stop.clone()));

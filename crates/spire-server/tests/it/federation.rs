@@ -287,7 +287,7 @@ fn two_trust_domains_federate_both_ways() {
     let bootstrap = b.path("a-bundle.json");
     std::fs::write(&bootstrap, &a_bundle_json).unwrap();
     let url_a = format!("https://127.0.0.1:{port_a}");
-    let failures = b.log_count("Failed to refresh the federated bundle");
+    let failures = b.log_count("Error updating bundle");
     let out = b.ok(&[
         "federation",
         "create",
@@ -308,7 +308,7 @@ fn two_trust_domains_federate_both_ways() {
         out.contains("Endpoint SPIFFE ID        : spiffe://a.test/not-the-server"),
         "{out}"
     );
-    b.wait_log_after("Failed to refresh the federated bundle", failures);
+    b.wait_log_after("Error updating bundle", failures);
     let refresh = b.run(&["federation", "refresh", "-id", "a.test"]);
     assert!(!refresh.status.success());
     assert!(
@@ -443,7 +443,7 @@ fn two_trust_domains_federate_both_ways() {
         b.ok(&["federation", "delete", "-id", "a.test"]),
         "federation relationship deleted.\n"
     );
-    b.wait_log_after("Stopped refreshing the federated bundle", 0);
+    b.wait_log_after("Trust domain no longer managed", 0);
     b.ok(&["bundle", "delete", "-id", "spiffe://a.test"]);
     assert_eq!(b.federated("a.test"), None);
     let refresh = b.run(&["federation", "refresh", "-id", "a.test"]);
@@ -701,7 +701,7 @@ fn bad_endpoint_answers_keep_the_last_good_bundle() {
     let good_pem = spire_spiffe::certificates_to_pem(std::slice::from_ref(&c_ca));
     wait_bundle(&a, "c.test", &good_pem);
 
-    let failure = "Failed to refresh the federated bundle";
+    let failure = "Error updating bundle";
     type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
     let cases: Vec<Case<'_>> = vec![
         (
@@ -957,7 +957,7 @@ fn workloads_of_federated_domains_talk_mtls() {
 
     // Deleting the relationship and the bundle removes B's bundle from A's workloads.
     a.ok(&["federation", "delete", "-id", "b.test"]);
-    a.wait_log_after("Stopped refreshing the federated bundle", 0);
+    a.wait_log_after("Trust domain no longer managed", 0);
     a.ok(&[
         "bundle",
         "delete",
