@@ -243,20 +243,17 @@ pub async fn attest_with_csr(
         .attest_agent(ReceiverStream::new(rx))
         .await?
         .into_inner();
-    loop {
-        let msg = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::internal("stream ended early"))?;
-        match msg.step {
-            Some(apb::attest_agent_response::Step::Result(r)) => {
-                return Ok(Agent {
-                    key,
-                    chain: r.svid.unwrap().cert_chain,
-                });
-            }
-            _ => return Err(Status::internal("unexpected step")),
-        }
+    // join_token has no challenge: the first answer is the result.
+    let msg = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("stream ended early"))?;
+    match msg.step {
+        Some(apb::attest_agent_response::Step::Result(r)) => Ok(Agent {
+            key,
+            chain: r.svid.unwrap().cert_chain,
+        }),
+        _ => Err(Status::internal("unexpected step")),
     }
 }
 
