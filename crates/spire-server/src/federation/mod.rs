@@ -171,7 +171,11 @@ fn next_poll(hint: Option<Duration>) -> Duration {
 async fn poll(state: Arc<ServerState>, rel: FederationRelationship, stop: CancellationToken) {
     let mut hint = None;
     loop {
-        let delay = match refresh_once(&state, &rel).await {
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = refresh_once(&state, &rel) => r,
+        };
+        let delay = match outcome {
             Ok(h) => {
                 hint = h.or(Some(DEFAULT_REFRESH_HINT));
                 next_poll(hint)
