@@ -688,16 +688,29 @@ fn bad_endpoint_answers_keep_the_last_good_bundle() {
     let fake = FakeEndpoint::start(&good_cert, Answer::Body(good.clone()));
 
     let a = Server::start_in(dir, "a.test", "", Some(&web_roots));
-    a.ok(&[
-        "federation",
-        "create",
-        "-trustDomain",
-        "c.test",
-        "-bundleEndpointURL",
-        &format!("https://localhost:{}", fake.port),
-        "-bundleEndpointProfile",
-        "https_web",
-    ]);
+    // Created from a JSON file, as `-data` takes it.
+    let data = a.path("relationships.json");
+    std::fs::write(
+        &data,
+        serde_json::json!({"federationRelationships": [{
+            "trustDomain": "c.test",
+            "bundleEndpointURL": format!("https://localhost:{}", fake.port),
+            "bundleEndpointProfile": "https_web",
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    a.ok(&["federation", "create", "-data", data.to_str().unwrap()]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&a.ok(&["federation", "list", "-output", "json"])).unwrap();
+    assert_eq!(
+        listed["federation_relationships"][0]["trust_domain"], "c.test",
+        "{listed}"
+    );
+    assert!(
+        listed["federation_relationships"][0]["https_web"].is_object(),
+        "{listed}"
+    );
     let good_pem = spire_spiffe::certificates_to_pem(std::slice::from_ref(&c_ca));
     wait_bundle(&a, "c.test", &good_pem);
 
