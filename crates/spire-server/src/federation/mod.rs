@@ -5,8 +5,10 @@
 //! datastore (created through the TrustDomain API). A static relationship overrides a stored
 //! one for the same trust domain. Each relationship is polled at its bundle's refresh hint
 //! (a quarter of it, so a missed poll is retried well within the hint; 5 minutes when the
-//! bundle has none). A rejected answer is logged with its reason and the stored bundle is
-//! left as it was.
+//! bundle has none); a failed fetch is retried after at most 10 seconds. A rejected answer is
+//! logged with its reason and the stored bundle is left as it was. The relationship set is
+//! re-read every second, so created, updated and deleted relationships take effect without a
+//! restart (a deleted relationship's bundle stays until `bundle delete`).
 //!
 //! Mirrors `pkg/server/bundle/client`.
 
