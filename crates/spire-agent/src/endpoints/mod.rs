@@ -178,6 +178,30 @@ fn incoming(
     tokio_stream::wrappers::UnixListenerStream::new(listener).map(|r| r.map(PeerStream::new))
 }
 
+/// How long open streams (an `X509Source` keeps one for ever) may hold up shutdown before
+/// their connections are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a server whose graceful shutdown starts when `stop` is cancelled, and drops it (closing
+/// its connections) if it has not finished [`SHUTDOWN_GRACE`] later.
+async fn with_grace<F>(server: F, stop: &CancellationToken) -> Result<(), tonic::transport::Error>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r,
+        () = stop.cancelled() => {}
+    }
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::debug!("closing workload api connections still open after the grace period");
+            Ok(())
+        }
+    }
+}
+
 /// Serves the Workload API on `cfg.socket_path` (mode 0777: any local user may call, each gets
 /// only its own identities) and, if set, the admin service on `cfg.admin_socket_path` (mode
 /// 0770), until `shutdown` is cancelled. Removes the sockets on the way out.
@@ -244,7 +268,7 @@ pub async fn serve(
         let stop = stop.clone();
         let path = public_path.clone();
         async move {
-            let r = public_server
+            let r = with_grace(public_server, &stop)
                 .await
                 .map_err(|source| EndpointsError::Serve { path, source });
             stop.cancel();
@@ -264,7 +288,7 @@ pub async fn serve(
                 let stop = stop.clone();
                 let path = admin_path.clone();
                 async move {
-                    let r = admin_server
+                    let r = with_grace(admin_server, &stop)
                         .await
                         .map_err(|source| EndpointsError::Serve { path, source });
                     stop.cancel();

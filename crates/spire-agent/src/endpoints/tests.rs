@@ -364,7 +364,21 @@ async fn jwt_fetch_and_validate() {
     let not_mine: spiffe::SpiffeId = "spiffe://example.org/not-me".parse().unwrap();
     assert!(c.fetch_jwt_svid(["aud1"], Some(&not_mine)).await.is_err());
 
-    // Local validation with the JWT bundles the agent serves.
+    // Local validation with the JWT bundles the agent serves (a standard JWKS, as SPIRE's).
+    let mut raw_bundles = h
+        .raw()
+        .await
+        .fetch_jwt_bundles(with_header(pb::JwtBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = raw_bundles.message().await.unwrap().unwrap();
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&first.bundles["spiffe://example.org"]).unwrap();
+    assert_eq!(jwks.as_object().unwrap().len(), 1, "only keys: {jwks}");
+    assert_eq!(jwks["keys"][0]["kid"], "k1");
+    assert!(jwks["keys"][0].get("use").is_none(), "{jwks}");
+    drop(raw_bundles);
     let jwt_bundles = c.fetch_jwt_bundles().await.unwrap();
     spiffe::JwtSvid::parse_and_validate(&token, &jwt_bundles, &["aud1"]).unwrap();
 
@@ -927,4 +941,29 @@ async fn foreign_jwt_svids_validate_with_only_allowed_claims() {
         assert_eq!(claims.contains_key("department"), expect_department);
         h.stop().await;
     }
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_open_streams() {
+    let f = Fixture::new();
+    let h = Harness::start(
+        f.snapshot(1, &standard_entries()),
+        FakeJwt {
+            key: f.jwt_key.clone(),
+            fail: false,
+        },
+        false,
+    )
+    .await;
+    let mut raw = h.raw().await;
+    let mut stream = raw
+        .fetch_x509svid(with_header(pb::X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    // The stream stays open; stop() must still return (after the grace period) and the
+    // client sees its stream end.
+    h.stop().await;
+    assert!(!matches!(stream.message().await, Ok(Some(_))));
 }

@@ -86,7 +86,7 @@ fn concat_der(certs: &[Vec<u8>]) -> Vec<u8> {
     certs.concat()
 }
 
-/// The JWKS of a bundle's JWT authorities only (no X.509 keys, no SPIFFE members).
+/// The JWKS of a bundle's JWT authorities only (no X.509 keys, no SPIFFE members, no `use`).
 fn jwks(bundle: &BundleView) -> Result<Vec<u8>, Status> {
     let mut b = bundle.bundle.clone();
     b.x509_authorities.clear();
@@ -95,9 +95,17 @@ fn jwks(bundle: &BundleView) -> Result<Vec<u8>, Status> {
         .map_err(|e| Status::internal(format!("cannot encode JWT bundle: {e}")))?;
     let mut v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Status::internal(format!("cannot encode JWT bundle: {e}")))?;
+    // A standard JWKS, as SPIRE sends it: no SPIFFE members, no `use`.
     if let Some(obj) = v.as_object_mut() {
         obj.remove("spiffe_sequence");
         obj.remove("spiffe_refresh_hint");
+        if let Some(keys) = obj.get_mut("keys").and_then(|k| k.as_array_mut()) {
+            for key in keys {
+                if let Some(k) = key.as_object_mut() {
+                    k.remove("use");
+                }
+            }
+        }
     }
     serde_json::to_vec(&v).map_err(|e| Status::internal(format!("cannot encode JWT bundle: {e}")))
 }
