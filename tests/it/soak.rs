@@ -275,14 +275,17 @@ async fn soak_with_churn_keeps_resources_bounded_and_svids_valid() {
             rss_kib(a_pid),
         );
         eprintln!(
-            "soak t={:>5}s server fds={} rss={}KiB agent-a fds={} rss={}KiB updates={:?} churned={}",
+            "soak t={:>5}s server fds={} rss={}KiB agent-a fds={} rss={}KiB (updates, distinct SVIDs)={:?} churned={}",
             start.elapsed().as_secs(),
             sample.0,
             sample.1,
             sample.2,
             sample.3,
             logs.iter()
-                .map(|l| l.lock().unwrap().updates)
+                .map(|l| {
+                    let l = l.lock().unwrap();
+                    (l.updates, l.serials.len())
+                })
                 .collect::<Vec<_>>(),
             churned.load(Ordering::Relaxed)
         );

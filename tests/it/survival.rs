@@ -164,37 +164,32 @@ async fn read_only_data_dir_is_a_clear_start_error_and_leaves_state_intact() {
 
     let data_dir = server.cfg.data_dir.clone();
     let conf = server.conf.clone();
-    let out = if nix::unistd::geteuid().is_root() {
-        // Root ignores permission bits: remount the directory read-only in a private mount
-        // namespace that only the server sees.
-        Cli::new("unshare")
-            .args([
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "mount --bind \"$1\" \"$1\" && mount -o remount,ro,bind \"$1\" \"$1\" && exec \"$2\" run -config \"$3\"",
-                "sh",
-            ])
-            .arg(&data_dir)
-            .arg(bin_path("spire-server"))
-            .arg(&conf)
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    } else {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-        let out = Cli::new(bin_path("spire-server"))
-            .args(["run", "-config"])
-            .arg(&conf)
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap();
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        out
-    };
+    // Remount the directory read-only in a private mount namespace that only the server sees
+    // (permission bits would not stop root). Not root: a user namespace (`-r`) grants the
+    // mount privilege inside it.
+    let mut ns_args = vec!["-m", "--propagation", "private"];
+    if !nix::unistd::geteuid().is_root() {
+        ns_args.insert(0, "-r");
+    }
+    let out = Cli::new("unshare")
+        .args(ns_args)
+        .args([
+            "sh",
+            "-c",
+            "mount --bind \"$1\" \"$1\" && mount -o remount,ro,bind \"$1\" \"$1\" && exec \"$2\" run -config \"$3\"",
+            "sh",
+        ])
+        .arg(&data_dir)
+        .arg(bin_path("spire-server"))
+        .arg(&conf)
+        .timeout(Duration::from_secs(90))
+        .run()
+        .unwrap();
+    assert!(
+        !out.stderr.contains("unshare failed") && !out.stderr.contains("mount:"),
+        "could not set up the read-only mount: {}",
+        out.stderr
+    );
     out.assert_failure();
     let text = format!("{}{}", out.stdout, out.stderr);
     let db = data_dir.join("datastore.sqlite3");
