@@ -107,7 +107,7 @@ async fn kill_9_loop_during_entry_writes_loses_and_duplicates_nothing() {
             unreachable!()
         });
         // Let some writes through, then SIGKILL in the middle of the stream of writes.
-        tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
+        tokio::time::sleep(Duration::from_millis(500 + 170 * round)).await;
         server.kill9();
         let (ok, doubt) = tokio::time::timeout(WAIT, writer).await.unwrap().unwrap();
         assert!(
