@@ -1,5 +1,6 @@
 //! Issue 12 §1–2 on the agent's Workload API socket: a caller that is gone before it is
-//! answered (the PID-reuse window), and many concurrent streams from one caller.
+//! answered (the PID-reuse window), slow (stalled) connections, and many concurrent streams
+//! from one caller.
 //!
 //! Covered elsewhere (not repeated here): callers of another uid, the same uid running another
 //! binary under a `sha256` selector, an unregistered uid, a call without the
@@ -133,6 +134,24 @@ async fn workload_api_refuses_dead_callers_and_bounds_many_streams() {
         assert_eq!(e.code(), Code::Unavailable, "{rpc} (dead pid {pid}): {e:?}");
         assert_eq!(e.message(), "workload attestation failed", "{rpc}: {e:?}");
     }
+
+    // Slow callers: connections that send half an HTTP/2 preface, or garbage, and then stall,
+    // do not stop others from being served.
+    let mut stalled = Vec::new();
+    for i in 0..20 {
+        use std::io::Write as _;
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let _ = s.write_all(if i % 2 == 0 {
+            b"PRI * HTTP/2.0\r\n"
+        } else {
+            &[0xff; 512]
+        });
+        stalled.push(s);
+    }
+    let mut c =
+        wl::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(uds_channel(&socket).await);
+    first_svid(&mut c).await.unwrap();
+    drop(stalled);
 
     // Many concurrent streams from one caller: 200 on one connection and 50 connections with
     // one stream each. Every stream gets its SVID; the agent stays healthy.
