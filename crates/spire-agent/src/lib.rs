@@ -6,12 +6,12 @@
 //! reads identities only through [`identity::IdentitySnapshot`], which the manager publishes
 //! whole (a reader never sees half an update); the agent never depends on `spire-server`.
 
-pub mod identity;
-pub mod endpoints;
-pub mod peertracker;
-pub mod attestor;
-pub mod client;
-pub mod manager;
-pub mod storage;
 pub mod agent;
+pub mod attestor;
 pub mod cli;
+pub mod client;
+pub mod endpoints;
+pub mod identity;
+pub mod manager;
+pub mod peertracker;
+pub mod storage;

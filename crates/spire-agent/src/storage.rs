@@ -180,8 +180,11 @@ mod tests {
 
     fn bundle() -> Bundle {
         let mut b = Bundle::new("example.org".parse().unwrap());
-        b.x509_authorities
-            .push(spire_testkit::TestCa::new("storage test").cert_der().to_vec());
+        b.x509_authorities.push(
+            spire_testkit::TestCa::new("storage test")
+                .cert_der()
+                .to_vec(),
+        );
         b.sequence_number = 7;
         b
     }

@@ -1,12 +1,12 @@
 //! The `spire-agent` command line: SPIRE's command tree with Go-style single-dash flags
 //! (normalized by spire-cli before clap parses them).
 
-pub mod run;
-pub mod validate;
 pub mod api;
 pub mod debug;
 pub mod healthcheck;
+pub mod run;
 mod uds;
+pub mod validate;
 
 pub use uds::{DEFAULT_PUBLIC_SOCKET, GoDuration, uds_channel, write_stdout};
 
@@ -81,8 +81,18 @@ mod tests {
     #[test]
     fn run_accepts_go_style_flags() {
         let cli = parse(&[
-            "spire-agent", "run", "-config", "a.conf", "-joinToken", "T", "-serverPort=9000",
-            "-dataDir", "/d", "-allowUnauthenticatedVerifiers", "-logLevel", "DEBUG",
+            "spire-agent",
+            "run",
+            "-config",
+            "a.conf",
+            "-joinToken",
+            "T",
+            "-serverPort=9000",
+            "-dataDir",
+            "/d",
+            "-allowUnauthenticatedVerifiers",
+            "-logLevel",
+            "DEBUG",
             "-expandEnv=false",
         ])
         .unwrap();
