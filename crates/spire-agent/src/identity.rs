@@ -223,3 +223,89 @@ pub trait JwtSvidSource: Send + Sync + 'static {
         audiences: Vec<String>,
     ) -> BoxFuture<'static, Result<JwtSvid, JwtSvidError>>;
 }
+
+/// The selector sets of the workloads currently subscribed to the agent (Workload API streams,
+/// SDS streams, delegated-identity subscriptions).
+///
+/// The manager signs X.509-SVIDs for at most `x509_svid_cache_max_size` entries ahead of time;
+/// beyond that limit it also signs for every entry that matches an active subscriber, so a
+/// workload that is connected always gets its SVIDs (SPIRE's LRU cache does the same with its
+/// subscriber-driven "SVID update" path). Endpoints call [`SubscriberRegistry::register`] per
+/// stream and keep the guard alive for the stream's lifetime; the manager reads
+/// [`SubscriberRegistry::selector_sets`] and waits on [`SubscriberRegistry::changed`].
+#[derive(Debug, Default)]
+pub struct SubscriberRegistry {
+    inner: std::sync::Mutex<SubscriberSets>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct SubscriberSets {
+    next_id: u64,
+    sets: BTreeMap<u64, Selectors>,
+}
+
+impl SubscriberRegistry {
+    /// A registry with no subscribers.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Records a subscriber with the given selectors until the returned guard is dropped, and
+    /// wakes the manager.
+    pub fn register(self: &Arc<Self>, selectors: Selectors) -> SubscriptionGuard {
+        let id = {
+            let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.next_id += 1;
+            let id = g.next_id;
+            g.sets.insert(id, selectors);
+            id
+        };
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+        SubscriptionGuard {
+            registry: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// The selector sets of all current subscribers (one per subscription; duplicates kept).
+    pub fn selector_sets(&self) -> Vec<Selectors> {
+        let g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.sets.values().cloned().collect()
+    }
+
+    /// Number of current subscriptions.
+    pub fn len(&self) -> usize {
+        let g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.sets.len()
+    }
+
+    /// True when nobody is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Completes when a subscriber was added since the last completed call (one stored permit).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    fn remove(&self, id: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.sets.remove(&id);
+    }
+}
+
+/// Keeps a subscription registered; dropping it removes the subscription.
+#[derive(Debug)]
+pub struct SubscriptionGuard {
+    registry: Arc<SubscriberRegistry>,
+    id: u64,
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
