@@ -19,28 +19,34 @@ use crate::types::{
 impl DataStore {
     /// Stores a new bundle; [`Error::AlreadyExists`] if one exists for the trust domain.
     pub async fn create_bundle(&self, bundle: &Bundle) -> Result<Bundle> {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        if load(&mut tx, bundle.trust_domain.as_str(), "")
-            .await?
-            .is_some()
-        {
-            return Err(Error::AlreadyExists {
-                kind: ObjectKind::Bundle,
-                id: bundle.trust_domain.as_str().to_owned(),
-            });
-        }
-        insert(&mut tx, bundle, now).await.map_err(|e| {
-            e.already_exists_if_unique(ObjectKind::Bundle, bundle.trust_domain.as_str())
-        })?;
-        tx.commit().await?;
-        Ok(bundle.clone())
+        crate::timed::timed("create_bundle", async {
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            if load(&mut tx, bundle.trust_domain.as_str(), "")
+                .await?
+                .is_some()
+            {
+                return Err(Error::AlreadyExists {
+                    kind: ObjectKind::Bundle,
+                    id: bundle.trust_domain.as_str().to_owned(),
+                });
+            }
+            insert(&mut tx, bundle, now).await.map_err(|e| {
+                e.already_exists_if_unique(ObjectKind::Bundle, bundle.trust_domain.as_str())
+            })?;
+            tx.commit().await?;
+            Ok(bundle.clone())
+        })
+        .await
     }
 
     /// The bundle of `trust_domain`, if any.
     pub async fn get_bundle(&self, trust_domain: &TrustDomain) -> Result<Option<Bundle>> {
-        let mut conn = self.inner.reader.acquire().await?;
-        load(&mut conn, trust_domain.as_str(), "").await
+        crate::timed::timed("fetch_bundle", async {
+            let mut conn = self.inner.reader.acquire().await?;
+            load(&mut conn, trust_domain.as_str(), "").await
+        })
+        .await
     }
 
     /// Creates or replaces the bundle of its trust domain (stored as given, including the
@@ -54,9 +60,12 @@ impl DataStore {
 
     /// Replaces an existing bundle; [`Error::NotFound`] if there is none.
     pub async fn update_bundle(&self, bundle: &Bundle) -> Result<Bundle> {
-        self.modify_bundle(&bundle.trust_domain, |b| {
-            *b = bundle.clone();
-            Ok(false)
+        crate::timed::timed("update_bundle", async {
+            self.modify_bundle(&bundle.trust_domain, |b| {
+                *b = bundle.clone();
+                Ok(false)
+            })
+            .await
         })
         .await
     }
@@ -68,10 +77,13 @@ impl DataStore {
     /// Servers sharing a database (HA) may append to a missing bundle at the same time: the
     /// one whose insert loses the race appends to the winner's bundle instead.
     pub async fn append_bundle(&self, bundle: &Bundle) -> Result<Bundle> {
-        match self.append_bundle_once(bundle).await {
-            Err(e) if e.is_unique_violation() => self.append_bundle_once(bundle).await,
-            other => other,
-        }
+        crate::timed::timed("append_bundle", async {
+            match self.append_bundle_once(bundle).await {
+                Err(e) if e.is_unique_violation() => self.append_bundle_once(bundle).await,
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn append_bundle_once(&self, bundle: &Bundle) -> Result<Bundle> {
@@ -119,89 +131,101 @@ impl DataStore {
     where
         F: FnOnce(&mut Bundle) -> Result<bool> + Send,
     {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let td = trust_domain.as_str();
-        let mut b = load(&mut tx, td, self.for_update())
-            .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Bundle, td))?;
-        if f(&mut b)? {
-            b.sequence_number += 1;
-        }
-        b.trust_domain = trust_domain.clone();
-        save(&mut tx, &b, now).await?;
-        tx.commit().await?;
-        Ok(b)
+        crate::timed::timed("modify_bundle", async {
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let td = trust_domain.as_str();
+            let mut b = load(&mut tx, td, self.for_update())
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Bundle, td))?;
+            if f(&mut b)? {
+                b.sequence_number += 1;
+            }
+            b.trust_domain = trust_domain.clone();
+            save(&mut tx, &b, now).await?;
+            tx.commit().await?;
+            Ok(b)
+        })
+        .await
     }
 
     /// Removes X.509 authorities whose certificate expired before `before` and JWT authorities
     /// with a non-zero `expires_at` before it. Bumps the sequence number if anything was
     /// removed and returns whether it did. Fails rather than remove every X.509 authority.
     pub async fn prune_bundle(&self, trust_domain: &TrustDomain, before: i64) -> Result<bool> {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let td = trust_domain.as_str();
-        let mut b = load(&mut tx, td, self.for_update())
-            .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Bundle, td))?;
-        let mut keep = Vec::with_capacity(b.x509_authorities.len());
-        for a in &b.x509_authorities {
-            if cert_not_after(&a.der)? >= before {
-                keep.push(a.clone());
+        crate::timed::timed("prune_bundle", async {
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let td = trust_domain.as_str();
+            let mut b = load(&mut tx, td, self.for_update())
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Bundle, td))?;
+            let mut keep = Vec::with_capacity(b.x509_authorities.len());
+            for a in &b.x509_authorities {
+                if cert_not_after(&a.der)? >= before {
+                    keep.push(a.clone());
+                }
             }
-        }
-        if keep.is_empty() && !b.x509_authorities.is_empty() {
-            return Err(Error::PruneWouldEmptyBundle(td.to_owned()));
-        }
-        let jwt_count = b.jwt_authorities.len();
-        b.jwt_authorities
-            .retain(|k| k.expires_at == 0 || k.expires_at >= before);
-        let changed =
-            keep.len() != b.x509_authorities.len() || jwt_count != b.jwt_authorities.len();
-        if !changed {
-            return Ok(false);
-        }
-        b.x509_authorities = keep;
-        b.sequence_number += 1;
-        save(&mut tx, &b, now).await?;
-        tx.commit().await?;
-        Ok(true)
+            if keep.is_empty() && !b.x509_authorities.is_empty() {
+                return Err(Error::PruneWouldEmptyBundle(td.to_owned()));
+            }
+            let jwt_count = b.jwt_authorities.len();
+            b.jwt_authorities
+                .retain(|k| k.expires_at == 0 || k.expires_at >= before);
+            let changed =
+                keep.len() != b.x509_authorities.len() || jwt_count != b.jwt_authorities.len();
+            if !changed {
+                return Ok(false);
+            }
+            b.x509_authorities = keep;
+            b.sequence_number += 1;
+            save(&mut tx, &b, now).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// One page of bundles, ordered by trust domain.
     pub async fn list_bundles(&self, page: &Pagination) -> Result<Page<Bundle>> {
-        let bk = self.backend();
-        let mut sql = Sql::new("SELECT trust_domain, data FROM bundles WHERE 1 = 1");
-        if !page.token.is_empty() {
-            sql.push(" AND trust_domain > ").bind(page.token.as_str());
-        }
-        sql.push(" ORDER BY trust_domain");
-        if page.page_size > 0 {
-            sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
-        }
-        let mut rows = sql.query(bk).fetch_all(&self.inner.reader).await?;
-        let more = page.page_size > 0 && rows.len() > page.page_size as usize;
-        if more {
-            rows.truncate(page.page_size as usize);
-        }
-        let items = rows.iter().map(decode_row).collect::<Result<Vec<_>>>()?;
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => last.trust_domain.as_str().to_owned(),
-            _ => String::new(),
-        };
-        Ok(Page {
-            items,
-            next_page_token,
+        crate::timed::timed("list_bundles", async {
+            let bk = self.backend();
+            let mut sql = Sql::new("SELECT trust_domain, data FROM bundles WHERE 1 = 1");
+            if !page.token.is_empty() {
+                sql.push(" AND trust_domain > ").bind(page.token.as_str());
+            }
+            sql.push(" ORDER BY trust_domain");
+            if page.page_size > 0 {
+                sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
+            }
+            let mut rows = sql.query(bk).fetch_all(&self.inner.reader).await?;
+            let more = page.page_size > 0 && rows.len() > page.page_size as usize;
+            if more {
+                rows.truncate(page.page_size as usize);
+            }
+            let items = rows.iter().map(decode_row).collect::<Result<Vec<_>>>()?;
+            let next_page_token = match (more, items.last()) {
+                (true, Some(last)) => last.trust_domain.as_str().to_owned(),
+                _ => String::new(),
+            };
+            Ok(Page {
+                items,
+                next_page_token,
+            })
         })
+        .await
     }
 
     /// Number of stored bundles.
     pub async fn count_bundles(&self) -> Result<i64> {
-        let bk = self.backend();
-        let row = q(bk, "SELECT COUNT(*) AS n FROM bundles", &[])
-            .fetch_one(&self.inner.replica)
-            .await?;
-        sql::int(&row, "n")
+        crate::timed::timed("count_bundles", async {
+            let bk = self.backend();
+            let row = q(bk, "SELECT COUNT(*) AS n FROM bundles", &[])
+                .fetch_one(&self.inner.replica)
+                .await?;
+            sql::int(&row, "n")
+        })
+        .await
     }
 
     /// Deletes a bundle. With [`BundleDeleteMode::Restrict`] it fails if entries federate with
@@ -212,51 +236,57 @@ impl DataStore {
         trust_domain: &TrustDomain,
         mode: BundleDeleteMode,
     ) -> Result<()> {
-        let bk = self.backend();
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let td = trust_domain.as_str();
-        if load(&mut tx, td, self.for_update()).await?.is_none() {
-            return Err(Error::not_found(ObjectKind::Bundle, td));
-        }
-        let entries = entries_federating_with(&mut tx, td).await?;
-        if !entries.is_empty() {
-            match mode {
-                BundleDeleteMode::Restrict => {
-                    return Err(Error::BundleInUse {
-                        trust_domain: td.to_owned(),
-                        entries: entries.len() as i64,
-                    });
-                }
-                BundleDeleteMode::Dissociate => {
-                    for id in &entries {
-                        dissociate(&mut tx, id, td, now).await?;
+        crate::timed::timed("delete_bundle", async {
+            let bk = self.backend();
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let td = trust_domain.as_str();
+            if load(&mut tx, td, self.for_update()).await?.is_none() {
+                return Err(Error::not_found(ObjectKind::Bundle, td));
+            }
+            let entries = entries_federating_with(&mut tx, td).await?;
+            if !entries.is_empty() {
+                match mode {
+                    BundleDeleteMode::Restrict => {
+                        return Err(Error::BundleInUse {
+                            trust_domain: td.to_owned(),
+                            entries: entries.len() as i64,
+                        });
                     }
-                }
-                BundleDeleteMode::Delete => {
-                    for id in &entries {
-                        delete_entry_rows(&mut tx, id, now).await?;
+                    BundleDeleteMode::Dissociate => {
+                        for id in &entries {
+                            dissociate(&mut tx, id, td, now).await?;
+                        }
+                    }
+                    BundleDeleteMode::Delete => {
+                        for id in &entries {
+                            delete_entry_rows(&mut tx, id, now).await?;
+                        }
                     }
                 }
             }
-        }
-        q(
-            bk,
-            "DELETE FROM bundles WHERE trust_domain = $1",
-            &[Arg::from(td)],
-        )
-        .execute(&mut *tx)
-        .await?;
-        log_change(&mut tx, ChangeKind::Bundle, td, ChangeOp::Delete, now).await?;
-        tx.commit().await?;
-        Ok(())
+            q(
+                bk,
+                "DELETE FROM bundles WHERE trust_domain = $1",
+                &[Arg::from(td)],
+            )
+            .execute(&mut *tx)
+            .await?;
+            log_change(&mut tx, ChangeKind::Bundle, td, ChangeOp::Delete, now).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 }
 
 impl WriteTx {
     /// See [`DataStore::set_bundle`].
     pub async fn set_bundle(&mut self, bundle: &Bundle) -> Result<()> {
-        set_bundle_tx(&mut self.tx, self.backend, bundle, self.now).await
+        crate::timed::timed("set_bundle", async {
+            set_bundle_tx(&mut self.tx, self.backend, bundle, self.now).await
+        })
+        .await
     }
 }
 

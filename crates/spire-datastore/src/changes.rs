@@ -32,55 +32,67 @@ const MAX_GAPS: usize = 10_000;
 impl DataStore {
     /// Up to `limit` changes with `id > after`, in id order.
     pub async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
-        let bk = self.backend();
-        let mut sql = Sql::new("SELECT ");
-        sql.push(COLUMNS)
-            .push(" FROM change_log WHERE id > ")
-            .bind(after)
-            .push(" ORDER BY id LIMIT ")
-            .bind(i64::from(limit.max(1)));
-        let rows = sql.query(bk).fetch_all(&self.inner.reader).await?;
-        rows.iter().map(decode).collect()
+        crate::timed::timed("list_changes", async {
+            let bk = self.backend();
+            let mut sql = Sql::new("SELECT ");
+            sql.push(COLUMNS)
+                .push(" FROM change_log WHERE id > ")
+                .bind(after)
+                .push(" ORDER BY id LIMIT ")
+                .bind(i64::from(limit.max(1)));
+            let rows = sql.query(bk).fetch_all(&self.inner.reader).await?;
+            rows.iter().map(decode).collect()
+        })
+        .await
     }
 
     /// The changes with these ids that exist now, in id order.
     pub async fn changes_by_id(&self, ids: &[i64]) -> Result<Vec<Change>> {
-        let bk = self.backend();
-        let mut out = Vec::new();
-        for chunk in ids.chunks(500) {
-            let mut sql = Sql::new("SELECT ");
-            sql.push(COLUMNS).push(" FROM change_log WHERE id IN (");
-            push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
-            sql.push(") ORDER BY id");
-            let rows = sql.query(bk).fetch_all(&self.inner.reader).await?;
-            for r in &rows {
-                out.push(decode(r)?);
+        crate::timed::timed("fetch_changes", async {
+            let bk = self.backend();
+            let mut out = Vec::new();
+            for chunk in ids.chunks(500) {
+                let mut sql = Sql::new("SELECT ");
+                sql.push(COLUMNS).push(" FROM change_log WHERE id IN (");
+                push_list(&mut sql, chunk.iter().map(|i| Arg::Int(*i)));
+                sql.push(") ORDER BY id");
+                let rows = sql.query(bk).fetch_all(&self.inner.reader).await?;
+                for r in &rows {
+                    out.push(decode(r)?);
+                }
             }
-        }
-        out.sort_by_key(|c| c.id);
-        Ok(out)
+            out.sort_by_key(|c| c.id);
+            Ok(out)
+        })
+        .await
     }
 
     /// The highest change id (0 when the log is empty).
     pub async fn latest_change_id(&self) -> Result<i64> {
-        let bk = self.backend();
-        let row = q(bk, "SELECT COALESCE(MAX(id), 0) AS n FROM change_log", &[])
-            .fetch_one(&self.inner.reader)
-            .await?;
-        sql::int(&row, "n")
+        crate::timed::timed("fetch_latest_change_id", async {
+            let bk = self.backend();
+            let row = q(bk, "SELECT COALESCE(MAX(id), 0) AS n FROM change_log", &[])
+                .fetch_one(&self.inner.reader)
+                .await?;
+            sql::int(&row, "n")
+        })
+        .await
     }
 
     /// Deletes change-log rows written before `before` (Unix seconds); returns how many.
     pub async fn prune_changes(&self, before: i64) -> Result<u64> {
-        let bk = self.backend();
-        let res = q(
-            bk,
-            "DELETE FROM change_log WHERE created_at < $1",
-            &[Arg::Int(before)],
-        )
-        .execute(&self.inner.writer)
-        .await?;
-        Ok(res.rows_affected())
+        crate::timed::timed("prune_changes", async {
+            let bk = self.backend();
+            let res = q(
+                bk,
+                "DELETE FROM change_log WHERE created_at < $1",
+                &[Arg::Int(before)],
+            )
+            .execute(&self.inner.writer)
+            .await?;
+            Ok(res.rows_affected())
+        })
+        .await
     }
 }
 

@@ -29,23 +29,26 @@ impl DataStore {
     /// [`Error::EntryAlreadyExists`] carrying it. Every `federates_with` trust domain must have a
     /// stored bundle.
     pub async fn create_entry(&self, entry: &Entry) -> Result<Entry> {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        match insert_entry(&mut tx, self.backend(), entry, now).await {
-            Ok(created) => {
-                tx.commit().await?;
-                Ok(created)
-            }
-            Err(e) if e.is_unique_violation() => {
-                // A concurrent writer created the same entry between our check and insert.
-                drop(tx);
-                match self.find_duplicate(entry).await? {
-                    Some(existing) => Err(Error::EntryAlreadyExists(Box::new(existing))),
-                    None => Err(e),
+        crate::timed::timed("create_registration_entry", async {
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            match insert_entry(&mut tx, self.backend(), entry, now).await {
+                Ok(created) => {
+                    tx.commit().await?;
+                    Ok(created)
                 }
+                Err(e) if e.is_unique_violation() => {
+                    // A concurrent writer created the same entry between our check and insert.
+                    drop(tx);
+                    match self.find_duplicate(entry).await? {
+                        Some(existing) => Err(Error::EntryAlreadyExists(Box::new(existing))),
+                        None => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        }
+        })
+        .await
     }
 
     /// Creates many entries, **one transaction per item** (as SPIRE does): each result says
@@ -61,82 +64,100 @@ impl DataStore {
 
     /// Creates every entry in **one** transaction: either all are committed or none.
     pub async fn create_entries_atomic(&self, entries: &[Entry]) -> Result<Vec<Entry>> {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            out.push(insert_entry(&mut tx, self.backend(), e, now).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        crate::timed::timed("create_registration_entries", async {
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                out.push(insert_entry(&mut tx, self.backend(), e, now).await?);
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
     }
 
     /// The entry with this ID, if any.
     pub async fn get_entry(&self, id: &str) -> Result<Option<Entry>> {
-        let mut conn = self.inner.reader.acquire().await?;
-        load_entry(&mut conn, id, "").await
+        crate::timed::timed("fetch_registration_entry", async {
+            let mut conn = self.inner.reader.acquire().await?;
+            load_entry(&mut conn, id, "").await
+        })
+        .await
     }
 
     /// Several entries by ID (missing IDs are skipped), in ID order.
     pub async fn get_entries(&self, ids: &[String]) -> Result<Vec<Entry>> {
-        let bk = self.backend();
-        let mut conn = self.inner.reader.acquire().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let mut sql = Sql::new("SELECT ");
-            sql.push(ENTRY_COLUMNS)
-                .push(" FROM registered_entries e WHERE e.id IN (");
-            push_list(&mut sql, chunk.iter().map(|s| Arg::from(s.as_str())));
-            sql.push(") ORDER BY e.id");
-            let rows = sql.query(bk).fetch_all(&mut *conn).await?;
-            out.extend(hydrate(&mut conn, &rows).await?);
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        crate::timed::timed("fetch_registration_entries", async {
+            let bk = self.backend();
+            let mut conn = self.inner.reader.acquire().await?;
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(CHUNK) {
+                let mut sql = Sql::new("SELECT ");
+                sql.push(ENTRY_COLUMNS)
+                    .push(" FROM registered_entries e WHERE e.id IN (");
+                push_list(&mut sql, chunk.iter().map(|s| Arg::from(s.as_str())));
+                sql.push(") ORDER BY e.id");
+                let rows = sql.query(bk).fetch_all(&mut *conn).await?;
+                out.extend(hydrate(&mut conn, &rows).await?);
+            }
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(out)
+        })
+        .await
     }
 
     /// Updates the fields of entry `entry.id` selected by `mask` and increments its revision.
     /// Fails with [`Error::NotFound`] if it does not exist and [`Error::EntryAlreadyExists`] if
     /// the change would duplicate another entry.
     pub async fn update_entry(&self, entry: &Entry, mask: &EntryMask) -> Result<Entry> {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let updated = update_entry_tx(&mut tx, self.backend(), entry, mask, now).await;
-        match updated {
-            Ok(updated) => {
-                tx.commit().await?;
-                Ok(updated)
-            }
-            Err(e) if e.is_unique_violation() => {
-                drop(tx);
-                match self.find_duplicate(entry).await? {
-                    Some(existing) => Err(Error::EntryAlreadyExists(Box::new(existing))),
-                    None => Err(e),
+        crate::timed::timed("update_registration_entry", async {
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let updated = update_entry_tx(&mut tx, self.backend(), entry, mask, now).await;
+            match updated {
+                Ok(updated) => {
+                    tx.commit().await?;
+                    Ok(updated)
                 }
+                Err(e) if e.is_unique_violation() => {
+                    drop(tx);
+                    match self.find_duplicate(entry).await? {
+                        Some(existing) => Err(Error::EntryAlreadyExists(Box::new(existing))),
+                        None => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        }
+        })
+        .await
     }
 
     /// Deletes an entry and returns it; [`Error::NotFound`] if it does not exist.
     pub async fn delete_entry(&self, id: &str) -> Result<Entry> {
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let entry = load_entry(&mut tx, id, self.for_update())
-            .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Entry, id))?;
-        delete_entry_rows(&mut tx, id, now).await?;
-        tx.commit().await?;
-        Ok(entry)
+        crate::timed::timed("delete_registration_entry", async {
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let entry = load_entry(&mut tx, id, self.for_update())
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Entry, id))?;
+            delete_entry_rows(&mut tx, id, now).await?;
+            tx.commit().await?;
+            Ok(entry)
+        })
+        .await
     }
 
     /// Number of entries matching `filter`.
     pub async fn count_entries(&self, filter: &EntryFilter) -> Result<i64> {
-        let bk = self.backend();
-        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM registered_entries e WHERE 1 = 1");
-        push_entry_filter(&mut sql, filter);
-        let row = sql.query(bk).fetch_one(&self.inner.replica).await?;
-        sql::int(&row, "n")
+        crate::timed::timed("count_registration_entries", async {
+            let bk = self.backend();
+            let mut sql = Sql::new("SELECT COUNT(*) AS n FROM registered_entries e WHERE 1 = 1");
+            push_entry_filter(&mut sql, filter);
+            let row = sql.query(bk).fetch_one(&self.inner.replica).await?;
+            sql::int(&row, "n")
+        })
+        .await
     }
 
     /// One page of entries matching `filter`, ordered by entry ID.
@@ -145,72 +166,81 @@ impl DataStore {
         filter: &EntryFilter,
         page: &Pagination,
     ) -> Result<Page<Entry>> {
-        let bk = self.backend();
-        let mut conn = self.inner.reader.acquire().await?;
-        let mut sql = Sql::new("SELECT ");
-        sql.push(ENTRY_COLUMNS)
-            .push(" FROM registered_entries e WHERE 1 = 1");
-        push_entry_filter(&mut sql, filter);
-        if !page.token.is_empty() {
-            sql.push(" AND e.id > ").bind(page.token.as_str());
-        }
-        sql.push(" ORDER BY e.id");
-        if page.page_size > 0 {
-            sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
-        }
-        let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
-        let more = page.page_size > 0 && rows.len() > page.page_size as usize;
-        if more {
-            rows.truncate(page.page_size as usize);
-        }
-        let items = hydrate(&mut conn, &rows).await?;
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => last.id.clone(),
-            _ => String::new(),
-        };
-        Ok(Page {
-            items,
-            next_page_token,
+        crate::timed::timed("list_registration_entries", async {
+            let bk = self.backend();
+            let mut conn = self.inner.reader.acquire().await?;
+            let mut sql = Sql::new("SELECT ");
+            sql.push(ENTRY_COLUMNS)
+                .push(" FROM registered_entries e WHERE 1 = 1");
+            push_entry_filter(&mut sql, filter);
+            if !page.token.is_empty() {
+                sql.push(" AND e.id > ").bind(page.token.as_str());
+            }
+            sql.push(" ORDER BY e.id");
+            if page.page_size > 0 {
+                sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
+            }
+            let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
+            let more = page.page_size > 0 && rows.len() > page.page_size as usize;
+            if more {
+                rows.truncate(page.page_size as usize);
+            }
+            let items = hydrate(&mut conn, &rows).await?;
+            let next_page_token = match (more, items.last()) {
+                (true, Some(last)) => last.id.clone(),
+                _ => String::new(),
+            };
+            Ok(Page {
+                items,
+                next_page_token,
+            })
         })
+        .await
     }
 
     /// Every entry, read in pages of `batch` (cold start of caches). Not a snapshot: read
     /// [`DataStore::latest_change_id`] **before** calling this and then follow the change log
     /// from that ID, so changes made during the read are replayed.
     pub async fn list_all_entries(&self) -> Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        let mut page = Pagination::first(1000);
-        loop {
-            let p = self.list_entries(&EntryFilter::default(), &page).await?;
-            out.extend(p.items);
-            if p.next_page_token.is_empty() {
-                return Ok(out);
+        crate::timed::timed("list_all_registration_entries", async {
+            let mut out = Vec::new();
+            let mut page = Pagination::first(1000);
+            loop {
+                let p = self.list_entries(&EntryFilter::default(), &page).await?;
+                out.extend(p.items);
+                if p.next_page_token.is_empty() {
+                    return Ok(out);
+                }
+                page.token = p.next_page_token;
             }
-            page.token = p.next_page_token;
-        }
+        })
+        .await
     }
 
     /// Deletes every entry that expired before `before` (Unix seconds; entries with
     /// `expires_at = 0` never expire), in one transaction. Returns how many were deleted.
     pub async fn prune_entries(&self, before: i64) -> Result<u64> {
-        let bk = self.backend();
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let rows = q(
-            bk,
-            "SELECT id FROM registered_entries WHERE expires_at > 0 AND expires_at < $1",
-            &[Arg::Int(before)],
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut n = 0;
-        for r in rows {
-            let id = sql::text(&r, "id")?;
-            delete_entry_rows(&mut tx, &id, now).await?;
-            n += 1;
-        }
-        tx.commit().await?;
-        Ok(n)
+        crate::timed::timed("prune_registration_entries", async {
+            let bk = self.backend();
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let rows = q(
+                bk,
+                "SELECT id FROM registered_entries WHERE expires_at > 0 AND expires_at < $1",
+                &[Arg::Int(before)],
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut n = 0;
+            for r in rows {
+                let id = sql::text(&r, "id")?;
+                delete_entry_rows(&mut tx, &id, now).await?;
+                n += 1;
+            }
+            tx.commit().await?;
+            Ok(n)
+        })
+        .await
     }
 
     async fn find_duplicate(&self, entry: &Entry) -> Result<Option<Entry>> {
@@ -229,26 +259,38 @@ impl WriteTx {
     /// Creates an entry inside this transaction (see [`DataStore::create_entry`]). On
     /// PostgreSQL a failed statement aborts the transaction: after an error, roll back.
     pub async fn create_entry(&mut self, entry: &Entry) -> Result<Entry> {
-        insert_entry(&mut self.tx, self.backend, entry, self.now).await
+        crate::timed::timed("create_registration_entry", async {
+            insert_entry(&mut self.tx, self.backend, entry, self.now).await
+        })
+        .await
     }
 
     /// Updates an entry inside this transaction (see [`DataStore::update_entry`]).
     pub async fn update_entry(&mut self, entry: &Entry, mask: &EntryMask) -> Result<Entry> {
-        update_entry_tx(&mut self.tx, self.backend, entry, mask, self.now).await
+        crate::timed::timed("update_registration_entry", async {
+            update_entry_tx(&mut self.tx, self.backend, entry, mask, self.now).await
+        })
+        .await
     }
 
     /// Deletes an entry inside this transaction (see [`DataStore::delete_entry`]).
     pub async fn delete_entry(&mut self, id: &str) -> Result<Entry> {
-        let entry = load_entry(&mut self.tx, id, for_update(self.backend))
-            .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Entry, id))?;
-        delete_entry_rows(&mut self.tx, id, self.now).await?;
-        Ok(entry)
+        crate::timed::timed("delete_registration_entry", async {
+            let entry = load_entry(&mut self.tx, id, for_update(self.backend))
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Entry, id))?;
+            delete_entry_rows(&mut self.tx, id, self.now).await?;
+            Ok(entry)
+        })
+        .await
     }
 
     /// The entry with this ID as seen inside this transaction.
     pub async fn get_entry(&mut self, id: &str) -> Result<Option<Entry>> {
-        load_entry(&mut self.tx, id, "").await
+        crate::timed::timed("fetch_registration_entry", async {
+            load_entry(&mut self.tx, id, "").await
+        })
+        .await
     }
 }
 

@@ -20,41 +20,44 @@ impl DataStore {
         &self,
         rel: &FederationRelationship,
     ) -> Result<FederationRelationship> {
-        let bk = self.backend();
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let td = rel.trust_domain.as_str();
-        if load(&mut tx, td, "").await?.is_some() {
-            return Err(Error::AlreadyExists {
-                kind: ObjectKind::FederationRelationship,
-                id: td.to_owned(),
-            });
-        }
-        let (profile, endpoint_id) = profile_columns(&rel.profile);
-        q(
-            bk,
-            "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, \
+        crate::timed::timed("create_federation_relationship", async {
+            let bk = self.backend();
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let td = rel.trust_domain.as_str();
+            if load(&mut tx, td, "").await?.is_some() {
+                return Err(Error::AlreadyExists {
+                    kind: ObjectKind::FederationRelationship,
+                    id: td.to_owned(),
+                });
+            }
+            let (profile, endpoint_id) = profile_columns(&rel.profile);
+            q(
+                bk,
+                "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, \
              endpoint_spiffe_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
-            &[
-                Arg::from(td),
-                Arg::from(rel.bundle_endpoint_url.as_str()),
-                Arg::from(profile),
-                Arg::from(endpoint_id),
-                Arg::Int(now),
-            ],
-        )
-        .execute(&mut *tx)
+                &[
+                    Arg::from(td),
+                    Arg::from(rel.bundle_endpoint_url.as_str()),
+                    Arg::from(profile),
+                    Arg::from(endpoint_id),
+                    Arg::Int(now),
+                ],
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                Error::from(e).already_exists_if_unique(ObjectKind::FederationRelationship, td)
+            })?;
+            if let Some(b) = &rel.trust_domain_bundle {
+                set_bundle_tx(&mut tx, self.backend(), &with_td(b, &rel.trust_domain), now).await?;
+            }
+            log_change(&mut tx, ChangeKind::Federation, td, ChangeOp::Create, now).await?;
+            let out = load_full(&mut tx, td).await?;
+            tx.commit().await?;
+            out.ok_or_else(|| Error::not_found(ObjectKind::FederationRelationship, td))
+        })
         .await
-        .map_err(|e| {
-            Error::from(e).already_exists_if_unique(ObjectKind::FederationRelationship, td)
-        })?;
-        if let Some(b) = &rel.trust_domain_bundle {
-            set_bundle_tx(&mut tx, self.backend(), &with_td(b, &rel.trust_domain), now).await?;
-        }
-        log_change(&mut tx, ChangeKind::Federation, td, ChangeOp::Create, now).await?;
-        let out = load_full(&mut tx, td).await?;
-        tx.commit().await?;
-        out.ok_or_else(|| Error::not_found(ObjectKind::FederationRelationship, td))
     }
 
     /// The relationship with `trust_domain` (with its stored bundle), if any.
@@ -62,8 +65,11 @@ impl DataStore {
         &self,
         trust_domain: &TrustDomain,
     ) -> Result<Option<FederationRelationship>> {
-        let mut conn = self.inner.reader.acquire().await?;
-        load_full(&mut conn, trust_domain.as_str()).await
+        crate::timed::timed("fetch_federation_relationship", async {
+            let mut conn = self.inner.reader.acquire().await?;
+            load_full(&mut conn, trust_domain.as_str()).await
+        })
+        .await
     }
 
     /// One page of relationships (with their bundles), ordered by trust domain.
@@ -71,39 +77,42 @@ impl DataStore {
         &self,
         page: &Pagination,
     ) -> Result<Page<FederationRelationship>> {
-        let bk = self.backend();
-        let mut conn = self.inner.reader.acquire().await?;
-        let mut sql = Sql::new(
-            "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id \
+        crate::timed::timed("list_federation_relationships", async {
+            let bk = self.backend();
+            let mut conn = self.inner.reader.acquire().await?;
+            let mut sql = Sql::new(
+                "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id \
              FROM federation_relationships WHERE 1 = 1",
-        );
-        if !page.token.is_empty() {
-            sql.push(" AND trust_domain > ").bind(page.token.as_str());
-        }
-        sql.push(" ORDER BY trust_domain");
-        if page.page_size > 0 {
-            sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
-        }
-        let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
-        let more = page.page_size > 0 && rows.len() > page.page_size as usize;
-        if more {
-            rows.truncate(page.page_size as usize);
-        }
-        let mut items = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut rel = decode_row(r)?;
-            rel.trust_domain_bundle =
-                bundles::load(&mut conn, rel.trust_domain.as_str(), "").await?;
-            items.push(rel);
-        }
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => last.trust_domain.as_str().to_owned(),
-            _ => String::new(),
-        };
-        Ok(Page {
-            items,
-            next_page_token,
+            );
+            if !page.token.is_empty() {
+                sql.push(" AND trust_domain > ").bind(page.token.as_str());
+            }
+            sql.push(" ORDER BY trust_domain");
+            if page.page_size > 0 {
+                sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
+            }
+            let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
+            let more = page.page_size > 0 && rows.len() > page.page_size as usize;
+            if more {
+                rows.truncate(page.page_size as usize);
+            }
+            let mut items = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let mut rel = decode_row(r)?;
+                rel.trust_domain_bundle =
+                    bundles::load(&mut conn, rel.trust_domain.as_str(), "").await?;
+                items.push(rel);
+            }
+            let next_page_token = match (more, items.last()) {
+                (true, Some(last)) => last.trust_domain.as_str().to_owned(),
+                _ => String::new(),
+            };
+            Ok(Page {
+                items,
+                next_page_token,
+            })
         })
+        .await
     }
 
     /// Updates the fields selected by `mask`; [`Error::NotFound`] if there is no relationship.
@@ -112,77 +121,83 @@ impl DataStore {
         rel: &FederationRelationship,
         mask: &FederationRelationshipMask,
     ) -> Result<FederationRelationship> {
-        let bk = self.backend();
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let td = rel.trust_domain.as_str();
-        let mut sql =
-            Sql::new("SELECT trust_domain FROM federation_relationships WHERE trust_domain = ");
-        sql.bind(td).push(self.for_update());
-        if sql.query(bk).fetch_optional(&mut *tx).await?.is_none() {
-            return Err(Error::not_found(ObjectKind::FederationRelationship, td));
-        }
-        if mask.bundle_endpoint_url {
-            q(
-                bk,
-                "UPDATE federation_relationships SET bundle_endpoint_url = $1, updated_at = $2 \
+        crate::timed::timed("update_federation_relationship", async {
+            let bk = self.backend();
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let td = rel.trust_domain.as_str();
+            let mut sql =
+                Sql::new("SELECT trust_domain FROM federation_relationships WHERE trust_domain = ");
+            sql.bind(td).push(self.for_update());
+            if sql.query(bk).fetch_optional(&mut *tx).await?.is_none() {
+                return Err(Error::not_found(ObjectKind::FederationRelationship, td));
+            }
+            if mask.bundle_endpoint_url {
+                q(
+                    bk,
+                    "UPDATE federation_relationships SET bundle_endpoint_url = $1, updated_at = $2 \
                  WHERE trust_domain = $3",
-                &[
-                    Arg::from(rel.bundle_endpoint_url.as_str()),
-                    Arg::Int(now),
-                    Arg::from(td),
-                ],
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        if mask.profile {
-            let (profile, endpoint_id) = profile_columns(&rel.profile);
-            q(
-                bk,
-                "UPDATE federation_relationships SET profile = $1, endpoint_spiffe_id = $2, \
+                    &[
+                        Arg::from(rel.bundle_endpoint_url.as_str()),
+                        Arg::Int(now),
+                        Arg::from(td),
+                    ],
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            if mask.profile {
+                let (profile, endpoint_id) = profile_columns(&rel.profile);
+                q(
+                    bk,
+                    "UPDATE federation_relationships SET profile = $1, endpoint_spiffe_id = $2, \
                  updated_at = $3 WHERE trust_domain = $4",
-                &[
-                    Arg::from(profile),
-                    Arg::from(endpoint_id),
-                    Arg::Int(now),
-                    Arg::from(td),
-                ],
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        if mask.trust_domain_bundle
-            && let Some(b) = &rel.trust_domain_bundle
-        {
-            set_bundle_tx(&mut tx, self.backend(), &with_td(b, &rel.trust_domain), now).await?;
-        }
-        log_change(&mut tx, ChangeKind::Federation, td, ChangeOp::Update, now).await?;
-        let out = load_full(&mut tx, td).await?;
-        tx.commit().await?;
-        out.ok_or_else(|| Error::not_found(ObjectKind::FederationRelationship, td))
+                    &[
+                        Arg::from(profile),
+                        Arg::from(endpoint_id),
+                        Arg::Int(now),
+                        Arg::from(td),
+                    ],
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            if mask.trust_domain_bundle
+                && let Some(b) = &rel.trust_domain_bundle
+            {
+                set_bundle_tx(&mut tx, self.backend(), &with_td(b, &rel.trust_domain), now).await?;
+            }
+            log_change(&mut tx, ChangeKind::Federation, td, ChangeOp::Update, now).await?;
+            let out = load_full(&mut tx, td).await?;
+            tx.commit().await?;
+            out.ok_or_else(|| Error::not_found(ObjectKind::FederationRelationship, td))
+        })
+        .await
     }
 
     /// Deletes the relationship (its bundle stays; delete it with
     /// [`DataStore::delete_bundle`]). [`Error::NotFound`] if there is none.
     pub async fn delete_federation_relationship(&self, trust_domain: &TrustDomain) -> Result<()> {
-        let bk = self.backend();
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let td = trust_domain.as_str();
-        let res = q(
-            bk,
-            "DELETE FROM federation_relationships WHERE trust_domain = $1",
-            &[Arg::from(td)],
-        )
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Err(Error::not_found(ObjectKind::FederationRelationship, td));
-        }
-        log_change(&mut tx, ChangeKind::Federation, td, ChangeOp::Delete, now).await?;
-        tx.commit().await?;
-        Ok(())
+        crate::timed::timed("delete_federation_relationship", async {
+            let bk = self.backend();
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let td = trust_domain.as_str();
+            let res = q(
+                bk,
+                "DELETE FROM federation_relationships WHERE trust_domain = $1",
+                &[Arg::from(td)],
+            )
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Err(Error::not_found(ObjectKind::FederationRelationship, td));
+            }
+            log_change(&mut tx, ChangeKind::Federation, td, ChangeOp::Delete, now).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -29,6 +29,10 @@
 //! [`DataStore::create_entries_atomic`] commits all or nothing. Operations that must commit
 //! together across kinds (consume a join token + create the node + set its selectors) use a
 //! [`WriteTx`] from [`DataStore::begin`].
+//!
+//! Metrics: every public operation is counted and timed (`datastore_operations_total` and
+//! `datastore_operation_duration_seconds`, labelled with SPIRE's operation name and the outcome)
+//! through one wrapper, `timed`.
 
 mod bundles;
 pub mod changes;
@@ -41,6 +45,7 @@ mod notify;
 mod sets;
 mod sql;
 mod store;
+mod timed;
 mod tokens;
 mod types;
 

@@ -33,8 +33,11 @@ impl DataStore {
 
     /// The node with this SPIFFE ID (with its selectors), if any.
     pub async fn get_attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>> {
-        let mut conn = self.inner.reader.acquire().await?;
-        load_node(&mut conn, id.as_str(), "").await
+        crate::timed::timed("fetch_attested_node", async {
+            let mut conn = self.inner.reader.acquire().await?;
+            load_node(&mut conn, id.as_str(), "").await
+        })
+        .await
     }
 
     /// Changes the fields set in `update`; [`Error::NotFound`] if the node does not exist.
@@ -52,58 +55,67 @@ impl DataStore {
     /// Bans a node: clears both SVID serial numbers so it can neither renew nor re-attest
     /// until deleted.
     pub async fn ban_attested_node(&self, id: &SpiffeId) -> Result<AttestedNode> {
-        self.update_attested_node(
-            id,
-            &NodeUpdate {
-                cert_serial_number: Some(String::new()),
-                new_cert_serial_number: Some(String::new()),
-                ..NodeUpdate::default()
-            },
-        )
+        crate::timed::timed("ban_attested_node", async {
+            self.update_attested_node(
+                id,
+                &NodeUpdate {
+                    cert_serial_number: Some(String::new()),
+                    new_cert_serial_number: Some(String::new()),
+                    ..NodeUpdate::default()
+                },
+            )
+            .await
+        })
         .await
     }
 
     /// Deletes a node and its selectors and returns it; [`Error::NotFound`] if absent.
     pub async fn delete_attested_node(&self, id: &SpiffeId) -> Result<AttestedNode> {
-        let bk = self.backend();
-        let now = self.now();
-        let mut tx = self.write_tx().await?;
-        let node = load_node(&mut tx, id.as_str(), self.for_update())
-            .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Node, id.as_str()))?;
-        q(
-            bk,
-            "DELETE FROM node_selectors WHERE spiffe_id = $1",
-            &[Arg::from(id.as_str())],
-        )
-        .execute(&mut *tx)
-        .await?;
-        q(
-            bk,
-            "DELETE FROM attested_nodes WHERE spiffe_id = $1",
-            &[Arg::from(id.as_str())],
-        )
-        .execute(&mut *tx)
-        .await?;
-        log_change(
-            &mut tx,
-            ChangeKind::Node,
-            id.as_str(),
-            ChangeOp::Delete,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(node)
+        crate::timed::timed("delete_attested_node", async {
+            let bk = self.backend();
+            let now = self.now();
+            let mut tx = self.write_tx().await?;
+            let node = load_node(&mut tx, id.as_str(), self.for_update())
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Node, id.as_str()))?;
+            q(
+                bk,
+                "DELETE FROM node_selectors WHERE spiffe_id = $1",
+                &[Arg::from(id.as_str())],
+            )
+            .execute(&mut *tx)
+            .await?;
+            q(
+                bk,
+                "DELETE FROM attested_nodes WHERE spiffe_id = $1",
+                &[Arg::from(id.as_str())],
+            )
+            .execute(&mut *tx)
+            .await?;
+            log_change(
+                &mut tx,
+                ChangeKind::Node,
+                id.as_str(),
+                ChangeOp::Delete,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(node)
+        })
+        .await
     }
 
     /// Number of nodes matching `filter`.
     pub async fn count_attested_nodes(&self, filter: &NodeFilter) -> Result<i64> {
-        let bk = self.backend();
-        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM attested_nodes n WHERE 1 = 1");
-        push_node_filter(&mut sql, filter);
-        let row = sql.query(bk).fetch_one(&self.inner.replica).await?;
-        sql::int(&row, "n")
+        crate::timed::timed("count_attested_nodes", async {
+            let bk = self.backend();
+            let mut sql = Sql::new("SELECT COUNT(*) AS n FROM attested_nodes n WHERE 1 = 1");
+            push_node_filter(&mut sql, filter);
+            let row = sql.query(bk).fetch_one(&self.inner.replica).await?;
+            sql::int(&row, "n")
+        })
+        .await
     }
 
     /// One page of nodes matching `filter` (with selectors), ordered by SPIFFE ID.
@@ -112,50 +124,56 @@ impl DataStore {
         filter: &NodeFilter,
         page: &Pagination,
     ) -> Result<Page<AttestedNode>> {
-        let bk = self.backend();
-        let mut conn = self.inner.reader.acquire().await?;
-        let mut sql = Sql::new("SELECT ");
-        sql.push(NODE_COLUMNS)
-            .push(" FROM attested_nodes n WHERE 1 = 1");
-        push_node_filter(&mut sql, filter);
-        if !page.token.is_empty() {
-            sql.push(" AND n.spiffe_id > ").bind(page.token.as_str());
-        }
-        sql.push(" ORDER BY n.spiffe_id");
-        if page.page_size > 0 {
-            sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
-        }
-        let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
-        let more = page.page_size > 0 && rows.len() > page.page_size as usize;
-        if more {
-            rows.truncate(page.page_size as usize);
-        }
-        let items = hydrate(&mut conn, &rows).await?;
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => last.spiffe_id.as_str().to_owned(),
-            _ => String::new(),
-        };
-        Ok(Page {
-            items,
-            next_page_token,
+        crate::timed::timed("list_attested_nodes", async {
+            let bk = self.backend();
+            let mut conn = self.inner.reader.acquire().await?;
+            let mut sql = Sql::new("SELECT ");
+            sql.push(NODE_COLUMNS)
+                .push(" FROM attested_nodes n WHERE 1 = 1");
+            push_node_filter(&mut sql, filter);
+            if !page.token.is_empty() {
+                sql.push(" AND n.spiffe_id > ").bind(page.token.as_str());
+            }
+            sql.push(" ORDER BY n.spiffe_id");
+            if page.page_size > 0 {
+                sql.push(" LIMIT ").bind(i64::from(page.page_size) + 1);
+            }
+            let mut rows = sql.query(bk).fetch_all(&mut *conn).await?;
+            let more = page.page_size > 0 && rows.len() > page.page_size as usize;
+            if more {
+                rows.truncate(page.page_size as usize);
+            }
+            let items = hydrate(&mut conn, &rows).await?;
+            let next_page_token = match (more, items.last()) {
+                (true, Some(last)) => last.spiffe_id.as_str().to_owned(),
+                _ => String::new(),
+            };
+            Ok(Page {
+                items,
+                next_page_token,
+            })
         })
+        .await
     }
 
     /// Every node with its selectors (cold start of caches; see
     /// [`DataStore::list_all_entries`] for how to combine with the change log).
     pub async fn list_all_nodes_with_selectors(&self) -> Result<Vec<AttestedNode>> {
-        let mut out = Vec::new();
-        let mut page = Pagination::first(1000);
-        loop {
-            let p = self
-                .list_attested_nodes(&NodeFilter::default(), &page)
-                .await?;
-            out.extend(p.items);
-            if p.next_page_token.is_empty() {
-                return Ok(out);
+        crate::timed::timed("list_attested_nodes_with_selectors", async {
+            let mut out = Vec::new();
+            let mut page = Pagination::first(1000);
+            loop {
+                let p = self
+                    .list_attested_nodes(&NodeFilter::default(), &page)
+                    .await?;
+                out.extend(p.items);
+                if p.next_page_token.is_empty() {
+                    return Ok(out);
+                }
+                page.token = p.next_page_token;
             }
-            page.token = p.next_page_token;
-        }
+        })
+        .await
     }
 
     /// Replaces the selectors of node `id` (the node row need not exist yet).
@@ -167,60 +185,66 @@ impl DataStore {
 
     /// The stored selectors of node `id` (empty if none).
     pub async fn node_selectors(&self, id: &SpiffeId) -> Result<Selectors> {
-        let mut conn = self.inner.reader.acquire().await?;
-        load_selectors(&mut conn, id.as_str()).await
+        crate::timed::timed("get_node_selectors", async {
+            let mut conn = self.inner.reader.acquire().await?;
+            load_selectors(&mut conn, id.as_str()).await
+        })
+        .await
     }
 }
 
 impl WriteTx {
     /// See [`DataStore::create_attested_node`].
     pub async fn create_attested_node(&mut self, node: &AttestedNode) -> Result<AttestedNode> {
-        let bk = self.backend;
-        let now = self.now;
-        let conn = &mut *self.tx;
-        let id = node.spiffe_id.as_str();
-        if load_node(conn, id, "").await?.is_some() {
-            return Err(Error::AlreadyExists {
-                kind: ObjectKind::Node,
-                id: id.to_owned(),
-            });
-        }
-        let mut sql = Sql::new(
-            "INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial_number, \
-             cert_not_after, new_cert_serial_number, new_cert_not_after, can_reattest, \
-             agent_version, created_at, updated_at) VALUES (",
-        );
-        push_list(
-            &mut sql,
-            [
-                Arg::from(id),
-                Arg::from(node.attestation_type.as_str()),
-                Arg::from(node.cert_serial_number.as_str()),
-                Arg::from(node.cert_not_after),
-                Arg::from(node.new_cert_serial_number.as_str()),
-                Arg::from(node.new_cert_not_after),
-                Arg::from(node.can_reattest),
-                Arg::from(node.agent_version.as_str()),
-                Arg::from(now),
-                Arg::from(now),
-            ],
-        );
-        sql.push(")");
-        let res = sql.query(bk).execute(&mut *conn).await.map_err(Error::from);
-        if let Err(e) = res {
-            if e.is_unique_violation() {
+        crate::timed::timed("create_attested_node", async {
+            let bk = self.backend;
+            let now = self.now;
+            let conn = &mut *self.tx;
+            let id = node.spiffe_id.as_str();
+            if load_node(conn, id, "").await?.is_some() {
                 return Err(Error::AlreadyExists {
                     kind: ObjectKind::Node,
                     id: id.to_owned(),
                 });
             }
-            return Err(e);
-        }
-        replace_selectors(conn, id, &node.selectors).await?;
-        log_change(conn, ChangeKind::Node, id, ChangeOp::Create, now).await?;
-        load_node(conn, id, "")
-            .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Node, id))
+            let mut sql = Sql::new(
+                "INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial_number, \
+             cert_not_after, new_cert_serial_number, new_cert_not_after, can_reattest, \
+             agent_version, created_at, updated_at) VALUES (",
+            );
+            push_list(
+                &mut sql,
+                [
+                    Arg::from(id),
+                    Arg::from(node.attestation_type.as_str()),
+                    Arg::from(node.cert_serial_number.as_str()),
+                    Arg::from(node.cert_not_after),
+                    Arg::from(node.new_cert_serial_number.as_str()),
+                    Arg::from(node.new_cert_not_after),
+                    Arg::from(node.can_reattest),
+                    Arg::from(node.agent_version.as_str()),
+                    Arg::from(now),
+                    Arg::from(now),
+                ],
+            );
+            sql.push(")");
+            let res = sql.query(bk).execute(&mut *conn).await.map_err(Error::from);
+            if let Err(e) = res {
+                if e.is_unique_violation() {
+                    return Err(Error::AlreadyExists {
+                        kind: ObjectKind::Node,
+                        id: id.to_owned(),
+                    });
+                }
+                return Err(e);
+            }
+            replace_selectors(conn, id, &node.selectors).await?;
+            log_change(conn, ChangeKind::Node, id, ChangeOp::Create, now).await?;
+            load_node(conn, id, "")
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Node, id))
+        })
+        .await
     }
 
     /// See [`DataStore::update_attested_node`].
@@ -229,63 +253,72 @@ impl WriteTx {
         id: &SpiffeId,
         u: &NodeUpdate,
     ) -> Result<AttestedNode> {
-        let bk = self.backend;
-        let now = self.now;
-        let conn = &mut *self.tx;
-        let lock = for_update(self.backend);
-        let mut n = load_node(conn, id.as_str(), lock)
-            .await?
-            .ok_or_else(|| Error::not_found(ObjectKind::Node, id.as_str()))?;
-        if let Some(v) = &u.cert_serial_number {
-            n.cert_serial_number = v.clone();
-        }
-        if let Some(v) = u.cert_not_after {
-            n.cert_not_after = v;
-        }
-        if let Some(v) = &u.new_cert_serial_number {
-            n.new_cert_serial_number = v.clone();
-        }
-        if let Some(v) = u.new_cert_not_after {
-            n.new_cert_not_after = v;
-        }
-        if let Some(v) = u.can_reattest {
-            n.can_reattest = v;
-        }
-        if let Some(v) = &u.agent_version {
-            n.agent_version = v.clone();
-        }
-        let mut sql = Sql::new("UPDATE attested_nodes SET cert_serial_number = ");
-        sql.bind(n.cert_serial_number.as_str())
-            .push(", cert_not_after = ")
-            .bind(n.cert_not_after)
-            .push(", new_cert_serial_number = ")
-            .bind(n.new_cert_serial_number.as_str())
-            .push(", new_cert_not_after = ")
-            .bind(n.new_cert_not_after)
-            .push(", can_reattest = ")
-            .bind(n.can_reattest)
-            .push(", agent_version = ")
-            .bind(n.agent_version.as_str())
-            .push(", updated_at = ")
-            .bind(now)
-            .push(" WHERE spiffe_id = ")
-            .bind(id.as_str());
-        sql.query(bk).execute(&mut *conn).await?;
-        log_change(conn, ChangeKind::Node, id.as_str(), ChangeOp::Update, now).await?;
-        Ok(n)
+        crate::timed::timed("update_attested_node", async {
+            let bk = self.backend;
+            let now = self.now;
+            let conn = &mut *self.tx;
+            let lock = for_update(self.backend);
+            let mut n = load_node(conn, id.as_str(), lock)
+                .await?
+                .ok_or_else(|| Error::not_found(ObjectKind::Node, id.as_str()))?;
+            if let Some(v) = &u.cert_serial_number {
+                n.cert_serial_number = v.clone();
+            }
+            if let Some(v) = u.cert_not_after {
+                n.cert_not_after = v;
+            }
+            if let Some(v) = &u.new_cert_serial_number {
+                n.new_cert_serial_number = v.clone();
+            }
+            if let Some(v) = u.new_cert_not_after {
+                n.new_cert_not_after = v;
+            }
+            if let Some(v) = u.can_reattest {
+                n.can_reattest = v;
+            }
+            if let Some(v) = &u.agent_version {
+                n.agent_version = v.clone();
+            }
+            let mut sql = Sql::new("UPDATE attested_nodes SET cert_serial_number = ");
+            sql.bind(n.cert_serial_number.as_str())
+                .push(", cert_not_after = ")
+                .bind(n.cert_not_after)
+                .push(", new_cert_serial_number = ")
+                .bind(n.new_cert_serial_number.as_str())
+                .push(", new_cert_not_after = ")
+                .bind(n.new_cert_not_after)
+                .push(", can_reattest = ")
+                .bind(n.can_reattest)
+                .push(", agent_version = ")
+                .bind(n.agent_version.as_str())
+                .push(", updated_at = ")
+                .bind(now)
+                .push(" WHERE spiffe_id = ")
+                .bind(id.as_str());
+            sql.query(bk).execute(&mut *conn).await?;
+            log_change(conn, ChangeKind::Node, id.as_str(), ChangeOp::Update, now).await?;
+            Ok(n)
+        })
+        .await
     }
 
     /// See [`DataStore::set_node_selectors`].
     pub async fn set_node_selectors(&mut self, id: &SpiffeId, selectors: &Selectors) -> Result<()> {
-        let now = self.now;
-        let conn = &mut *self.tx;
-        replace_selectors(conn, id.as_str(), selectors).await?;
-        log_change(conn, ChangeKind::Node, id.as_str(), ChangeOp::Update, now).await
+        crate::timed::timed("set_node_selectors", async {
+            let now = self.now;
+            let conn = &mut *self.tx;
+            replace_selectors(conn, id.as_str(), selectors).await?;
+            log_change(conn, ChangeKind::Node, id.as_str(), ChangeOp::Update, now).await
+        })
+        .await
     }
 
     /// The node with this SPIFFE ID as seen inside this transaction.
     pub async fn get_attested_node(&mut self, id: &SpiffeId) -> Result<Option<AttestedNode>> {
-        load_node(&mut self.tx, id.as_str(), "").await
+        crate::timed::timed("fetch_attested_node", async {
+            load_node(&mut self.tx, id.as_str(), "").await
+        })
+        .await
     }
 }
 

@@ -12,25 +12,28 @@ impl DataStore {
     /// Stores a join token valid until `expires_at` (Unix seconds).
     /// [`Error::AlreadyExists`] if the same token is already stored.
     pub async fn create_join_token(&self, token: &str, expires_at: i64) -> Result<()> {
-        let bk = self.backend();
-        let hash = token_hash(token);
-        let res = q(
-            bk,
-            "INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)",
-            &[Arg::from(hash), Arg::Int(expires_at)],
-        )
-        .execute(&self.inner.writer)
+        crate::timed::timed("create_join_token", async {
+            let bk = self.backend();
+            let hash = token_hash(token);
+            let res = q(
+                bk,
+                "INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)",
+                &[Arg::from(hash), Arg::Int(expires_at)],
+            )
+            .execute(&self.inner.writer)
+            .await
+            .map_err(Error::from);
+            match res {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_unique_violation() => Err(Error::AlreadyExists {
+                    kind: ObjectKind::JoinToken,
+                    // Never echo the token itself.
+                    id: "<redacted>".into(),
+                }),
+                Err(e) => Err(e),
+            }
+        })
         .await
-        .map_err(Error::from);
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_unique_violation() => Err(Error::AlreadyExists {
-                kind: ObjectKind::JoinToken,
-                // Never echo the token itself.
-                id: "<redacted>".into(),
-            }),
-            Err(e) => Err(e),
-        }
     }
 
     /// Consumes a token in its own transaction: see [`WriteTx::consume_join_token`].
@@ -43,31 +46,37 @@ impl DataStore {
 
     /// Whether a token is stored and unexpired at `now`, without consuming it.
     pub async fn join_token_exists(&self, token: &str, now: i64) -> Result<bool> {
-        let bk = self.backend();
-        let row = q(
-            bk,
-            "SELECT expires_at FROM join_tokens WHERE token_hash = $1",
-            &[Arg::from(token_hash(token))],
-        )
-        .fetch_optional(&self.inner.reader)
-        .await?;
-        Ok(match row {
-            Some(r) => sql::int(&r, "expires_at")? > now,
-            None => false,
+        crate::timed::timed("fetch_join_token", async {
+            let bk = self.backend();
+            let row = q(
+                bk,
+                "SELECT expires_at FROM join_tokens WHERE token_hash = $1",
+                &[Arg::from(token_hash(token))],
+            )
+            .fetch_optional(&self.inner.reader)
+            .await?;
+            Ok(match row {
+                Some(r) => sql::int(&r, "expires_at")? > now,
+                None => false,
+            })
         })
+        .await
     }
 
     /// Deletes every token that expired before `before`; returns how many.
     pub async fn prune_join_tokens(&self, before: i64) -> Result<u64> {
-        let bk = self.backend();
-        let res = q(
-            bk,
-            "DELETE FROM join_tokens WHERE expires_at < $1",
-            &[Arg::Int(before)],
-        )
-        .execute(&self.inner.writer)
-        .await?;
-        Ok(res.rows_affected())
+        crate::timed::timed("prune_join_tokens", async {
+            let bk = self.backend();
+            let res = q(
+                bk,
+                "DELETE FROM join_tokens WHERE expires_at < $1",
+                &[Arg::Int(before)],
+            )
+            .execute(&self.inner.writer)
+            .await?;
+            Ok(res.rows_affected())
+        })
+        .await
     }
 }
 
@@ -76,7 +85,10 @@ impl WriteTx {
     /// seconds). Single use: of concurrent consumers exactly one sees `Valid`. Call it in the
     /// transaction that creates the attested node so a failed attestation does not burn it.
     pub async fn consume_join_token(&mut self, token: &str, now: i64) -> Result<JoinTokenStatus> {
-        consume(&mut self.tx, token, now).await
+        crate::timed::timed("consume_join_token", async {
+            consume(&mut self.tx, token, now).await
+        })
+        .await
     }
 }
 

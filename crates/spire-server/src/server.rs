@@ -14,7 +14,7 @@ use spire_spiffe::{Clock, TrustDomain};
 use tokio_util::sync::CancellationToken;
 
 use crate::ca::{CaConfig, CaManager};
-use crate::plugin::upstreamauthority::{DiskUpstreamAuthority, UpstreamAuthority};
+use crate::plugin::upstreamauthority::UpstreamAuthority;
 
 /// Everything the APIs and background tasks share. Built once, held as `Arc<ServerState>`.
 pub struct ServerState {
@@ -215,14 +215,10 @@ fn upstream_authority(
         name: p.name.clone(),
         reason,
     };
-    if p.name != "disk" {
-        return Err(err(
-            "unknown UpstreamAuthority plugin: the built-in is \"disk\"".into(),
-        ));
-    }
     let data: serde_json::Value = p.plugin_data().map_err(|e| err(e.to_string()))?;
-    let up = DiskUpstreamAuthority::from_plugin_data(&data).map_err(err)?;
-    Ok(Some(Arc::new(up)))
+    let up = crate::plugin::upstreamauthority::build(&p.name, &data, &config.trust_domain)
+        .map_err(err)?;
+    Ok(Some(up))
 }
 
 /// Opens the datastore, builds the plugins and starts the CA manager.

@@ -134,15 +134,23 @@ impl pb::bundle_server::Bundle for BundleService {
         request: Request<pb::GetBundleRequest>,
     ) -> Result<Response<types::Bundle>, Status> {
         let ctx = Ctx::new(&self.state, &request, "GetBundle", Policy::Any)?;
+        // Agents (TCP) get the bundle the authorized-entry index follows, when it is fresh.
+        let cached = crate::endpoints::tcp::tcp_context(&request)
+            .ok()
+            .and_then(|tcp| tcp.index.fresh_bundle(&self.state.datastore));
         let req = request.into_inner();
         let result = async {
-            let b = ctx
-                .state
-                .datastore
-                .get_bundle(&ctx.state.trust_domain)
-                .await
-                .map_err(BundleError::ds("failed to fetch bundle"))?
-                .ok_or(BundleError::NotFound)?;
+            let b = match cached {
+                Some(b) => b,
+                None => std::sync::Arc::new(
+                    ctx.state
+                        .datastore
+                        .get_bundle(&ctx.state.trust_domain)
+                        .await
+                        .map_err(BundleError::ds("failed to fetch bundle"))?
+                        .ok_or(BundleError::NotFound)?,
+                ),
+            };
             Ok::<_, BundleError>(convert::bundle_to_proto(&b, req.output_mask.as_ref()))
         }
         .await
@@ -194,26 +202,39 @@ impl pb::bundle_server::Bundle for BundleService {
             "PublishJWTAuthority",
             Policy::Downstream,
         )?;
+        // Downstream callers come over TCP only, where the per-IP limits live.
+        let tcp = crate::endpoints::tcp::tcp_context(&request)?;
         let req = request.into_inner();
         let result = async {
+            tcp.limits.sign.wait(&ctx.caller, 1).await.map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!(
+                        "rejecting request due to key publishing rate limiting: {}",
+                        s.message()
+                    ),
+                )
+            })?;
             let key = req
                 .jwt_authority
                 .ok_or_else(|| BundleError::Invalid("missing JWT authority".into()))?;
-            let mut add = ds::Bundle::new(ctx.state.trust_domain.clone());
-            add.jwt_authorities = convert::jwt_authorities_from_proto(&[key])
+            let mut keys = convert::jwt_authorities_from_proto(&[key])
                 .map_err(|e| BundleError::Invalid(format!("invalid JWT authority: {}", e.0)))?;
-            let b = ctx
-                .state
-                .datastore
-                .append_bundle(&add)
-                .await
-                .map_err(BundleError::ds("failed to publish JWT key"))?;
-            Ok::<_, BundleError>(pb::PublishJwtAuthorityResponse {
+            let key = keys
+                .pop()
+                .ok_or_else(|| BundleError::Invalid("missing JWT authority".into()))?;
+            // Through the CA manager: a server that is itself nested forwards the key upstream.
+            let published = ctx.state.ca.publish_jwt_key(key).await.map_err(|e| {
+                tracing::error!(error = %e, "Failed to publish JWT key");
+                Status::internal(format!("failed to publish JWT key: {e}"))
+            })?;
+            let mut b = ds::Bundle::new(ctx.state.trust_domain.clone());
+            b.jwt_authorities = published;
+            Ok::<_, Status>(pb::PublishJwtAuthorityResponse {
                 jwt_authorities: convert::bundle_to_proto(&b, None).jwt_authorities,
             })
         }
-        .await
-        .map_err(Status::from);
+        .await;
         ctx.audit.emit(&result, &[]);
         result.map(Response::new)
     }

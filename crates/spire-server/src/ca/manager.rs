@@ -30,6 +30,8 @@ use crate::plugin::upstreamauthority::UpstreamAuthority;
 
 /// How often the rotation loop looks at the authorities (SPIRE: 10 s).
 pub const ROTATION_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the upstream bundle is polled (SPIRE's `spire` upstream: 5 s).
+pub const UPSTREAM_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Bundle authorities are removed this long after they expire.
 pub const BUNDLE_PRUNE_AFTER: Duration = Duration::from_secs(24 * 3600);
 const THIRTY_DAYS: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -397,12 +399,24 @@ impl CaManager {
 
     /// The rotation loop: checks the authorities every [`ROTATION_INTERVAL`] until `shutdown`
     /// resolves.
+    ///
+    /// With an upstream that publishes its bundle (`UpstreamAuthority "spire"`), the loop also
+    /// polls it every [`UPSTREAM_POLL_INTERVAL`] and appends new upstream authorities to the
+    /// local bundle.
     pub async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut ticker = tokio::time::interval(ROTATION_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let follow = self.upstream.as_ref().is_some_and(|u| u.follows_bundle());
+        let mut poll = tokio::time::interval(UPSTREAM_POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = poll.tick(), if follow => {
+                    if let Err(e) = self.sync_upstream_bundle().await {
+                        tracing::warn!(error = %e, "Failed to follow the upstream bundle");
+                    }
+                }
                 _ = ticker.tick() => {
                     if let Err(e) = self.rotate().await {
                         tracing::error!(error = %e, "CA rotation failed");
@@ -644,6 +658,79 @@ impl CaManager {
     /// The local bundle as stored.
     pub async fn bundle(&self) -> Result<Option<ds::Bundle>, CaError> {
         Ok(self.datastore.get_bundle(&self.config.trust_domain).await?)
+    }
+
+    /// Publishes the JWT key of a downstream server (`Bundle.PublishJWTAuthority`): forwarded
+    /// to this server's own upstream when it takes JWT keys (nesting deeper than one level),
+    /// else appended to the local bundle. Returns the JWT authorities of the bundle the key
+    /// went into.
+    pub async fn publish_jwt_key(
+        &self,
+        key: ds::JwtAuthority,
+    ) -> Result<Vec<ds::JwtAuthority>, CaError> {
+        if let Some(up) = &self.upstream
+            && let Some(keys) = up
+                .publish_jwt_key(&key)
+                .await
+                .map_err(|e| CaError::Upstream(e.to_string()))?
+        {
+            let mut add = ds::Bundle::new(self.config.trust_domain.clone());
+            add.jwt_authorities = keys.clone();
+            self.datastore.append_bundle(&add).await?;
+            self.notify_bundle().await;
+            return Ok(keys);
+        }
+        let mut add = ds::Bundle::new(self.config.trust_domain.clone());
+        add.jwt_authorities = vec![key];
+        let bundle = self.datastore.append_bundle(&add).await?;
+        self.notify_bundle().await;
+        Ok(bundle.jwt_authorities)
+    }
+
+    /// One poll of the upstream bundle: authorities the local bundle lacks are appended (none
+    /// are removed: expired ones are pruned as usual). Returns whether the bundle changed.
+    pub async fn sync_upstream_bundle(&self) -> Result<bool, CaError> {
+        let Some(up) = &self.upstream else {
+            return Ok(false);
+        };
+        let Some(upstream) = up
+            .fetch_bundle()
+            .await
+            .map_err(|e| CaError::Upstream(e.to_string()))?
+        else {
+            return Ok(false);
+        };
+        let local = self
+            .bundle()
+            .await?
+            .unwrap_or_else(|| ds::Bundle::new(self.config.trust_domain.clone()));
+        let mut add = ds::Bundle::new(self.config.trust_domain.clone());
+        add.x509_authorities = upstream
+            .x509_authorities
+            .into_iter()
+            .filter(|a| !local.x509_authorities.iter().any(|l| l.der == a.der))
+            .collect();
+        add.jwt_authorities = upstream
+            .jwt_authorities
+            .into_iter()
+            .filter(|k| {
+                !local
+                    .jwt_authorities
+                    .iter()
+                    .any(|l| l.key_id == k.key_id && l.public_key == k.public_key)
+            })
+            .collect();
+        if add.x509_authorities.is_empty() && add.jwt_authorities.is_empty() {
+            return Ok(false);
+        }
+        tracing::info!(
+            x509_authorities = add.x509_authorities.len(),
+            jwt_authorities = add.jwt_authorities.len(),
+            "New upstream authorities appended to the bundle"
+        );
+        self.datastore.append_bundle(&add).await?;
+        self.notify_bundle().await;
+        Ok(true)
     }
 
     // === LocalAuthority ===
@@ -1007,7 +1094,8 @@ impl CaManager {
             }
             Some(up) => {
                 let minted = up
-                    .mint_x509_ca(signer.public_key(), &template, now)
+                    .mint_x509_ca(&signer, &template, now)
+                    .await
                     .map_err(|e| CaError::Upstream(e.to_string()))?;
                 let ca = X509Authority::new(minted.ca_cert, signer)?;
                 (
@@ -1060,13 +1148,25 @@ impl CaManager {
             issued_at: now,
             not_after,
         };
-        let mut add = ds::Bundle::new(self.config.trust_domain.clone());
-        add.jwt_authorities = vec![ds::JwtAuthority {
+        let key = ds::JwtAuthority {
             key_id: kid.clone(),
             public_key: signer.public_key().spki_der().to_vec(),
             expires_at: not_after,
             tainted: false,
-        }];
+        };
+        // With an upstream that takes JWT keys the key is published there first (SPIRE: a key
+        // that cannot be published is not used); the upstream's keys join the local bundle.
+        let upstream_keys = match &self.upstream {
+            Some(up) => up
+                .publish_jwt_key(&key)
+                .await
+                .map_err(|e| CaError::Upstream(e.to_string()))?,
+            None => None,
+        };
+        let mut add = ds::Bundle::new(self.config.trust_domain.clone());
+        add.jwt_authorities = vec![key];
+        add.jwt_authorities
+            .extend(upstream_keys.into_iter().flatten());
         self.datastore.append_bundle(&add).await?;
         self.notify_bundle().await;
         tracing::info!(slot = slot.name(), authority_id = %kid, not_after, "JWT key prepared");

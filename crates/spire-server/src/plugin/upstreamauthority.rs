@@ -1,8 +1,15 @@
-//! `UpstreamAuthority "disk"`: the server CA becomes an intermediate signed by a CA whose
-//! certificate and key are files (re-read on every mint), and the upstream roots go into the
-//! bundle.
+//! UpstreamAuthority plugins: the server CA becomes an intermediate signed by an upstream CA,
+//! and the upstream roots go into the bundle.
 //!
-//! Mirrors `pkg/server/plugin/upstreamauthority/disk`.
+//! - `disk` ([`DiskUpstreamAuthority`]): the upstream CA's certificate and key are files,
+//!   re-read on every mint. Mirrors `pkg/server/plugin/upstreamauthority/disk`.
+//! - `spire` ([`spire::SpireUpstreamAuthority`]): nested SPIRE; the upstream is another SPIRE
+//!   server of the same trust domain. Mirrors `pkg/server/plugin/upstreamauthority/spire`.
+//!
+//! An upstream may also take the server's JWT keys ([`UpstreamAuthority::publish_jwt_key`]) and
+//! publish its bundle for the server to follow ([`UpstreamAuthority::fetch_bundle`]).
+
+pub mod spire;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,7 +17,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use spire_crypto::x509::{CaTemplate, X509Authority};
-use spire_crypto::{PrivateKey, PublicKey, Signer};
+use spire_crypto::{PrivateKey, Signer};
+use spire_datastore as ds;
+use spire_spiffe::TrustDomain;
 
 /// A server CA minted by an upstream authority.
 #[derive(Debug, Clone)]
@@ -49,20 +58,76 @@ pub enum UpstreamError {
     /// Signing failed.
     #[error("signing the server CA failed")]
     Sign(#[from] spire_crypto::x509::X509Error),
+    /// The upstream SPIRE server or the Workload API could not be reached or refused a call.
+    #[error("{what}: {reason}")]
+    Unavailable {
+        /// What was attempted.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The upstream answered with something unusable.
+    #[error("{what}: {reason}")]
+    BadResponse {
+        /// Which answer.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The upstream signing authority, the chain after it (no roots) and the roots.
 type LoadedUpstream = (X509Authority, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// An UpstreamAuthority plugin.
+#[tonic::async_trait]
 pub trait UpstreamAuthority: Send + Sync + fmt::Debug {
-    /// Signs a server CA for `public_key`.
-    fn mint_x509_ca(
+    /// Signs a server CA for the key of `signer` (which may be used to sign a CSR).
+    async fn mint_x509_ca(
         &self,
-        public_key: &PublicKey,
+        signer: &Arc<dyn Signer>,
         template: &CaTemplate,
         now: SystemTime,
     ) -> Result<MintedCa, UpstreamError>;
+
+    /// Publishes a JWT signing key upstream before the server uses it. Returns the upstream's
+    /// JWT authorities after the publication (they include `key`), or `None` when this upstream
+    /// does not take JWT keys (the key then goes into the local bundle only).
+    async fn publish_jwt_key(
+        &self,
+        _key: &ds::JwtAuthority,
+    ) -> Result<Option<Vec<ds::JwtAuthority>>, UpstreamError> {
+        Ok(None)
+    }
+
+    /// Whether [`UpstreamAuthority::fetch_bundle`] is worth polling.
+    fn follows_bundle(&self) -> bool {
+        false
+    }
+
+    /// The upstream's current bundle (X.509 roots and JWT authorities), when it has one.
+    async fn fetch_bundle(&self) -> Result<Option<ds::Bundle>, UpstreamError> {
+        Ok(None)
+    }
+}
+
+/// Builds the built-in UpstreamAuthority `name` from its `plugin_data` (no network I/O: a
+/// `spire` upstream connects on first use).
+pub fn build(
+    name: &str,
+    data: &serde_json::Value,
+    trust_domain: &TrustDomain,
+) -> Result<Arc<dyn UpstreamAuthority>, String> {
+    match name {
+        "disk" => Ok(Arc::new(DiskUpstreamAuthority::from_plugin_data(data)?)),
+        "spire" => Ok(Arc::new(spire::SpireUpstreamAuthority::from_plugin_data(
+            data,
+            trust_domain.clone(),
+        )?)),
+        other => Err(format!(
+            "unknown UpstreamAuthority plugin {other:?}: the built-ins are \"disk\" and \"spire\""
+        )),
+    }
 }
 
 /// The `disk` upstream authority.
@@ -146,15 +211,16 @@ impl DiskUpstreamAuthority {
     }
 }
 
+#[tonic::async_trait]
 impl UpstreamAuthority for DiskUpstreamAuthority {
-    fn mint_x509_ca(
+    async fn mint_x509_ca(
         &self,
-        public_key: &PublicKey,
+        signer: &Arc<dyn Signer>,
         template: &CaTemplate,
         now: SystemTime,
     ) -> Result<MintedCa, UpstreamError> {
         let (authority, chain, roots) = self.load()?;
-        let ca_cert = authority.sign_intermediate_ca(public_key, template, now)?;
+        let ca_cert = authority.sign_intermediate_ca(signer.public_key(), template, now)?;
         Ok(MintedCa {
             ca_cert,
             upstream_chain: chain,
