@@ -301,6 +301,19 @@ async fn soak_with_churn_keeps_resources_bounded_and_svids_valid() {
         fds(a_pid),
         rss_kib(a_pid),
     );
+    eprintln!(
+        "soak end after {}s: server fds {} -> {}, rss {} -> {} KiB; agent-a fds {} -> {}, rss {} -> {} KiB; entries churned {}",
+        start.elapsed().as_secs(),
+        base.0,
+        end.0,
+        base.1,
+        end.1,
+        base.2,
+        end.2,
+        base.3,
+        end.3,
+        churned.load(Ordering::Relaxed)
+    );
     assert!(
         end.0 <= base.0 + FD_GROWTH_BOUND,
         "server fds {} -> {}",

@@ -193,19 +193,17 @@ async fn read_only_data_dir_is_a_clear_start_error_and_leaves_state_intact() {
     out.assert_failure();
     let text = format!("{}{}", out.stdout, out.stderr);
     let db = data_dir.join("datastore.sqlite3");
+    // At once (before any connection pool waits for its acquire timeout), naming the file,
+    // what is not writable and the operating system's reason.
     assert!(
         text.contains(&format!(
-            "cannot open the sqlite3 datastore at {}",
+            "cannot open the sqlite3 datastore at {}: the database file is not writable",
             db.display()
         )),
-        "the error should name the datastore file: {text}"
+        "the error should name the datastore file and the cause: {text}"
     );
-    // FIXME(spire-datastore): the final error says "pool timed out while waiting for an open
-    // connection" after sqlx's 30 s acquire timeout; the actual cause ("unable to open database
-    // file", SQLite code 14: the directory is read-only) only appears in the retry log lines.
-    // It should fail at once with the cause in the error. Asserting the current behaviour.
-    assert!(text.contains("pool timed out"), "{text}");
-    assert!(text.contains("unable to open database file"), "{text}");
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(!text.contains("pool timed out"), "{text}");
 
     // Writable again: everything is as it was.
     server.run();

@@ -20,6 +20,18 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The SQLite database file, or the directory holding it, cannot be written (read-only
+    /// file system, permissions); found before any connection is attempted.
+    #[error("cannot open the sqlite3 datastore at {path}: {what} is not writable")]
+    NotWritable {
+        /// The database file.
+        path: String,
+        /// `the database file` or `its directory <dir>`.
+        what: String,
+        /// The operating system's answer.
+        #[source]
+        source: std::io::Error,
+    },
     /// The database rejected or failed a statement, or could not be reached.
     #[error("database error")]
     Sql(#[from] sqlx::Error),

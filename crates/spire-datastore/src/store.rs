@@ -307,6 +307,9 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
         target: target.clone(),
         source,
     };
+    if !in_memory {
+        probe_sqlite(&target, &url).await?;
+    }
 
     let writer = AnyPoolOptions::new()
         .max_connections(1)
@@ -356,6 +359,52 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
             notifications: crate::notify::Notifications::none(),
         }),
     })
+}
+
+/// Fails at once, naming the file and the reason, when an SQLite database cannot be opened
+/// for writing (read-only or unwritable file or directory, missing directory, not a
+/// database); the pool would retry such failures until its 30 s acquire timeout.
+async fn probe_sqlite(path: &str, url: &str) -> Result<()> {
+    let file = Path::new(path);
+    let not_writable = |what: String, source| Error::NotWritable {
+        path: path.to_owned(),
+        what,
+        source,
+    };
+    if file.is_file() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .map_err(|e| not_writable("the database file".into(), e))?;
+    }
+    // SQLite creates its journal files (`-wal`, `-shm`) next to the database.
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let probe = dir.join(format!(".{name}.write-probe"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)
+            .map_err(|e| not_writable(format!("its directory {}", dir.display()), e))?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    let open_err = |source| Error::Open {
+        database_type: "sqlite3",
+        target: path.to_owned(),
+        source,
+    };
+    let mut conn = AnyConnection::connect(url).await.map_err(open_err)?;
+    sqlite_pragmas(&mut conn).await.map_err(open_err)?;
+    conn.close().await.map_err(open_err)
 }
 
 fn sqlite_pragmas(conn: &mut AnyConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
