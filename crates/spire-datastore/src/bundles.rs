@@ -21,6 +21,7 @@ impl DataStore {
     pub async fn create_bundle(&self, bundle: &Bundle) -> Result<Bundle> {
         crate::timed::timed("create_bundle", async {
             let now = self.now();
+            let _marked = self.inner.marks.guard(crate::marks::BUNDLE);
             let mut tx = self.write_tx().await?;
             if load(&mut tx, bundle.trust_domain.as_str(), "")
                 .await?
@@ -88,6 +89,7 @@ impl DataStore {
 
     async fn append_bundle_once(&self, bundle: &Bundle) -> Result<Bundle> {
         let now = self.now();
+        let _marked = self.inner.marks.guard(crate::marks::BUNDLE);
         let mut tx = self.write_tx().await?;
         let td = bundle.trust_domain.as_str();
         let out = match load(&mut tx, td, self.for_update()).await? {
@@ -133,6 +135,7 @@ impl DataStore {
     {
         crate::timed::timed("modify_bundle", async {
             let now = self.now();
+            let _marked = self.inner.marks.guard(crate::marks::BUNDLE);
             let mut tx = self.write_tx().await?;
             let td = trust_domain.as_str();
             let mut b = load(&mut tx, td, self.for_update())
@@ -155,6 +158,7 @@ impl DataStore {
     pub async fn prune_bundle(&self, trust_domain: &TrustDomain, before: i64) -> Result<bool> {
         crate::timed::timed("prune_bundle", async {
             let now = self.now();
+            let _marked = self.inner.marks.guard(crate::marks::BUNDLE);
             let mut tx = self.write_tx().await?;
             let td = trust_domain.as_str();
             let mut b = load(&mut tx, td, self.for_update())
@@ -239,6 +243,7 @@ impl DataStore {
         crate::timed::timed("delete_bundle", async {
             let bk = self.backend();
             let now = self.now();
+            let _marked = self.inner.marks.guard(crate::marks::BUNDLE);
             let mut tx = self.write_tx().await?;
             let td = trust_domain.as_str();
             if load(&mut tx, td, self.for_update()).await?.is_none() {
@@ -284,6 +289,7 @@ impl WriteTx {
     /// See [`DataStore::set_bundle`].
     pub async fn set_bundle(&mut self, bundle: &Bundle) -> Result<()> {
         crate::timed::timed("set_bundle", async {
+            self.touch(crate::marks::BUNDLE);
             set_bundle_tx(&mut self.tx, self.backend, bundle, self.now).await
         })
         .await

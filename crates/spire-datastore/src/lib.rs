@@ -40,6 +40,7 @@ mod entries;
 mod error;
 mod federation;
 mod journal;
+mod marks;
 mod nodes;
 mod notify;
 mod sets;

@@ -74,6 +74,7 @@ impl DataStore {
         crate::timed::timed("delete_attested_node", async {
             let bk = self.backend();
             let now = self.now();
+            let _marked = self.inner.marks.guard(crate::marks::NODE);
             let mut tx = self.write_tx().await?;
             let node = load_node(&mut tx, id.as_str(), self.for_update())
                 .await?
@@ -199,6 +200,7 @@ impl WriteTx {
         crate::timed::timed("create_attested_node", async {
             let bk = self.backend;
             let now = self.now;
+            self.touch(crate::marks::NODE);
             let conn = &mut *self.tx;
             let id = node.spiffe_id.as_str();
             if load_node(conn, id, "").await?.is_some() {
@@ -256,6 +258,7 @@ impl WriteTx {
         crate::timed::timed("update_attested_node", async {
             let bk = self.backend;
             let now = self.now;
+            self.touch(crate::marks::NODE);
             let conn = &mut *self.tx;
             let lock = for_update(self.backend);
             let mut n = load_node(conn, id.as_str(), lock)
@@ -306,6 +309,7 @@ impl WriteTx {
     pub async fn set_node_selectors(&mut self, id: &SpiffeId, selectors: &Selectors) -> Result<()> {
         crate::timed::timed("set_node_selectors", async {
             let now = self.now;
+            self.touch(crate::marks::NODE);
             let conn = &mut *self.tx;
             replace_selectors(conn, id.as_str(), selectors).await?;
             log_change(conn, ChangeKind::Node, id.as_str(), ChangeOp::Update, now).await

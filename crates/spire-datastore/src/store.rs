@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// Change-log wake-ups (PostgreSQL LISTEN/NOTIFY).
     pub(crate) notifications: crate::notify::Notifications,
+    /// Local node and bundle write marks (for caches that follow the change log).
+    pub(crate) marks: Arc<crate::marks::WriteMarks>,
 }
 
 impl fmt::Debug for DataStore {
@@ -167,6 +169,8 @@ impl DataStore {
             tx: self.write_tx().await?,
             now: self.now(),
             backend: self.inner.backend,
+            marks: Arc::clone(&self.inner.marks),
+            touched: 0,
         })
     }
 
@@ -222,6 +226,9 @@ pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
     pub(crate) now: i64,
     pub(crate) backend: Backend,
+    pub(crate) marks: Arc<crate::marks::WriteMarks>,
+    /// Kinds written so far ([`crate::marks`]), marked again after commit.
+    pub(crate) touched: u8,
 }
 
 impl fmt::Debug for WriteTx {
@@ -233,7 +240,15 @@ impl fmt::Debug for WriteTx {
 impl WriteTx {
     /// Commits every write made through this transaction.
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        let r = self.tx.commit().await;
+        self.marks.mark(self.touched);
+        Ok(r?)
+    }
+
+    /// Notes that this transaction writes `kinds` ([`crate::marks`]).
+    pub(crate) fn touch(&mut self, kinds: u8) {
+        self.touched |= kinds;
+        self.marks.mark(kinds);
     }
 
     /// Rolls back every write made through this transaction.
@@ -357,6 +372,7 @@ async fn open_sqlite(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<
             backend: Backend::Sqlite,
             clock,
             notifications: crate::notify::Notifications::none(),
+            marks: Arc::default(),
         }),
     })
 }
@@ -462,6 +478,7 @@ async fn open_postgres(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Resul
             backend: Backend::Postgres,
             clock,
             notifications: crate::notify::Notifications::postgres(url),
+            marks: Arc::default(),
         }),
     })
 }
@@ -485,6 +502,7 @@ async fn open_mysql(config: &DataStoreConfig, clock: Arc<dyn Clock>) -> Result<D
             backend: Backend::Mysql,
             clock,
             notifications: crate::notify::Notifications::none(),
+            marks: Arc::default(),
         }),
     })
 }

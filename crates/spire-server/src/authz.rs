@@ -26,6 +26,7 @@ use spire_tls::PeerInfo;
 use tonic::{Code, Status};
 
 use crate::api::{Caller, CallerKind};
+use crate::authorized_entries::AuthorizedEntries;
 use crate::endpoints::tcp::TcpContext;
 use crate::server::ServerState;
 
@@ -98,7 +99,19 @@ pub fn serial_and_expiry(der: &[u8]) -> Option<(String, i64)> {
 
 /// SPIRE's agent check: the SVID is unexpired, the agent is attested and not banned, and the
 /// SVID's serial is the current one or the one issued last (which then becomes current).
-pub async fn check_agent(state: &ServerState, id: &SpiffeId, leaf: &[u8]) -> Result<(), Status> {
+///
+/// The agent record comes from `index` when it is fresh ([`AuthorizedEntries::fresh_agent`]:
+/// no node write of this process is newer than the index) and the SVID is the agent's
+/// current one, the steady-state case, which then needs no database read. Every other
+/// outcome (unknown agent, banned, other serial, stale index) is decided on the record read
+/// from the datastore, so the cache can only confirm what the database would, never refuse
+/// what it would accept or accept what a local ban, eviction or re-attestation refused.
+pub async fn check_agent(
+    state: &ServerState,
+    index: Option<&AuthorizedEntries>,
+    id: &SpiffeId,
+    leaf: &[u8],
+) -> Result<(), Status> {
     let (serial, not_after) = serial_and_expiry(leaf)
         .ok_or_else(|| Status::unauthenticated("cannot parse the agent SVID"))?;
     if state.clock.now_unix() > not_after {
@@ -106,6 +119,12 @@ pub async fn check_agent(state: &ServerState, id: &SpiffeId, leaf: &[u8]) -> Res
             Reason::AgentExpired,
             format!("agent {:?} SVID is expired", id.as_str()),
         ));
+    }
+    if let Some(node) = index.and_then(|ix| ix.fresh_agent(&state.datastore, id.as_str()))
+        && !node.cert_serial_number.is_empty()
+        && node.cert_serial_number == serial
+    {
+        return Ok(());
     }
     let node = state
         .datastore
@@ -175,7 +194,7 @@ pub async fn authenticate(
         });
     }
     if agent_method(method) && is_agent_id(state, &id) {
-        check_agent(state, &id, leaf.as_ref()).await?;
+        check_agent(state, Some(&ctx.index), &id, leaf.as_ref()).await?;
         return Ok(Caller {
             kind: CallerKind::Agent { addr, id },
         });

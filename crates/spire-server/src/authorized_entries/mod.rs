@@ -9,16 +9,24 @@
 //! changed (for the push stream, [`crate::api::watch`]). A full reload happens only when the
 //! follower gives up on a gap in the log.
 //!
+//! The same follower keeps the agent records and the local bundle, so the per-call agent check
+//! ([`crate::authz::check_agent`]) and `GetBundle` need no database read in steady state. They
+//! use them only while no node (or bundle) write made by this process is newer than what the
+//! index has applied ([`AuthorizedEntries::fresh_agent`], [`AuthorizedEntries::fresh_bundle`];
+//! the datastore's local write marks), so a ban, eviction or renewal through this server is
+//! seen by the next call. Writes by other servers of the trust domain arrive with the change
+//! log (at once with PostgreSQL notifications, else within [`POLL_INTERVAL`]).
+//!
 //! Mirrors `pkg/server/authorizedentries` (design-notes §3).
 
 mod index;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use spire_datastore::{ChangeFollower, ChangeKind, DataStore, Entry};
+use spire_datastore::{AttestedNode, Bundle, ChangeFollower, ChangeKind, DataStore, Entry};
 use spire_spiffe::{Clock, SpiffeId, TrustDomain};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +90,10 @@ pub struct AuthorizedEntries {
     index: RwLock<Index>,
     revision: AtomicI64,
     notify: broadcast::Sender<Arc<Notification>>,
+    /// The datastore's local write sequence position the index has fully applied.
+    local_seq: AtomicU64,
+    /// The local trust domain's bundle, as of the index.
+    bundle: RwLock<Option<Arc<Bundle>>>,
 }
 
 impl AuthorizedEntries {
@@ -94,6 +106,8 @@ impl AuthorizedEntries {
             index: RwLock::new(Index::new(&server_id)),
             revision: AtomicI64::new(0),
             notify,
+            local_seq: AtomicU64::new(0),
+            bundle: RwLock::new(None),
         }
     }
 
@@ -114,6 +128,34 @@ impl AuthorizedEntries {
         self.notify.subscribe()
     }
 
+    /// The record of agent `id` from the index, when the index holds every node write made
+    /// through `ds` (else `None`: read the database).
+    pub fn fresh_agent(&self, ds: &DataStore, id: &str) -> Option<Arc<AttestedNode>> {
+        if ds.last_local_write(ChangeKind::Node) > self.local_seq.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.read().agent(id).cloned()
+    }
+
+    /// The local bundle, when the index holds every bundle write made through `ds` (else
+    /// `None`: read the database).
+    pub fn fresh_bundle(&self, ds: &DataStore) -> Option<Arc<Bundle>> {
+        if ds.last_local_write(ChangeKind::Bundle) > self.local_seq.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.bundle
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_bundle(&self, bundle: Option<Bundle>) {
+        *self
+            .bundle
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bundle.map(Arc::new);
+    }
+
     /// Every entry `agent` is authorized for, sorted by ID.
     pub fn authorized_entries(&self, agent: &SpiffeId) -> Vec<Arc<Entry>> {
         self.read().authorized_entries(agent.as_str())
@@ -122,9 +164,11 @@ impl AuthorizedEntries {
     /// Loads everything from the datastore (cold start or recovery); returns the follower
     /// positioned at the log position read before the load.
     pub async fn load(&self, ds: &DataStore) -> Result<ChangeFollower, IndexError> {
+        let seq = ds.local_write_seq();
         let start = ds.latest_change_id().await?;
         let entries = ds.list_all_entries().await?;
         let nodes = ds.list_all_nodes_with_selectors().await?;
+        let bundle = ds.get_bundle(&self.trust_domain).await?;
         let mut fresh = Index::new(&server_id(&self.trust_domain));
         for e in entries {
             fresh.upsert_entry(e);
@@ -144,6 +188,8 @@ impl AuthorizedEntries {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
         self.revision.store(start, Ordering::Release);
+        self.set_bundle(bundle);
+        self.local_seq.fetch_max(seq, Ordering::SeqCst);
         Ok(ChangeFollower::new(start, GAP_TIMEOUT))
     }
 
@@ -186,6 +232,9 @@ impl AuthorizedEntries {
         clock: &dyn Clock,
         follower: &mut ChangeFollower,
     ) -> Result<(), IndexError> {
+        // Local writes marked up to here are committed, so this poll reads them (when it
+        // reaches the end of the log).
+        let seq = ds.local_write_seq();
         let changes = follower.poll(ds, clock.now(), POLL_LIMIT).await?;
         if !follower.take_expired().is_empty() {
             tracing::warn!("Change-log gaps timed out; reloading the authorized-entry index");
@@ -197,7 +246,9 @@ impl AuthorizedEntries {
             });
             return Ok(());
         }
+        let caught_up = changes.len() < POLL_LIMIT as usize;
         if changes.is_empty() {
+            self.local_seq.fetch_max(seq, Ordering::SeqCst);
             return Ok(());
         }
         let mut n = Notification::default();
@@ -258,6 +309,7 @@ impl AuthorizedEntries {
                 }
                 ChangeKind::Bundle => {
                     if c.object_id == self.trust_domain.as_str() {
+                        self.set_bundle(ds.get_bundle(&self.trust_domain).await?);
                         n.all |= change::BUNDLE;
                     } else {
                         n.all |= change::FEDERATED_BUNDLE;
@@ -269,6 +321,9 @@ impl AuthorizedEntries {
         let rev = follower.cursor().max(self.revision());
         self.revision.store(rev, Ordering::Release);
         n.revision = rev;
+        if caught_up {
+            self.local_seq.fetch_max(seq, Ordering::SeqCst);
+        }
         if n.all != 0 || !n.agents.is_empty() {
             self.publish(n);
         }
@@ -399,5 +454,39 @@ mod tests {
         assert_eq!(n.mask_for(a) & change::ENTRIES, change::ENTRIES);
         assert_eq!(n.mask_for(b) & change::ENTRIES, change::ENTRIES);
         assert!(ix.authorized_entries(&id(b)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn agent_records_and_bundle_are_fresh_only_after_local_writes_are_applied() {
+        let clock: Arc<dyn spire_spiffe::Clock> = Arc::new(SystemClock);
+        let ds = DataStore::open_in_memory(Arc::clone(&clock)).await.unwrap();
+        let a = "spiffe://td/spire/agent/a";
+        ds.create_attested_node(&node(a, &["x:1"])).await.unwrap();
+        let ix = AuthorizedEntries::new("td".parse().unwrap());
+        // Not loaded yet: never fresh.
+        assert!(ix.fresh_agent(&ds, a).is_none());
+        let mut follower = ix.load(&ds).await.unwrap();
+        assert_eq!(ix.fresh_agent(&ds, a).unwrap().cert_serial_number, "1");
+        assert!(ix.fresh_bundle(&ds).is_none());
+
+        // A ban through this store: the index is stale until it has applied the change.
+        ds.ban_attested_node(&id(a)).await.unwrap();
+        assert!(ix.fresh_agent(&ds, a).is_none());
+        ix.poll_once(&ds, clock.as_ref(), &mut follower)
+            .await
+            .unwrap();
+        let n = ix.fresh_agent(&ds, a).unwrap();
+        assert!(n.is_banned());
+
+        // A bundle write: stale until applied, then the new bundle is served.
+        let mut b = spire_datastore::Bundle::new("td".parse().unwrap());
+        b.refresh_hint = 7;
+        ds.set_bundle(&b).await.unwrap();
+        assert!(ix.fresh_bundle(&ds).is_none());
+        assert!(ix.fresh_agent(&ds, a).is_some());
+        ix.poll_once(&ds, clock.as_ref(), &mut follower)
+            .await
+            .unwrap();
+        assert_eq!(ix.fresh_bundle(&ds).unwrap().refresh_hint, 7);
     }
 }
