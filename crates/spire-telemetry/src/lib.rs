@@ -100,6 +100,9 @@ pub enum TelemetryError {
     /// The metrics recorder could not be built or installed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A signal handler could not be installed.
+    #[error("could not install a signal handler")]
+    Signal(#[source] io::Error),
 }
 
 /// Controls the installed subscriber: the log level (Logger API) and the log file (SIGUSR2).
@@ -206,6 +209,30 @@ impl LogHandle {
             Some(file) => file.reopen(),
             None => Ok(()),
         }
+    }
+
+    /// Whether logs go to a `log_file` (rather than stderr).
+    pub fn logs_to_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Reopens the log file each time the process receives SIGUSR2 (log rotation: rename the
+    /// file, send SIGUSR2, and the next line goes to a new file at the configured path), until
+    /// the returned task is aborted. The handler is installed before this returns, so SIGUSR2
+    /// no longer terminates the process. Must be called inside a Tokio runtime.
+    pub fn reopen_on_sigusr2(&self) -> Result<tokio::task::JoinHandle<()>, TelemetryError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr2 = signal(SignalKind::user_defined2()).map_err(TelemetryError::Signal)?;
+        let handle = self.clone();
+        Ok(tokio::spawn(async move {
+            while usr2.recv().await.is_some() {
+                match handle.reopen_log_file() {
+                    Ok(()) if handle.logs_to_file() => tracing::info!("Log file reopened"),
+                    Ok(()) => {}
+                    Err(error) => tracing::error!(%error, "Could not reopen the log file"),
+                }
+            }
+        }))
     }
 }
 
@@ -461,6 +488,42 @@ mod tests {
                 .unwrap()
                 .contains("After rotation")
         );
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sigusr2_reopens_the_log_file() {
+        let path = temp_log("usr2");
+        let (subscriber, handle) = build(&LogConfig {
+            file: Some(path.clone()),
+            ..LogConfig::default()
+        })
+        .unwrap();
+        let dispatch = tracing::Dispatch::new(subscriber);
+        let task = handle.reopen_on_sigusr2().unwrap();
+        tracing::dispatcher::with_default(&dispatch, || tracing::info!("Before rotation"));
+        let rotated = path.with_extension("1");
+        std::fs::rename(&path, &rotated).unwrap();
+        let kill = std::process::Command::new("kill")
+            .arg("-USR2")
+            .arg(std::process::id().to_string())
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        // The handler recreates the file at the configured path.
+        for _ in 0..3000 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tracing::dispatcher::with_default(&dispatch, || tracing::info!("After rotation"));
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        assert!(fresh.contains("After rotation"), "{fresh}");
+        assert!(!fresh.contains("Before rotation"), "{fresh}");
+        assert!(old.contains("Before rotation") && !old.contains("After rotation"));
+        task.abort();
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
