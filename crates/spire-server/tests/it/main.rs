@@ -7,3 +7,4 @@ mod agent_protocol;
 mod federation;
 mod ha;
 mod local_api;
+mod nested;
