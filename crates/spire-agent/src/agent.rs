@@ -48,14 +48,10 @@ pub enum AgentError {
     Telemetry(#[source] spire_telemetry::TelemetryError),
 }
 
-/// `host:port` for the server, with brackets around a bare IPv6 address.
+/// `host:port` for the server, with brackets around a bare IPv6 address; several, separated by
+/// commas, when `server_address` names several servers (the client fails over between them).
 pub fn server_address(cfg: &AgentConfig) -> String {
-    let host = &cfg.server_address;
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{}", cfg.server_port)
-    } else {
-        format!("{host}:{}", cfg.server_port)
-    }
+    cfg.server_targets().join(",")
 }
 
 fn parse_bundle(

@@ -27,7 +27,9 @@ pub const DEFAULT_AGENT_SOCKET_PATH: &str = "/tmp/spire-agent/public/api.sock";
 pub struct AgentConfig {
     /// `trust_domain` (required).
     pub trust_domain: TrustDomain,
-    /// `server_address` (required; host name or IP).
+    /// `server_address` (required): a host name or IP (as SPIRE; a name may resolve to several
+    /// addresses, all of which the agent uses), or — a spire-rs extension — a comma-separated
+    /// list of `host` or `host:port` items. See [`AgentConfig::server_targets`].
     pub server_address: String,
     /// `server_port` (required).
     pub server_port: u16,
@@ -361,6 +363,8 @@ impl RawAgentFile {
                 "must be between 1 and 65535".to_owned(),
             ));
         }
+        parse_server_targets(&server_address, server_port)
+            .map_err(|reason| invalid("agent.server_address", reason))?;
 
         let path = o
             .trust_bundle_path
@@ -603,6 +607,86 @@ impl RawAgentFile {
     }
 }
 
+impl AgentConfig {
+    /// The servers to dial, as `host:port` (IPv6 literals in brackets), in the configured
+    /// order: each item of `server_address` with its own port or `server_port`. A host name
+    /// may resolve to several addresses; the agent dials all of them (see the agent's client).
+    pub fn server_targets(&self) -> Vec<String> {
+        // Validated when the file was parsed; an unparsable value (built by hand) is kept as
+        // one opaque target so that dialing reports it.
+        parse_server_targets(&self.server_address, self.server_port)
+            .unwrap_or_else(|_| vec![self.server_address.clone()])
+    }
+}
+
+/// Splits `server_address` into `host:port` targets: items separated by commas, each a host
+/// name, an IPv4 address, a bare or bracketed IPv6 address, or any of these (IPv6 bracketed)
+/// followed by `:port`. Items without a port get `default_port`.
+pub(crate) fn parse_server_targets(
+    address: &str,
+    default_port: u16,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for raw in address.split(',') {
+        let item = raw.trim();
+        if item.is_empty() {
+            return Err(format!(
+                "empty item in {address:?}: expected host names or IPs separated by commas"
+            ));
+        }
+        let (host, port) = split_host_port(item)?;
+        let port = port.unwrap_or(default_port);
+        if host.contains(':') {
+            out.push(format!("[{host}]:{port}"));
+        } else {
+            out.push(format!("{host}:{port}"));
+        }
+    }
+    Ok(out)
+}
+
+fn split_host_port(item: &str) -> Result<(&str, Option<u16>), String> {
+    let bad_port = |p: &str| {
+        format!("invalid port {p:?} in {item:?}: expected an integer between 1 and 65535")
+    };
+    let parse_port = |p: &str| match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(bad_port(p)),
+        Ok(n) => Ok(n),
+    };
+    let (host, port) = if let Some(rest) = item.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{item:?} lacks the closing ']' of an IPv6 address"))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{host:?} in {item:?} is not an IPv6 address"));
+        }
+        match after {
+            "" => (host, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (host, Some(parse_port(p)?)),
+                None => return Err(format!("unexpected {p:?} after ']' in {item:?}")),
+            },
+        }
+    } else if item.parse::<std::net::Ipv6Addr>().is_ok() {
+        (item, None)
+    } else {
+        match item.rsplit_once(':') {
+            Some((host, p)) => (host, Some(parse_port(p)?)),
+            None => (item, None),
+        }
+    };
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if !valid {
+        return Err(format!(
+            "{host:?} is not a host name or IP address (write IPv6 with a port as [addr]:port)"
+        ));
+    }
+    Ok((host, port))
+}
+
 fn apply_ratelimits(
     limits: &mut AgentRateLimits,
     values: BTreeMap<String, u32>,
@@ -812,6 +896,53 @@ plugins {
         assert_eq!(
             e.to_string(),
             "agent.conf: agent.trust_bundle_path: only one of trust_bundle_path, trust_bundle_url or insecure_bootstrap may be set"
+        );
+    }
+
+    #[test]
+    fn server_address_forms() {
+        let t = |a: &str| parse_server_targets(a, 8081);
+        assert_eq!(t("127.0.0.1").unwrap(), ["127.0.0.1:8081"]);
+        assert_eq!(t("spire-server").unwrap(), ["spire-server:8081"]);
+        assert_eq!(t("::1").unwrap(), ["[::1]:8081"]);
+        assert_eq!(t("[::1]").unwrap(), ["[::1]:8081"]);
+        assert_eq!(t("[::1]:9000").unwrap(), ["[::1]:9000"]);
+        assert_eq!(
+            t("a.example.org, b.example.org:9000,10.0.0.3").unwrap(),
+            ["a.example.org:8081", "b.example.org:9000", "10.0.0.3:8081"]
+        );
+        assert_eq!(
+            t("fd00::1,[fd00::2]:9").unwrap(),
+            ["[fd00::1]:8081", "[fd00::2]:9"]
+        );
+        for (bad, want) in [
+            ("a,,b", "empty item"),
+            ("a,", "empty item"),
+            ("a:0", "invalid port \"0\""),
+            ("a:http", "invalid port \"http\""),
+            ("[::1", "lacks the closing"),
+            ("[host]:1", "is not an IPv6 address"),
+            ("[::1]x", "unexpected \"x\""),
+            ("https://a", "invalid port"),
+            ("a/b", "is not a host name"),
+            ("a b", "is not a host name"),
+        ] {
+            let e = t(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let c = parse(&SAMPLE.replace(
+            "server_address = \"127.0.0.1\"",
+            "server_address = \"s1, s2:9000\"",
+        ))
+        .unwrap();
+        assert_eq!(c.server_targets(), ["s1:8081", "s2:9000"]);
+        let e =
+            parse(&SAMPLE.replace("server_address = \"127.0.0.1\"", "server_address = \"s1,\""))
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("agent.conf: agent.server_address: empty item"),
+            "{e}"
         );
     }
 

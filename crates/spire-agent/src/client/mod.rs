@@ -7,8 +7,14 @@
 //! `spiffe://<td>/spire/server` chaining to the current bundle, and the agent presents the
 //! identity in its [`SharedIdentity`]. A connection keeps the client certificate it was opened
 //! with, so after the agent's SVID changes the caller runs [`ServerClient::reconnect`].
+//!
+//! The address may name several servers (and a name may resolve to several addresses); a
+//! connection goes to one of them and fails over to another when it breaks ([`failover`]).
 
 pub mod convert;
+pub mod failover;
+
+pub use failover::connect_lazy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,6 +68,14 @@ pub enum ClientError {
     /// The call did not finish in time.
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// The server address cannot be used.
+    #[error("invalid server address {address:?}: {reason}")]
+    Address {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -289,13 +303,14 @@ impl std::fmt::Debug for ServerClient {
 }
 
 impl ServerClient {
-    /// A client for `address` (`host:port`) using `tls`; connects on first use.
+    /// A client for `address` (`host:port`, or several separated by commas) using `tls`;
+    /// connects on first use, and fails over between the servers (see [`failover`]).
     pub fn new(
         address: String,
         tls: Arc<rustls::ClientConfig>,
         use_sync_authorized_entries: bool,
     ) -> Result<Self, ClientError> {
-        let channel = spire_tls::connect_lazy(&address, tls.clone())?;
+        let channel = connect_lazy(&address, tls.clone())?;
         Ok(ServerClient {
             address,
             tls,
@@ -307,7 +322,7 @@ impl ServerClient {
     /// Drops the current connection; the next call opens a new one (presenting the current
     /// identity).
     pub fn reconnect(&self) {
-        match spire_tls::connect_lazy(&self.address, self.tls.clone()) {
+        match connect_lazy(&self.address, self.tls.clone()) {
             Ok(ch) => *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = ch,
             Err(e) => tracing::warn!(error = %e, "Cannot rebuild the server connection"),
         }

@@ -164,7 +164,7 @@ pub async fn attest_agent(
     let csr = spire_crypto::create_csr(key.as_ref(), None)
         .map_err(|e| ManagerError::Crypto(format!("agent CSR: {e}")))?;
     let tls = client::tls_config(&cfg.trust_domain, bundles, SharedIdentity::empty(), clock)?;
-    let channel = spire_tls::connect_lazy(&cfg.server_address, tls).map_err(ClientError::from)?;
+    let channel = client::connect_lazy(&cfg.server_address, tls)?;
     tracing::info!(
         attestor = attestor.attestation_type(),
         "Attesting the node to the server"
