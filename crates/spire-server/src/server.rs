@@ -360,6 +360,18 @@ pub async fn run(
     state: Arc<ServerState>,
     extra: Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<(), ServerError> {
+    // SIGUSR2 reopens the log file; installed first: unhandled, SIGUSR2 ends the process.
+    let reopen_task = match &state.log {
+        Some(log) => match log.reopen_on_sigusr2() {
+            Ok(t) => Some(t),
+            Err(error) => {
+                tracing::warn!(%error, "Log file rotation on SIGUSR2 unavailable");
+                None
+            }
+        },
+        None => None,
+    };
+    log_startup(&state).await;
     let notifier_tasks = crate::notifier::spawn(&state)?;
     let ca_task = tokio::spawn(Arc::clone(&state.ca).run(state.shutdown.clone()));
     let prune_task = tokio::spawn(crate::housekeeping::run(Arc::clone(&state)));
@@ -385,8 +397,42 @@ pub async fn run(
     for t in extra {
         t.abort();
     }
+    if let Some(t) = reopen_task {
+        t.abort();
+    }
     state.datastore.close().await;
     result
+}
+
+/// One line with what an operator needs first: where the server listens, its trust domain,
+/// the datastore (type only: a connection string may hold a password) and the CA state.
+async fn log_startup(state: &ServerState) {
+    let c = &state.config;
+    let (x509, x509_prepared, _) = state.ca.x509_states().await;
+    let (jwt, _, _) = state.ca.jwt_states().await;
+    let datastore = match state.datastore.backend() {
+        spire_datastore::Backend::Sqlite => "sqlite3",
+        spire_datastore::Backend::Postgres => "postgres",
+        spire_datastore::Backend::Mysql => "mysql",
+        _ => "sql",
+    };
+    let id = |a: &Option<crate::ca::AuthorityState>| {
+        a.as_ref()
+            .map_or_else(|| "none".to_owned(), |a| a.authority_id.clone())
+    };
+    tracing::info!(
+        trust_domain = %state.trust_domain,
+        address = %format!("{}:{}", c.bind_address, c.bind_port),
+        socket_path = %c.socket_path.display(),
+        data_dir = %c.data_dir.display(),
+        datastore,
+        ca_x509_authority = %id(&x509),
+        ca_x509_expires_at = x509.as_ref().map_or(0, |a| a.expires_at),
+        ca_x509_prepared = %id(&x509_prepared),
+        ca_jwt_authority = %id(&jwt),
+        upstream_authority = c.plugins.single("UpstreamAuthority").is_some(),
+        "Server starting"
+    );
 }
 
 async fn wait_for_signal() {
