@@ -1,4 +1,8 @@
 //! `spire-agent healthcheck`: `grpc.health.v1.Health/Check` on the public Workload API socket.
+//!
+//! `-shallow` checks liveness only: the agent answers the health check (whatever status it
+//! reports). The default check also requires the status `SERVING`. `-verbose` prints the steps
+//! on stdout and the reason of a failure on stderr. Exit status 0 when healthy, 1 otherwise.
 
 /// `println!` that tolerates a closed stdout.
 macro_rules! outln {
@@ -52,9 +56,6 @@ fn unhealthy(verbose: bool, detail: &str) -> ExitCode {
 }
 
 async fn run(a: HealthcheckArgs) -> ExitCode {
-    // -shallow: the agent serves health on the Workload API socket only once it has
-    // started its endpoints, so both modes ask the same question.
-    let _ = a.shallow;
     if a.verbose {
         outln!("Checking agent health...");
     }
@@ -71,6 +72,13 @@ async fn run(a: HealthcheckArgs) -> ExitCode {
     });
     req.set_timeout(std::time::Duration::from_secs(5));
     match HealthClient::new(channel).check(req).await {
+        Ok(_) if a.shallow => {
+            if a.verbose {
+                outln!("Agent is live (shallow check: readiness not checked).");
+            }
+            outln!("Agent is healthy.");
+            ExitCode::SUCCESS
+        }
         Ok(resp) if resp.get_ref().status() == ServingStatus::Serving => {
             outln!("Agent is healthy.");
             ExitCode::SUCCESS
@@ -83,5 +91,41 @@ async fn run(a: HealthcheckArgs) -> ExitCode {
             ExitCode::from(1)
         }
         Err(s) => unhealthy(a.verbose, s.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::wrappers::UnixListenerStream;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn shallow_checks_liveness_and_deep_checks_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(UnixListenerStream::new(listener)),
+        );
+        let args = |socket: &std::path::Path, shallow: bool| HealthcheckArgs {
+            socket_path: socket.display().to_string(),
+            shallow,
+            verbose: true,
+        };
+        assert_eq!(run(args(&path, true)).await, ExitCode::SUCCESS);
+        assert_eq!(run(args(&path, false)).await, ExitCode::from(1));
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        assert_eq!(run(args(&path, false)).await, ExitCode::SUCCESS);
+        let missing = dir.path().join("missing.sock");
+        assert_eq!(run(args(&missing, true)).await, ExitCode::from(1));
     }
 }
