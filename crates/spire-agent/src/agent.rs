@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attestor::node::{self, NodeAttestor};
 use crate::client::{self, IssuedSvid, ServerClient};
-use crate::identity::JwtSvidSource;
+use crate::identity::{JwtSvidSource, SubscriberRegistry};
 use crate::manager::keys::AgentKeyStore;
 use crate::manager::{self, AgentSvid, Manager, ManagerConfig, ManagerError, ManagerParts};
 use crate::storage::{self, AgentData};
@@ -432,6 +432,8 @@ pub async fn run_with(
     }
 
     let health_identity = identity.clone();
+    // Workloads subscribed through the endpoints; the manager signs what they match.
+    let subscribers = SubscriberRegistry::new();
     let (manager, snapshots) = Manager::new(ManagerParts {
         cfg: mcfg,
         clock: clock.clone(),
@@ -442,6 +444,7 @@ pub async fn run_with(
         attestor: attestor.ok(),
         agent,
         bundle,
+        subscribers: subscribers.clone(),
     });
     let jwt: Arc<dyn JwtSvidSource> = Arc::new(manager.jwt_source(cfg.jwt_svid_cache_max_size));
     let _health = start_health(&cfg.health_checks, health_identity, snapshots.clone()).await?;
@@ -453,10 +456,11 @@ pub async fn run_with(
     } else {
         let ecfg = crate::endpoints::EndpointsConfig::from_agent_config(&cfg)
             .map_err(|e| AgentError::Endpoints(e.to_string()))?;
-        Some(tokio::spawn(crate::endpoints::serve(
+        Some(tokio::spawn(crate::endpoints::serve_with_subscribers(
             ecfg,
             snapshots,
             jwt,
+            subscribers,
             shutdown.clone(),
         )))
     };

@@ -211,6 +211,18 @@ pub async fn serve(
     jwt: Arc<dyn JwtSvidSource>,
     shutdown: CancellationToken,
 ) -> Result<(), EndpointsError> {
+    let subscribers = crate::identity::SubscriberRegistry::new();
+    serve_with_subscribers(cfg, snapshots, jwt, subscribers, shutdown).await
+}
+
+/// [`serve`], registering X.509 subscribers in `subscribers` (shared with the manager).
+pub async fn serve_with_subscribers(
+    cfg: EndpointsConfig,
+    snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
+    jwt: Arc<dyn JwtSvidSource>,
+    subscribers: Arc<crate::identity::SubscriberRegistry>,
+    shutdown: CancellationToken,
+) -> Result<(), EndpointsError> {
     let attestors = cfg.workload_attestors.build();
     let state = Arc::new(workload::WorkloadState {
         snapshots,
@@ -220,6 +232,7 @@ pub async fn serve(
         allowed_foreign_jwt_claims: cfg.allowed_foreign_jwt_claims.clone(),
         clock: Arc::new(spire_spiffe::SystemClock),
         svid_wait: SVID_WAIT,
+        subscribers,
     });
 
     let public = bind_socket(&cfg.socket_path, 0o777)?;

@@ -25,7 +25,9 @@ use tonic::{Request, Response, Status};
 
 use super::explain::{DEFAULT_NEAREST, explain};
 use crate::attestor::workload::Attestors;
-use crate::identity::{BundleView, Identity, IdentitySnapshot, JwtSvidSource};
+use crate::identity::{
+    BundleView, Identity, IdentitySnapshot, JwtSvidSource, SubscriberRegistry, SubscriptionGuard,
+};
 use crate::peertracker::PeerConnectInfo;
 
 /// The metadata key every Workload API call must carry with the value `true`.
@@ -50,6 +52,10 @@ pub struct WorkloadState {
     pub clock: Arc<dyn Clock>,
     /// How long a caller with matching but unsigned entries waits for its SVIDs.
     pub svid_wait: Duration,
+    /// The workloads subscribed to X.509-SVIDs: every X.509 stream (and SDS stream) registers
+    /// its caller's selectors for its lifetime, so that the manager signs the entries it
+    /// matches even beyond `x509_svid_cache_max_size`.
+    pub subscribers: Arc<SubscriberRegistry>,
 }
 
 /// A caller that passed the header check and attestation.
@@ -87,7 +93,7 @@ fn concat_der(certs: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// The JWKS of a bundle's JWT authorities only (no X.509 keys, no SPIFFE members, no `use`).
-fn jwks(bundle: &BundleView) -> Result<Vec<u8>, Status> {
+pub(crate) fn jwks(bundle: &BundleView) -> Result<Vec<u8>, Status> {
     let mut b = bundle.bundle.clone();
     b.x509_authorities.clear();
     let text = b
@@ -241,8 +247,15 @@ impl WorkloadService {
     }
 
     /// Spawns a stream task: `build` turns a snapshot into the next message, `Ok(None)` meaning
-    /// "nothing to send for this snapshot yet", `Err` ending the stream.
-    fn spawn_stream<T, F>(&self, caller: Caller, method: &'static str, build: F) -> BoxStream<T>
+    /// "nothing to send for this snapshot yet", `Err` ending the stream. `subscription` is held
+    /// until the stream ends.
+    fn spawn_stream<T, F>(
+        &self,
+        caller: Caller,
+        method: &'static str,
+        subscription: Option<SubscriptionGuard>,
+        build: F,
+    ) -> BoxStream<T>
     where
         T: PartialEq + Clone + Send + 'static,
         F: Fn(&IdentitySnapshot, &Selectors, Phase) -> Result<Option<T>, StreamEnd>
@@ -252,6 +265,7 @@ impl WorkloadService {
         let (tx, rx) = mpsc::channel::<Result<T, Status>>(4);
         let this = self.clone();
         tokio::spawn(async move {
+            let _subscription = subscription;
             let mut snaps = this.state.snapshots.clone();
             let mut last: Option<T> = None;
             let started = tokio::time::Instant::now();
@@ -335,9 +349,13 @@ impl SpiffeWorkloadApi for WorkloadService {
         request: Request<pb::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let caller = self.attest(&request).await?;
+        // Registered before the first snapshot is read: an entry beyond the cache limit gets
+        // signed now, and the first answer waits (bounded) for it.
+        let subscription = self.state.subscribers.register(caller.selectors.clone());
         Ok(Response::new(self.spawn_stream(
             caller,
             "FetchX509SVID",
+            Some(subscription),
             |snap, selectors, phase| {
                 let ids = snap.entries_for(selectors);
                 if ids.is_empty() {
@@ -372,6 +390,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(self.spawn_stream(
             caller,
             "FetchX509Bundles",
+            None,
             move |snap, selectors, _| {
                 if !allow && snap.entries_for(selectors).is_empty() {
                     return Err(StreamEnd::NoIdentity);
@@ -451,6 +470,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(self.spawn_stream(
             caller,
             "FetchJWTBundles",
+            None,
             move |snap, selectors, _| {
                 if !allow && snap.entries_for(selectors).is_empty() {
                     return Err(StreamEnd::NoIdentity);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use spire_crypto::{CaTemplate, PrivateKey, SvidTemplate, X509Authority};
 use spire_proto::types;
-use spire_spiffe::{Bundle, Clock, FakeClock, SpiffeId, TrustDomain};
+use spire_spiffe::{Bundle, Clock, FakeClock, Selectors, SpiffeId, TrustDomain};
 use spire_tls::{BundleSet, SharedIdentity};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -265,6 +265,7 @@ async fn manager_rotates_renews_resigns_and_stops_when_banned() {
         attestor: None,
         agent,
         bundle,
+        subscribers: SubscriberRegistry::new(),
     });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(manager.run(shutdown.clone()));
@@ -334,4 +335,161 @@ async fn manager_rotates_renews_resigns_and_stops_when_banned() {
     );
     assert!(storage::load(data.path()).unwrap().is_none());
     drop(shutdown);
+}
+
+fn selectors(list: &[&str]) -> Selectors {
+    list.iter()
+        .map(|s| spire_spiffe::Selector::try_from(*s).unwrap())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let td: TrustDomain = "example.org".parse().unwrap();
+    let ca_key: Arc<dyn spire_crypto::Signer> =
+        Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let ca = spire_crypto::self_signed_ca(
+        ca_key,
+        &CaTemplate {
+            trust_domain: td.clone(),
+            subject: Default::default(),
+            ttl: Duration::from_secs(86400),
+        },
+        clock.now(),
+    )
+    .unwrap();
+    let fake = Arc::new(Fake {
+        clock: clock.clone(),
+        ca,
+        td: td.clone(),
+        agent_id: SpiffeId::new(&td, "/spire/agent/test/1").unwrap(),
+        entries: Mutex::new(BTreeMap::new()),
+        renewals: AtomicUsize::new(0),
+        signed: Mutex::new(Vec::new()),
+        deny: AtomicBool::new(false),
+    });
+    // Two entries for two workloads; with a cache of one, only the oldest (e1) is prefetched.
+    for (id, created, sel) in [("e1", 1, "unix:uid:1001"), ("e2", 2, "unix:uid:1002")] {
+        let mut e = entry(&fake, id, 1);
+        e.created_at = created;
+        e.selectors = selectors(&[sel]);
+        fake.entries.lock().unwrap().insert(id.into(), e);
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
+    let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
+    let agent = AgentSvid::new(svid, key, false, None);
+    let bundle = fake.get_bundle().await.unwrap();
+    let subscribers = SubscriberRegistry::new();
+    let (manager, mut rx) = Manager::new(ManagerParts {
+        cfg: ManagerConfig {
+            trust_domain: td.clone(),
+            server_address: "127.0.0.1:1".into(),
+            data_dir: data.path().to_owned(),
+            // Long: signing for a new subscriber must not wait for a sync or a timer.
+            sync_interval: Duration::from_secs(3600),
+            x509_svid_cache_max_size: 1,
+            workload_key_type: spire_crypto::KeyType::EcP256,
+            availability_target: None,
+        },
+        clock: Arc::new(clock.clone()),
+        client: fake.clone() as Arc<dyn ServerApi>,
+        identity: SharedIdentity::empty(),
+        tls_bundles: BundleSet::new(),
+        keys: Arc::new(AgentKeyStore::memory()),
+        attestor: None,
+        agent,
+        bundle,
+        subscribers: subscribers.clone(),
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(manager.run(shutdown.clone()));
+
+    wait_for(&mut rx, "e1 prefetched", |s| svid_of(s, "e1").is_some()).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        svid_of(&rx.borrow(), "e2").is_none(),
+        "e2 is beyond the limit"
+    );
+    assert_eq!(*fake.signed.lock().unwrap(), ["e1"]);
+
+    // A subscriber whose selectors do not cover any entry beyond the limit changes nothing.
+    let other = subscribers.register(selectors(&["unix:uid:1001", "unix:gid:7"]));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(*fake.signed.lock().unwrap(), ["e1"]);
+
+    // The workload of e2 subscribes (with more selectors than the entry has): e2 is signed.
+    // The manager is woken by the registration, not by its next periodic check (5 s of
+    // paused, deterministic time).
+    let registered = tokio::time::Instant::now();
+    let sub = subscribers.register(selectors(&["unix:uid:1002", "unix:gid:7"]));
+    wait_for(&mut rx, "e2 signed for its subscriber", |s| {
+        svid_of(s, "e2").is_some()
+    })
+    .await;
+    assert!(
+        registered.elapsed() < Duration::from_secs(1),
+        "signed {:?} after the subscription",
+        registered.elapsed()
+    );
+    assert_eq!(*fake.signed.lock().unwrap(), ["e1", "e2"]);
+    assert!(svid_of(&rx.borrow(), "e1").is_some(), "e1 kept");
+
+    // While subscribed, e2 is rotated like a prefetched entry (past its latest rotation point).
+    let first = svid_of(&rx.borrow(), "e2").unwrap();
+    clock.advance(Duration::from_secs(40));
+    wait_for(&mut rx, "e2 rotated", |s| {
+        svid_of(s, "e2").is_some_and(|c| c != first)
+    })
+    .await;
+
+    // The subscriber leaves: e2's SVID is dropped, e1's stays.
+    drop(sub);
+    drop(other);
+    wait_for(&mut rx, "e2 evicted", |s| svid_of(s, "e2").is_none()).await;
+    assert!(svid_of(&rx.borrow(), "e1").is_some(), "e1 kept");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[test]
+fn signing_set_adds_subscribed_entries_beyond_the_limit() {
+    let fake_entry = |id: &str, created: i64, sel: &[&str]| {
+        Arc::new(EntryView {
+            entry_id: id.into(),
+            spiffe_id: format!("spiffe://td/{id}").parse().unwrap(),
+            parent_id: "spiffe://td/p".parse().unwrap(),
+            selectors: selectors(sel),
+            federates_with: vec![],
+            hint: String::new(),
+            created_at: created,
+            revision_number: 0,
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            jwt_svid_include_jti: false,
+            disable_x509_svid_prefetch: false,
+            admin: false,
+            downstream: false,
+        })
+    };
+    let mut m = BTreeMap::new();
+    m.insert("a".to_owned(), fake_entry("a", 1, &["k:1"]));
+    m.insert("b".to_owned(), fake_entry("b", 2, &["k:2"]));
+    m.insert("c".to_owned(), fake_entry("c", 3, &["k:2", "k:3"]));
+    let subs: BTreeSet<Selectors> = [selectors(&["k:2", "k:9"])].into();
+    let (set, beyond) = signing_set(&m, 1, &subs);
+    assert_eq!(set.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(beyond, 1);
+    let subs: BTreeSet<Selectors> = [selectors(&["k:2", "k:3"])].into();
+    let (set, beyond) = signing_set(&m, 1, &subs);
+    assert_eq!(set.len(), 3);
+    assert_eq!(beyond, 2);
+    let (set, beyond) = signing_set(&m, 0, &subs);
+    assert_eq!((set.len(), beyond), (3, 0));
+    let (set, beyond) = signing_set(&m, 1, &BTreeSet::new());
+    assert_eq!((set.len(), beyond), (1, 0));
 }

@@ -21,14 +21,16 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use spire_crypto::PrivateKey;
-use spire_spiffe::{Bundle, Clock, SpiffeId, TrustDomain};
+use spire_spiffe::{Bundle, Clock, Selectors, SpiffeId, TrustDomain};
 use spire_tls::{BundleSet, SharedIdentity};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::attestor::node::NodeAttestor;
 use crate::client::{self, ClientError, IssuedSvid, ServerApi};
-use crate::identity::{BundleView, EntryView, Identity, IdentitySnapshot, WorkloadX509Svid};
+use crate::identity::{
+    BundleView, EntryView, Identity, IdentitySnapshot, SubscriberRegistry, WorkloadX509Svid,
+};
 use crate::storage::{self, AgentData};
 use keys::AgentKeyStore;
 
@@ -204,8 +206,8 @@ fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
 }
 
 /// Picks the entries that get an X509-SVID ahead of any request: all of them, oldest first,
-/// up to `max` (0 = no limit). (SPIRE's LRU additionally keeps SVIDs of entries with active
-/// subscribers beyond the limit; the agent here prefetches up to the limit instead.)
+/// up to `max` (0 = no limit). Entries beyond the limit are signed only while a workload
+/// subscribes to them (see [`signing_set`]).
 pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> BTreeSet<String> {
     let mut v: Vec<&Arc<EntryView>> = entries.values().collect();
     v.sort_by(|a, b| (a.created_at, &a.entry_id).cmp(&(b.created_at, &b.entry_id)));
@@ -214,6 +216,32 @@ pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> B
         .take(limit)
         .map(|e| e.entry_id.clone())
         .collect()
+}
+
+/// The entries the manager holds X509-SVIDs for: the [`prefetch_set`], plus every entry whose
+/// selectors are a subset of an active subscriber's selectors (`subscribers`), as SPIRE's LRU
+/// cache keeps SVIDs of subscribed entries beyond `x509_svid_cache_max_size`. Returns the set
+/// and how many of its entries are beyond the limit.
+pub fn signing_set(
+    entries: &BTreeMap<String, Arc<EntryView>>,
+    max: usize,
+    subscribers: &BTreeSet<Selectors>,
+) -> (BTreeSet<String>, usize) {
+    let mut selected = prefetch_set(entries, max);
+    if selected.len() == entries.len() || subscribers.is_empty() {
+        return (selected, 0);
+    }
+    let mut beyond = 0;
+    for (id, e) in entries {
+        if selected.contains(id) {
+            continue;
+        }
+        if subscribers.iter().any(|s| e.selectors.is_subset_of(s)) {
+            selected.insert(id.clone());
+            beyond += 1;
+        }
+    }
+    (selected, beyond)
 }
 
 /// The manager. Build with [`Manager::new`], then [`Manager::run`] it.
@@ -226,6 +254,7 @@ pub struct Manager {
     keys: Arc<AgentKeyStore>,
     attestor: Option<Arc<dyn NodeAttestor>>,
     tx: watch::Sender<Arc<IdentitySnapshot>>,
+    subscribers: Arc<SubscriberRegistry>,
     wake: Arc<Notify>,
     watch_generation: watch::Sender<u64>,
     synced_revision: Arc<AtomicU64>,
@@ -273,6 +302,10 @@ pub struct ManagerParts {
     pub bundle: Bundle,
 }
 
+    /// The workloads currently subscribed (Workload API, SDS, delegated identity): entries
+    /// they match get SVIDs even beyond `x509_svid_cache_max_size`; a new subscriber wakes the
+    /// manager.
+    pub subscribers: Arc<SubscriberRegistry>,
 impl Manager {
     /// A manager and the receiver of its snapshots.
     pub fn new(parts: ManagerParts) -> (Self, watch::Receiver<Arc<IdentitySnapshot>>) {
@@ -292,6 +325,7 @@ impl Manager {
             wake: Arc::new(Notify::new()),
             watch_generation,
             synced_revision: Arc::new(AtomicU64::new(0)),
+            subscribers: parts.subscribers,
             latest_seen: Arc::new(AtomicU64::new(0)),
             pending: Arc::new(AtomicU8::new(0)),
             agent: parts.agent,
@@ -457,6 +491,8 @@ impl Manager {
 
     /// Reacts to an error of a server call: logs it, and when the server refused the agent,
     /// re-attests (re-attestable agents) or stops (others).
+                // A new workload subscribed: sign what it matches beyond the cache limit now.
+                () = self.subscribers.changed() => true,
     async fn on_error(&mut self, e: ManagerError) -> Result<(), ManagerError> {
         let denied = matches!(&e, ManagerError::Client(c) if c.is_permission_denied());
         if !denied {
@@ -672,7 +708,13 @@ impl Manager {
     }
 
     async fn sign_svids(&mut self) -> Result<(), ManagerError> {
-        let selected = prefetch_set(&self.entries, self.cfg.x509_svid_cache_max_size);
+        let max = self.cfg.x509_svid_cache_max_size;
+        let subscribers: BTreeSet<Selectors> = if max == 0 || self.entries.len() <= max {
+            BTreeSet::new()
+        } else {
+            self.subscribers.selector_sets().into_iter().collect()
+        };
+        let (selected, beyond) = signing_set(&self.entries, max, &subscribers);
         let before = self.svids.len();
         self.svids.retain(|id, _| selected.contains(id));
         if self.svids.len() != before {
@@ -684,10 +726,32 @@ impl Manager {
             let Some(entry) = self.entries.get(id) else {
                 continue;
             };
+        // Entries deleted, and entries beyond the limit that no workload subscribes to any
+        // more (SPIRE evicts those from its LRU cache).
             let due = match self.svids.get(id) {
                 None => true,
+            tracing::debug!(
+                evicted = before - self.svids.len(),
+                cached = self.svids.len(),
+                max_size = max,
+                "Dropped X509-SVIDs of deleted or unsubscribed entries"
+            );
                 Some(slot) => {
                     slot.revision != entry.revision_number
+        if beyond > 0 {
+            let unsigned = selected
+                .iter()
+                .filter(|id| !self.svids.contains_key(*id))
+                .count();
+            if unsigned > 0 {
+                tracing::debug!(
+                    beyond_limit = beyond,
+                    subscribers = subscribers.len(),
+                    max_size = max,
+                    "Signing X509-SVIDs beyond the cache limit for active subscribers"
+                );
+            }
+        }
                         || slot.svid.spiffe_id != entry.spiffe_id
                         || rotation::should_rotate(now, slot.deadline, slot.svid.expires_at)
                 }

@@ -17,14 +17,14 @@ use spire_testkit::{
 };
 
 const TD: &str = "example.org";
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 const NODE: &str = "spiffe://example.org/node";
 
-fn agent_bin() -> PathBuf {
+pub(crate) fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_spire-agent"))
 }
 
-fn id(path: &str) -> String {
+pub(crate) fn id(path: &str) -> String {
     format!("spiffe://{TD}/{path}")
 }
 
@@ -32,7 +32,7 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn my_uid() -> u32 {
+pub(crate) fn my_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
@@ -42,17 +42,22 @@ fn open_dir(dir: &Path) {
 }
 
 /// A server and one agent (join token, unix attestor with path discovery, admin socket).
-struct Env {
-    dir: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
     server_cfg: ServerConfig,
     _server: Process,
-    agent: Process,
-    agent_cfg: AgentConfig,
+    pub(crate) agent: Process,
+    pub(crate) agent_cfg: AgentConfig,
     admin: PathBuf,
 }
 
 impl Env {
     fn start() -> Env {
+        Self::start_with(|_| {})
+    }
+
+    /// [`Env::start`] with the agent configuration adjusted by `configure`.
+    pub(crate) fn start_with(configure: impl FnOnce(&mut AgentConfig)) -> Env {
         let dir = temp_dir();
         open_dir(dir.path());
         let server_cfg = ServerConfig::new(TD, &dir.path().join("server"));
@@ -106,6 +111,7 @@ impl Env {
             .trust_bundle(&bundle_path);
         agent_cfg.discover_workload_path = true;
         agent_cfg.admin_socket_path = Some(admin.clone());
+        configure(&mut agent_cfg);
         let conf = agent_cfg.write(&agent_dir.join("agent.conf")).unwrap();
         let agent = Process::start(
             agent_bin(),
@@ -134,15 +140,15 @@ impl Env {
         env
     }
 
-    fn socket(&self) -> String {
+    pub(crate) fn socket(&self) -> String {
         self.agent_cfg.socket_path.display().to_string()
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         self.agent_cfg.endpoint_socket()
     }
 
-    fn entry(&self, spiffe: &str, selectors: &[&str], extra: &[&str]) {
+    pub(crate) fn entry(&self, spiffe: &str, selectors: &[&str], extra: &[&str]) {
         let sock = self.server_cfg.socket_path.display().to_string();
         let mut args = vec![
             "entry".to_owned(),
@@ -163,7 +169,7 @@ impl Env {
     }
 
     /// Runs `program args` as `uid` (root only), else as ourselves.
-    fn run_as(&self, uid: Option<u32>, program: &Path, args: &[&str]) -> CliOutput {
+    pub(crate) fn run_as(&self, uid: Option<u32>, program: &Path, args: &[&str]) -> CliOutput {
         let cli = match uid {
             Some(uid) => Cli::new("setpriv")
                 .args([
@@ -183,7 +189,7 @@ impl Env {
             .unwrap()
     }
 
-    fn api(&self, uid: Option<u32>, args: &[&str]) -> CliOutput {
+    pub(crate) fn api(&self, uid: Option<u32>, args: &[&str]) -> CliOutput {
         let socket = self.socket();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["-socketPath", socket.as_str()]);
@@ -191,7 +197,7 @@ impl Env {
     }
 
     /// Waits until `spire-agent api fetch x509` run as `uid` receives `spiffe`.
-    fn wait_for_svid(&self, uid: Option<u32>, spiffe: &str) {
+    pub(crate) fn wait_for_svid(&self, uid: Option<u32>, spiffe: &str) {
         wait_until_sync(WAIT, &format!("{spiffe} is served"), || {
             let out = self.api(uid, &["api", "fetch", "x509"]);
             out.success() && out.stdout.contains(spiffe)

@@ -112,6 +112,8 @@ impl SdsService {
 
     /// The caller's view once it is ready (bundle known, SVIDs signed or waited out).
     async fn ready_view(&self, selectors: &Selectors) -> CallerView {
+        // Subscribed for the call: entries beyond the cache limit get signed meanwhile.
+        let _subscription = self.state.subscribers.register(selectors.clone());
         let mut snaps = self.state.snapshots.clone();
         let deadline = tokio::time::Instant::now() + self.state.svid_wait;
         loop {
@@ -255,6 +257,9 @@ impl SdsStream {
     }
 
     async fn run(mut self, mut requests: Streaming<DiscoveryRequest>) {
+        // Subscribed for the stream's lifetime: the manager keeps the caller's SVIDs signed
+        // even beyond `x509_svid_cache_max_size`.
+        let _subscription = self.svc.state.subscribers.register(self.selectors.clone());
         let mut snaps = self.svc.state.snapshots.clone();
         let deadline = tokio::time::Instant::now() + self.svc.state.svid_wait;
         let mut waited_out = false;

@@ -180,6 +180,7 @@ impl Harness {
             allowed_foreign_jwt_claims: vec![],
             clock: Arc::new(spire_spiffe::SystemClock),
             svid_wait: Duration::from_secs(10),
+            subscribers: crate::identity::SubscriberRegistry::new(),
         });
         let listener = crate::endpoints::bind_socket(&socket, 0o777).unwrap();
         let incoming = UnixListenerStream::new(listener).map(|r| r.map(PeerStream::new));
