@@ -11,6 +11,7 @@
 pub mod field;
 pub mod health;
 mod http;
+mod json;
 pub mod metrics;
 
 use std::fmt;
@@ -65,7 +66,8 @@ pub enum LogFormat {
     /// `key=value` text lines.
     #[default]
     Text,
-    /// One JSON object per line, fields at the top level.
+    /// One JSON object per line as SPIRE writes them: `time`, `level`, `msg` and the fields
+    /// at the top level.
     Json,
 }
 
@@ -156,12 +158,9 @@ pub fn build(
         LogFormat::Json => Box::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_file(config.source_location)
-                    .with_line_number(config.source_location)
+                    .event_format(json::SpireJson {
+                        source_location: config.source_location,
+                    })
                     .with_writer(output),
             ),
         ),
@@ -468,10 +467,19 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert_eq!(lines[0]["message"], "Shown at info");
+        assert_eq!(lines[0]["msg"], "Shown at info");
         assert_eq!(lines[0]["spiffe_id"], "spiffe://example.org/w");
-        assert_eq!(lines[0]["level"], "INFO");
-        assert_eq!(lines[1]["message"], "Shown at debug");
+        assert_eq!(lines[0]["level"], "info");
+        assert!(
+            time::OffsetDateTime::parse(
+                lines[0]["time"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok(),
+            "{text}"
+        );
+        assert_eq!(lines[1]["msg"], "Shown at debug");
+        assert_eq!(lines[1]["level"], "debug");
 
         // Rotation: move the file away, reopen, and the next event lands in a fresh file.
         let rotated = path.with_extension("old");
