@@ -358,3 +358,136 @@ async fn upstream_disk_makes_the_ca_an_intermediate() {
         Err(CaError::InvalidRequest(_))
     ));
 }
+
+/// An upstream that signs like `disk` and records JWT publications; its bundle is set by the
+/// test.
+#[derive(Debug)]
+struct RecordingUpstream {
+    disk: crate::plugin::upstreamauthority::DiskUpstreamAuthority,
+    own_key: ds::JwtAuthority,
+    published: std::sync::Mutex<Vec<ds::JwtAuthority>>,
+    bundle: std::sync::Mutex<Option<ds::Bundle>>,
+}
+
+#[tonic::async_trait]
+impl UpstreamAuthority for RecordingUpstream {
+    async fn mint_x509_ca(
+        &self,
+        signer: &Arc<dyn Signer>,
+        template: &CaTemplate,
+        now: SystemTime,
+    ) -> Result<
+        crate::plugin::upstreamauthority::MintedCa,
+        crate::plugin::upstreamauthority::UpstreamError,
+    > {
+        self.disk.mint_x509_ca(signer, template, now).await
+    }
+
+    async fn publish_jwt_key(
+        &self,
+        key: &ds::JwtAuthority,
+    ) -> Result<Option<Vec<ds::JwtAuthority>>, crate::plugin::upstreamauthority::UpstreamError>
+    {
+        let mut published = self.published.lock().unwrap();
+        published.push(key.clone());
+        let mut all = vec![self.own_key.clone()];
+        all.extend(published.iter().cloned());
+        Ok(Some(all))
+    }
+
+    fn follows_bundle(&self) -> bool {
+        true
+    }
+
+    async fn fetch_bundle(
+        &self,
+    ) -> Result<Option<ds::Bundle>, crate::plugin::upstreamauthority::UpstreamError> {
+        Ok(self.bundle.lock().unwrap().clone())
+    }
+}
+
+fn jwt_key(kid: &str) -> ds::JwtAuthority {
+    ds::JwtAuthority {
+        key_id: kid.into(),
+        public_key: PrivateKey::generate(KeyType::EcP256)
+            .unwrap()
+            .public_key()
+            .spki_der()
+            .to_vec(),
+        expires_at: 4_000_000_000,
+        tainted: false,
+    }
+}
+
+#[tokio::test]
+async fn jwt_keys_are_published_upstream_and_the_upstream_bundle_is_followed() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = spire_testkit::TestCa::new("upstream root");
+    let (cert_path, key_path) = root.write(dir.path(), "upstream").unwrap();
+    let data = serde_json::json!({
+        "cert_file_path": cert_path.display().to_string(),
+        "key_file_path": key_path.display().to_string(),
+    });
+    let up = Arc::new(RecordingUpstream {
+        disk: crate::plugin::upstreamauthority::DiskUpstreamAuthority::from_plugin_data(&data)
+            .unwrap(),
+        own_key: jwt_key("upstream-kid"),
+        published: std::sync::Mutex::new(Vec::new()),
+        bundle: std::sync::Mutex::new(None),
+    });
+    let ca = start(&f, Some(up.clone() as Arc<dyn UpstreamAuthority>)).await;
+
+    // The active JWT key went upstream before use; the upstream's keys joined the bundle.
+    let active = ca.jwt_states().await.0.unwrap().authority_id;
+    let published: Vec<String> = up
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|k| k.key_id.clone())
+        .collect();
+    assert_eq!(published, vec![active.clone()]);
+    let kids = |b: &ds::Bundle| -> Vec<String> {
+        let mut v: Vec<String> = b.jwt_authorities.iter().map(|k| k.key_id.clone()).collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![active.clone(), "upstream-kid".to_string()];
+    want.sort();
+    assert_eq!(kids(&ca.bundle().await.unwrap().unwrap()), want);
+
+    // A downstream's key (PublishJWTAuthority) is forwarded upstream, then kept locally.
+    let returned = ca.publish_jwt_key(jwt_key("downstream-kid")).await.unwrap();
+    assert!(returned.iter().any(|k| k.key_id == "downstream-kid"));
+    assert_eq!(up.published.lock().unwrap().len(), 2);
+    assert!(kids(&ca.bundle().await.unwrap().unwrap()).contains(&"downstream-kid".to_string()));
+
+    // Nothing new upstream: no change. New upstream authorities: appended once.
+    assert!(!ca.sync_upstream_bundle().await.unwrap());
+    let mut b = ds::Bundle::new(td());
+    let next_root = spire_testkit::TestCa::new("next upstream root");
+    b.x509_authorities = vec![
+        ds::X509Authority {
+            der: root.cert_der().to_vec(),
+            tainted: false,
+        },
+        ds::X509Authority {
+            der: next_root.cert_der().to_vec(),
+            tainted: false,
+        },
+    ];
+    b.jwt_authorities = vec![jwt_key("rotated-upstream-kid")];
+    *up.bundle.lock().unwrap() = Some(b);
+    let mut seq = ca.subscribe_bundle();
+    seq.borrow_and_update();
+    assert!(ca.sync_upstream_bundle().await.unwrap());
+    assert!(seq.has_changed().unwrap(), "bundle watchers are notified");
+    let stored = ca.bundle().await.unwrap().unwrap();
+    assert_eq!(
+        bundle_certs(&f).await,
+        vec![root.cert_der().to_vec(), next_root.cert_der().to_vec()]
+    );
+    assert!(kids(&stored).contains(&"rotated-upstream-kid".to_string()));
+    assert!(!ca.sync_upstream_bundle().await.unwrap());
+}
