@@ -1,6 +1,6 @@
 //! Issue 12 §4 (what must be survived), with the real binaries: `kill -9` of the server in a
-//! loop during entry writes, a read-only `data_dir`, and the agent's socket directory removed
-//! while it runs.
+//! loop during entry writes, a read-only `data_dir` (a clear error at once, state intact), and
+//! the agent's socket directory removed while it runs.
 //!
 //! Covered elsewhere (not repeated here): one `kill -9` in the middle of a 1,000-entry batch
 //! (no half-written entry): crates/spire-server/tests/it/local_api.rs
@@ -9,8 +9,11 @@
 //! crates/spire-agent/tests/it/manager_e2e.rs
 //! `agent_keeps_serving_cached_identities_while_the_server_is_down`; a bad config naming file
 //! and key: local_api.rs `bad_config_stops_the_start_naming_file_and_key`.
-//! Not covered yet: PostgreSQL stopped under a running server, a full `data_dir`, a wall-clock
-//! jump.
+//! Not covered yet: a full `data_dir`.
+//!
+//! Here too: PostgreSQL unreachable under a running server (through a TCP proxy the test cuts
+//! and restores): admin RPCs answer `Unavailable`, the agent keeps serving its cached SVID,
+//! everything recovers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -274,4 +277,187 @@ async fn agent_survives_its_socket_directory_being_removed() {
     })
     .await
     .unwrap();
+}
+
+/// A TCP forwarder between the server and PostgreSQL that the test can cut (every open
+/// connection dropped, new ones closed at once) and restore: a network fault that leaves the
+/// shared PostgreSQL server running.
+struct CuttableProxy {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn start(target: String) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, rx) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*rx.borrow() {
+                    continue; // cut: the connection is dropped as soon as it is accepted
+                }
+                let mut down = rx.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { port, up, task }
+    }
+
+    fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A fresh database on `SPIRE_TEST_POSTGRES_URL` (created with psql) and the `host:port` of
+/// the PostgreSQL server, or `None` when none is configured outside CI (under `CI=true` the
+/// testkit fails instead).
+fn postgres_database(prefix: &str) -> Option<(String, String)> {
+    let admin = spire_testkit::postgres_url()?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("{prefix}_{}_{nanos}", std::process::id());
+    let out = Cli::new("psql")
+        .args([admin.as_str(), "-XAtqc", &format!("CREATE DATABASE {name}")])
+        .run()
+        .unwrap();
+    out.assert_success();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let host_port = base
+        .rsplit_once('@')
+        .map_or(base, |(_, hp)| hp)
+        .trim_start_matches("postgres://")
+        .to_owned();
+    Some((name, host_port))
+}
+
+/// The result of ListEntries (page of 10) on the local API.
+async fn list_entries(server: &Server) -> Result<usize, tonic::Status> {
+    let mut c = epb::entry_client::EntryClient::new(uds_channel(&server.cfg.socket_path).await);
+    c.list_entries(epb::ListEntriesRequest {
+        page_size: 10,
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().entries.len())
+}
+
+/// The SPIFFE IDs the agent at `socket` serves this process now (empty: no answer).
+async fn served_ids(socket: &std::path::Path) -> Vec<String> {
+    let Ok(ch) = crate::common::try_uds_channel(socket).await else {
+        return Vec::new();
+    };
+    let mut c = wl::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(ch);
+    let Ok(r) = c
+        .fetch_x509svid(workload_request(wl::X509svidRequest {}))
+        .await
+    else {
+        return Vec::new();
+    };
+    match r.into_inner().message().await {
+        Ok(Some(m)) => m.svids.into_iter().map(|s| s.spiffe_id).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_unreachable_admin_rpcs_unavailable_agents_keep_serving_then_recover() {
+    let Some((db, pg)) = postgres_database("spire_e2e_outage") else {
+        return;
+    };
+    let proxy = CuttableProxy::start(pg).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
+    let mut server =
+        Server::start(|c| c.datastore(spire_testkit::DataStoreConfig::Postgres(url.clone())));
+    let agent = AgentProc::start(&server, &server.dir.path().join("agent"));
+    let agent_id = AgentProc::id(&server);
+    register_me(&server, "spiffe://example.org/before", &agent_id, &[]);
+    let socket = agent.cfg.socket_path.clone();
+    spire_testkit::wait_until(WAIT, "the workload SVID", async || {
+        served_ids(&socket).await == ["spiffe://example.org/before"]
+    })
+    .await
+    .unwrap();
+
+    proxy.cut();
+    // Datastore-backed admin RPCs: Unavailable (the client may retry), not a hang or a crash.
+    let mut last = None;
+    spire_testkit::wait_until(WAIT, "ListEntries answers Unavailable", async || {
+        let r = list_entries(&server).await;
+        let unavailable = matches!(&r, Err(s) if s.code() == Code::Unavailable);
+        last = Some(r);
+        unavailable
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: last answer {last:?}"));
+    let mut c = epb::entry_client::EntryClient::new(uds_channel(&server.cfg.socket_path).await);
+    let err = c
+        .batch_create_entry(epb::BatchCreateEntryRequest {
+            entries: vec![entry("/during-outage")],
+            output_mask: None,
+        })
+        .await
+        .map(|r| r.into_inner().results[0].status.clone().unwrap());
+    match err {
+        Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        Ok(st) => assert_eq!(st.code, Code::Unavailable as i32, "{st:?}"),
+    }
+    // The agent keeps serving its cached SVID for the whole outage (several sync periods).
+    for _ in 0..4 {
+        assert_eq!(
+            served_ids(&socket).await,
+            ["spiffe://example.org/before"],
+            "the agent stopped serving its cached SVID while the datastore was unreachable"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    assert!(
+        server.is_running(),
+        "spire-server exited:\n{}",
+        server.logs()
+    );
+
+    proxy.restore();
+    spire_testkit::wait_until(WAIT, "ListEntries answers again", async || {
+        list_entries(&server).await.is_ok()
+    })
+    .await
+    .unwrap();
+    // Writes work again and reach the agent.
+    register_me(&server, "spiffe://example.org/after", &agent_id, &[]);
+    spire_testkit::wait_until(WAIT, "the new entry's SVID at the agent", async || {
+        let mut ids = served_ids(&socket).await;
+        ids.sort();
+        ids == ["spiffe://example.org/after", "spiffe://example.org/before"]
+    })
+    .await
+    .unwrap();
+    assert!(
+        server.is_running(),
+        "spire-server exited:\n{}",
+        server.logs()
+    );
+    assert!(!server.logs().contains("panicked"), "{}", server.logs());
 }

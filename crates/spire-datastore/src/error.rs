@@ -114,6 +114,23 @@ impl Error {
         }
     }
 
+    /// True when the database could not be reached or stopped answering (connection refused
+    /// or reset, pool timeout, closed pool): a transient condition a caller may retry, which
+    /// the server reports as `Unavailable`.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Sql(e) | Error::Open { source: e, .. } => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ),
+            _ => false,
+        }
+    }
+
     /// True when the error is a unique-constraint violation reported by the database.
     pub(crate) fn is_unique_violation(&self) -> bool {
         match self {
@@ -125,3 +142,25 @@ impl Error {
 
 /// Shorthand for datastore results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_database_is_unavailable_other_failures_are_not() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(Error::Sql(sqlx::Error::Io(io())).is_unavailable());
+        assert!(Error::Sql(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(
+            Error::Open {
+                database_type: "postgres",
+                target: "127.0.0.1:5432/spire".into(),
+                source: sqlx::Error::Io(io()),
+            }
+            .is_unavailable()
+        );
+        assert!(!Error::Sql(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!Error::Config("bad".into()).is_unavailable());
+    }
+}

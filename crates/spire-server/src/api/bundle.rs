@@ -74,10 +74,7 @@ impl From<BundleError> for Status {
             BundleError::NotFound => Status::not_found("bundle not found"),
             BundleError::AlreadyExists => Status::already_exists("bundle already exists"),
             BundleError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
-            BundleError::DataStore { what, source } => {
-                tracing::error!(error = %source, "{what}");
-                Status::internal(format!("{what}: {source}"))
-            }
+            BundleError::DataStore { what, source } => crate::api::datastore_status(what, source),
         }
     }
 }

@@ -25,8 +25,7 @@ impl DebugService {
 }
 
 fn internal(what: &str, e: spire_datastore::Error) -> Status {
-    tracing::error!(error = %e, "{what}");
-    Status::internal(format!("{what}: {e}"))
+    crate::api::datastore_status(what, &e)
 }
 
 #[tonic::async_trait]

@@ -114,6 +114,17 @@ pub(crate) fn ok_status() -> crate::pb::types::Status {
     }
 }
 
+/// The status for a failed datastore operation `what`: `Unavailable` while the database cannot
+/// be reached (clients retry), `Internal` otherwise. Logged either way.
+pub(crate) fn datastore_status(what: &str, source: &spire_datastore::Error) -> Status {
+    tracing::error!(error = %source, "{what}");
+    if source.is_unavailable() {
+        Status::unavailable(format!("{what}: the datastore is unreachable"))
+    } else {
+        Status::internal(format!("{what}: {source}"))
+    }
+}
+
 /// A per-item `spire.api.types.Status` from a `tonic::Status`.
 pub(crate) fn item_status(s: &Status) -> crate::pb::types::Status {
     crate::pb::types::Status {

@@ -78,10 +78,7 @@ impl From<TdError> for Status {
             TdError::Invalid(m) => Status::invalid_argument(m),
             TdError::NotFound(m) => Status::not_found(m),
             TdError::AlreadyExists(m) => Status::already_exists(m),
-            TdError::DataStore { what, source } => {
-                tracing::error!(error = %source, "{what}");
-                Status::internal(format!("{what}: {source}"))
-            }
+            TdError::DataStore { what, source } => crate::api::datastore_status(what, &source),
             TdError::Refresh(m) => Status::internal(format!("failed to refresh bundle: {m}")),
         }
     }

@@ -239,10 +239,7 @@ fn not_configured(kind: &str) -> Status {
 }
 
 fn internal(what: &'static str) -> impl Fn(spire_datastore::Error) -> Status {
-    move |e| {
-        tracing::error!(error = %e, "{what}");
-        Status::internal(format!("{what}: {e}"))
-    }
+    move |e| crate::api::datastore_status(what, &e)
 }
 
 /// Signs the agent SVID and stores the node, in the transaction `db`.

@@ -71,10 +71,7 @@ impl From<AgentError> for Status {
             AgentError::Invalid(m) => Status::invalid_argument(m.clone()),
             AgentError::NotFound => Status::not_found("agent not found"),
             AgentError::AlreadyExists(m) => Status::already_exists(m.clone()),
-            AgentError::DataStore { what, source } => {
-                tracing::error!(error = %source, "{what}");
-                Status::internal(format!("{what}: {source}"))
-            }
+            AgentError::DataStore { what, source } => crate::api::datastore_status(what, source),
         }
     }
 }

@@ -76,10 +76,7 @@ impl From<EntryError> for Status {
             EntryError::Invalid(m) => Status::invalid_argument(m.clone()),
             EntryError::NotFound => Status::not_found("entry not found"),
             EntryError::AlreadyExists(_) => Status::already_exists("similar entry already exists"),
-            EntryError::DataStore { what, source } => {
-                tracing::error!(error = %source, "{what}");
-                Status::internal(format!("{what}: {source}"))
-            }
+            EntryError::DataStore { what, source } => crate::api::datastore_status(what, source),
         }
     }
 }
