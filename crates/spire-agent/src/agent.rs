@@ -432,6 +432,7 @@ pub async fn run_with(
     }
 
     let health_identity = identity.clone();
+    let admin_identity = identity.clone();
     // Workloads subscribed through the endpoints; the manager signs what they match.
     let subscribers = SubscriberRegistry::new();
     let (manager, snapshots) = Manager::new(ManagerParts {
@@ -447,6 +448,11 @@ pub async fn run_with(
         subscribers: subscribers.clone(),
     });
     let jwt: Arc<dyn JwtSvidSource> = Arc::new(manager.jwt_source(cfg.jwt_svid_cache_max_size));
+    let admin = crate::endpoints::admin::AdminParts {
+        authorized_delegates: cfg.authorized_delegates.clone(),
+        agent_identity: Some(admin_identity),
+        status: manager.status(),
+    };
     let _health = start_health(&cfg.health_checks, health_identity, snapshots.clone()).await?;
     let mut manager_task = tokio::spawn(manager.run(shutdown.clone()));
 
@@ -456,11 +462,12 @@ pub async fn run_with(
     } else {
         let ecfg = crate::endpoints::EndpointsConfig::from_agent_config(&cfg)
             .map_err(|e| AgentError::Endpoints(e.to_string()))?;
-        Some(tokio::spawn(crate::endpoints::serve_with_subscribers(
+        Some(tokio::spawn(crate::endpoints::serve_with_admin(
             ecfg,
             snapshots,
             jwt,
             subscribers,
+            admin,
             shutdown.clone(),
         )))
     };

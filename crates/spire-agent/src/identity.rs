@@ -222,6 +222,12 @@ pub trait JwtSvidSource: Send + Sync + 'static {
         entry: Arc<EntryView>,
         audiences: Vec<String>,
     ) -> BoxFuture<'static, Result<JwtSvid, JwtSvidError>>;
+
+    /// How many JWT-SVIDs the source holds cached (`Debug.GetInfo`); 0 for sources without a
+    /// cache.
+    fn cached_count(&self) -> usize {
+        0
+    }
 }
 
 /// The selector sets of the workloads currently subscribed to the agent (Workload API streams,
@@ -255,7 +261,10 @@ impl SubscriberRegistry {
     /// wakes the manager.
     pub fn register(self: &Arc<Self>, selectors: Selectors) -> SubscriptionGuard {
         let id = {
-            let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut g = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             g.next_id += 1;
             let id = g.next_id;
             g.sets.insert(id, selectors);
@@ -271,13 +280,19 @@ impl SubscriberRegistry {
 
     /// The selector sets of all current subscribers (one per subscription; duplicates kept).
     pub fn selector_sets(&self) -> Vec<Selectors> {
-        let g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         g.sets.values().cloned().collect()
     }
 
     /// Number of current subscriptions.
     pub fn len(&self) -> usize {
-        let g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         g.sets.len()
     }
 
@@ -292,7 +307,10 @@ impl SubscriberRegistry {
     }
 
     fn remove(&self, id: u64) {
-        let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         g.sets.remove(&id);
     }
 }
@@ -307,5 +325,49 @@ pub struct SubscriptionGuard {
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         self.registry.remove(self.id);
+    }
+}
+
+/// The agent's own state as `Debug.GetInfo` reports it: when it started and when the manager
+/// last synced with the server successfully. Shared by the manager (writer) and the admin
+/// endpoints (reader).
+#[derive(Debug)]
+pub struct AgentStatus {
+    started_at: SystemTime,
+    /// Seconds since the Unix epoch; 0 until the first successful sync.
+    last_sync_success: std::sync::atomic::AtomicI64,
+}
+
+impl AgentStatus {
+    /// A status for an agent that started at `started_at` and has not synced yet.
+    pub fn new(started_at: SystemTime) -> Arc<Self> {
+        Arc::new(Self {
+            started_at,
+            last_sync_success: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    /// When the agent started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// Records a successful sync (entries and bundles) at `at`.
+    pub fn record_sync_success(&self, at: SystemTime) {
+        self.last_sync_success.store(
+            spire_spiffe::to_unix_secs(at),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The last successful sync, `None` before the first.
+    pub fn last_sync_success(&self) -> Option<SystemTime> {
+        match self
+            .last_sync_success
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            secs => Some(spire_spiffe::from_unix_secs(secs)),
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! `spire-agent debug explain -pid N`: why a running process does or does not get an identity,
-//! asked over the agent's admin socket (spire-rs addition).
+//! `spire-agent debug getinfo` (SPIRE's agent Debug API) and `spire-agent debug explain -pid N`
+//! (spire-rs addition: why a running process does or does not get an identity), both over the
+//! agent's admin socket.
 
 /// `println!` that tolerates a closed stdout.
 macro_rules! outln {
@@ -28,6 +29,9 @@ pub struct DebugArgs {
 /// The `debug` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
+    /// Prints debug information about the agent
+    #[command(name = "getinfo")]
+    GetInfo(super::logger::AdminArgs),
     /// Explains which entries a running process matches, or which selectors it lacks
     Explain(ExplainArgs),
 }
@@ -66,6 +70,7 @@ pub fn main(args: DebugArgs) -> ExitCode {
     let res = rt.block_on(async {
         match args.command {
             DebugCommand::Explain(a) => explain(a).await,
+            DebugCommand::GetInfo(a) => get_info(a).await,
         }
     });
     match res {
@@ -74,6 +79,101 @@ pub fn main(args: DebugArgs) -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(1)
         }
+    }
+}
+
+async fn get_info(a: super::logger::AdminArgs) -> Result<(), String> {
+    use spire_proto::agent::debug as pb;
+    let ch = super::logger::admin_channel(&a.socket_path).await?;
+    let info = pb::debug_client::DebugClient::new(ch)
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .map_err(|s| format!("rpc error: code = {:?} desc = {}", s.code(), s.message()))?
+        .into_inner();
+    let id_text = |c: &pb::get_info_response::Cert| {
+        c.id.as_ref().map_or_else(
+            || "(none)".to_owned(),
+            |i| format!("spiffe://{}{}", i.trust_domain, i.path),
+        )
+    };
+    if a.output.output == OutputFormat::Json {
+        let chain: Vec<serde_json::Value> = info
+            .svid_chain
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id.as_ref().map(|i| serde_json::json!({
+                        "trust_domain": i.trust_domain,
+                        "path": i.path,
+                    })),
+                    "expires_at": c.expires_at.to_string(),
+                    "subject": c.subject,
+                })
+            })
+            .collect();
+        #[expect(deprecated, reason = "SPIRE prints the superseded svids_count too")]
+        let svids_count = info.svids_count;
+        let v = serde_json::json!({
+            "svid_chain": chain,
+            "uptime": info.uptime,
+            "svids_count": svids_count,
+            "last_sync_success": info.last_sync_success.to_string(),
+            "cached_x509_svids_count": info.cached_x509_svids_count,
+            "cached_jwt_svids_count": info.cached_jwt_svids_count,
+            "cached_svidstore_x509_svids_count": info.cached_svidstore_x509_svids_count,
+        });
+        outln!("{v}");
+        return Ok(());
+    }
+    let rfc3339 = |secs: i64| {
+        spire_spiffe::to_offset_date_time(spire_spiffe::from_unix_secs(secs))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| secs.to_string())
+    };
+    let uptime = go_duration_secs(i64::from(info.uptime));
+    outln!("Agent Debug Info:");
+    outln!("  Uptime:                          {uptime}");
+    outln!(
+        "  Last Sync Success:               {}",
+        if info.last_sync_success == 0 {
+            "(never)".to_owned()
+        } else {
+            rfc3339(info.last_sync_success)
+        }
+    );
+    outln!(
+        "  Cached X.509 SVIDs:              {}",
+        info.cached_x509_svids_count
+    );
+    outln!(
+        "  Cached JWT SVIDs:                {}",
+        info.cached_jwt_svids_count
+    );
+    outln!(
+        "  Cached SVID Store X.509 SVIDs:   {}",
+        info.cached_svidstore_x509_svids_count
+    );
+    if !info.svid_chain.is_empty() {
+        outln!("  SVID Chain:");
+        for (i, c) in info.svid_chain.iter().enumerate() {
+            outln!("    [{i}] SPIFFE ID:  {}", id_text(c));
+            outln!("        Subject:    {}", c.subject);
+            outln!("        Expires At: {}", rfc3339(c.expires_at));
+        }
+    }
+    Ok(())
+}
+
+/// Whole seconds as Go's `time.Duration.String()` prints them (`0s`, `45s`, `2m0s`, `1h2m3s`).
+fn go_duration_secs(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod debug;
 pub mod healthcheck;
+pub mod logger;
 pub mod run;
 mod uds;
 pub mod validate;
@@ -34,6 +35,7 @@ pub fn main() -> ExitCode {
         Command::Api(args) => api::main(args),
         Command::Healthcheck(args) => healthcheck::main(args),
         Command::Debug(args) => debug::main(args),
+        Command::Logger(args) => logger::main(args),
     }
 }
 
@@ -54,8 +56,10 @@ pub(crate) enum Command {
     Api(api::ApiArgs),
     /// Determines agent health status
     Healthcheck(healthcheck::HealthcheckArgs),
-    /// Debugging aids (spire-rs: `debug explain -pid N`)
+    /// Agent debug information (`debug getinfo`) and, spire-rs, `debug explain -pid N`
     Debug(debug::DebugArgs),
+    /// Gets, sets or resets the agent's log level (admin socket)
+    Logger(logger::LoggerArgs),
 }
 
 /// `outer: inner: innermost`.

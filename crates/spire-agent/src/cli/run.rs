@@ -121,13 +121,15 @@ pub fn run(a: RunArgs) -> ExitCode {
         file: config.log.file.clone(),
         source_location: config.log.source_location,
     };
-    let _log = match spire_telemetry::init(&log_config) {
+    let log = match spire_telemetry::init(&log_config) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("Error: cannot set up logging: {e}");
             return ExitCode::from(1);
         }
     };
+    // The admin socket's Logger API changes this subscriber's level.
+    crate::endpoints::agent_logger::install_log_handle(log);
     spire_tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,9 +1,14 @@
-//! The admin socket's `spire_rs.agent.v1.Explain` service (`spire-agent debug explain`).
-//!
-//! Only reachable through `admin_socket_path` (mode 0770), never the public socket: it reveals
-//! selectors and entries.
+//! The admin socket (`admin_socket_path`, mode 0770, never the public socket): SPIRE's Delegated
+//! Identity API ([`super::delegated`]), Debug API ([`super::agent_debug`]) and Logger API
+//! ([`super::agent_logger`]), plus the spire-rs `spire_rs.agent.v1.Explain` service
+//! (`spire-agent debug explain`), which reveals selectors and entries.
 
 use std::sync::Arc;
+
+use spire_spiffe::SpiffeId;
+use spire_tls::SharedIdentity;
+
+use crate::identity::AgentStatus;
 
 use spire_proto::spire_rs::agent as pb;
 use spire_proto::spire_rs::agent::explain_server::{Explain, ExplainServer};
@@ -14,6 +19,28 @@ use super::workload::WorkloadState;
 
 /// Largest number of near misses one request may ask for.
 const MAX_NEAREST: usize = 100;
+
+/// What the admin socket's SPIRE services need from the rest of the agent.
+#[derive(Debug, Clone)]
+pub struct AdminParts {
+    /// `authorized_delegates`: SPIFFE IDs allowed to call the Delegated Identity API.
+    pub authorized_delegates: Vec<SpiffeId>,
+    /// The agent's own SVID (Debug.GetInfo's chain); `None` reports an empty chain.
+    pub agent_identity: Option<SharedIdentity>,
+    /// Start time and last successful sync (Debug.GetInfo).
+    pub status: Arc<AgentStatus>,
+}
+
+impl AdminParts {
+    /// Parts with no delegates, no agent identity and a status that starts now.
+    pub fn new(now: std::time::SystemTime) -> Self {
+        Self {
+            authorized_delegates: Vec::new(),
+            agent_identity: None,
+            status: AgentStatus::new(now),
+        }
+    }
+}
 
 /// The admin service.
 #[derive(Clone)]

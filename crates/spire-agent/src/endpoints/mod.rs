@@ -1,5 +1,6 @@
 //! The agent's local endpoints: the SPIFFE Workload API (plus `grpc.health.v1`) on the public
-//! Unix socket, and the spire-rs admin service (`debug explain`) on the admin socket.
+//! Unix socket; on the admin socket SPIRE's Delegated Identity, Debug and Logger APIs and the
+//! spire-rs `debug explain` service ([`admin`]).
 //!
 //! Every Workload API call identifies its caller from the socket's peer credentials
 //! ([`crate::peertracker`]), runs the workload attestors, checks the caller's pid still names
@@ -7,7 +8,10 @@
 //! subset of its selectors.
 
 pub mod admin;
+pub mod agent_debug;
+pub mod agent_logger;
 pub mod authority;
+pub mod delegated;
 pub mod explain;
 pub mod sds;
 pub mod workload;
@@ -223,6 +227,20 @@ pub async fn serve_with_subscribers(
     subscribers: Arc<crate::identity::SubscriberRegistry>,
     shutdown: CancellationToken,
 ) -> Result<(), EndpointsError> {
+    let admin = admin::AdminParts::new(std::time::SystemTime::now());
+    serve_with_admin(cfg, snapshots, jwt, subscribers, admin, shutdown).await
+}
+
+/// [`serve_with_subscribers`], with what the admin socket's SPIRE services (Delegated Identity,
+/// Debug, Logger) need from the rest of the agent.
+pub async fn serve_with_admin(
+    cfg: EndpointsConfig,
+    snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
+    jwt: Arc<dyn JwtSvidSource>,
+    subscribers: Arc<crate::identity::SubscriberRegistry>,
+    admin: admin::AdminParts,
+    shutdown: CancellationToken,
+) -> Result<(), EndpointsError> {
     let attestors = cfg.workload_attestors.build();
     let state = Arc::new(workload::WorkloadState {
         snapshots,
@@ -296,6 +314,23 @@ pub async fn serve_with_subscribers(
             let admin_server = tonic::transport::Server::builder()
                 .layer(spire_telemetry::metrics::GrpcMetricsLayer::new())
                 .add_service(admin::AdminService::new(state.clone()).into_server())
+                .add_service(
+                    delegated::DelegatedIdentityService::new(
+                        state.clone(),
+                        &admin.authorized_delegates,
+                    )
+                    .into_server(),
+                )
+                .add_service(
+                    agent_debug::DebugService::new(
+                        state.clone(),
+                        admin.agent_identity.clone(),
+                        admin.status.clone(),
+                        state.clock.clone(),
+                    )
+                    .into_server(),
+                )
+                .add_service(agent_logger::LoggerService::new().into_server())
                 .serve_with_incoming_shutdown(incoming(listener), stop.clone().cancelled_owned());
             let admin_task = {
                 let stop = stop.clone();

@@ -107,6 +107,10 @@ impl JwtCache {
 }
 
 impl JwtSvidSource for JwtCache {
+    fn cached_count(&self) -> usize {
+        self.len()
+    }
+
     fn fetch_jwt_svid(
         &self,
         entry: Arc<EntryView>,

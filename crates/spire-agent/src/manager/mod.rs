@@ -269,6 +269,8 @@ pub struct Manager {
     dirty: bool,
     sign_failures: u32,
     sign_retry_at: Option<tokio::time::Instant>,
+    /// Start time and last successful sync, for the admin socket's Debug.GetInfo.
+    status: Arc<crate::identity::AgentStatus>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -313,6 +315,7 @@ impl Manager {
             parts.cfg.trust_domain.clone(),
         )));
         let (watch_generation, _) = watch::channel(0u64);
+        let status = crate::identity::AgentStatus::new(parts.clock.now());
         let m = Manager {
             cfg: parts.cfg,
             clock: parts.clock,
@@ -337,8 +340,14 @@ impl Manager {
             dirty: true,
             sign_failures: 0,
             sign_retry_at: None,
+            status,
         };
         (m, rx)
+    }
+
+    /// The agent's status (start time, last successful sync), updated by [`Manager::run`].
+    pub fn status(&self) -> Arc<crate::identity::AgentStatus> {
+        self.status.clone()
     }
 
     /// The JWT-SVID source backed by this manager's server client.
@@ -409,6 +418,7 @@ impl Manager {
                 match self.sync(scope).await {
                     Ok(()) => {
                         spire_telemetry::metrics::agent_sync(true);
+                        self.status.record_sync_success(self.clock.now());
                         sync_failures = 0;
                         self.synced_revision
                             .store(revision_before, Ordering::SeqCst);

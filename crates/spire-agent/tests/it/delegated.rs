@@ -1,0 +1,611 @@
+//! The admin socket of the real `spire-agent` binary (attested to the real `spire-server`):
+//! SPIRE's Delegated Identity API called with the `spire-api` 0.11 crate (a client nobody in
+//! this project wrote), `spire-agent debug getinfo` and `spire-agent logger get|set|reset`.
+//!
+//! The test process is the delegate: the unix attestor (with path discovery) gives it
+//! `unix:path:<test binary>`, and the entries registered for that selector decide what it may
+//! do. The workload it acts for is a `sleep` process. `x509_svid_cache_max_size = 1` makes the
+//! workload's SVID one the agent signs only because a delegated subscription asks for it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use spiffe::transport::{GrpcStatusCode, TransportError};
+use spire_api::selectors::Selector as ApiSelector;
+use spire_api::{DelegateAttestationRequest, DelegatedIdentityClient, DelegatedIdentityError};
+use spire_proto::agent::delegatedidentity as pb;
+use spire_testkit::{Process, ServerConfig, bin_path, run_cli, temp_dir, wait_until};
+
+const TD: &str = "example.org";
+const WAIT: Duration = Duration::from_secs(90);
+const NODE: &str = "spiffe://example.org/node";
+const DELEGATE: &str = "spiffe://example.org/delegate";
+const NOT_A_DELEGATE: &str = "spiffe://example.org/not-a-delegate";
+const WORKLOAD: &str = "spiffe://example.org/workload";
+
+fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_spire-agent"))
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    server_sock: String,
+    _server: Process,
+    _agent: Process,
+    admin: PathBuf,
+}
+
+impl Env {
+    fn start() -> Env {
+        let dir = temp_dir();
+        let server_cfg = ServerConfig::new(TD, &dir.path().join("server"));
+        let server_conf = server_cfg.write(&dir.path().join("server.conf")).unwrap();
+        let server = Process::start(
+            bin_path("spire-server"),
+            ["run", "-config", server_conf.to_str().unwrap()],
+        )
+        .unwrap();
+        let server_sock = server_cfg.socket_path.display().to_string();
+        let bundle_out = run_cli(
+            bin_path("spire-server"),
+            ["bundle", "show", "-socketPath", server_sock.as_str()],
+        );
+        let bundle = if bundle_out.success() {
+            bundle_out
+        } else {
+            spire_testkit::wait_until_sync(WAIT, "server answers on its API socket", || {
+                run_cli(
+                    bin_path("spire-server"),
+                    ["bundle", "show", "-socketPath", server_sock.as_str()],
+                )
+                .success()
+            })
+            .unwrap();
+            run_cli(
+                bin_path("spire-server"),
+                ["bundle", "show", "-socketPath", server_sock.as_str()],
+            )
+        };
+        let bundle_path = dir.path().join("bundle.pem");
+        std::fs::write(&bundle_path, &bundle.stdout).unwrap();
+        let token_out = run_cli(
+            bin_path("spire-server"),
+            [
+                "token",
+                "generate",
+                "-socketPath",
+                server_sock.as_str(),
+                "-spiffeID",
+                NODE,
+            ],
+        );
+        token_out.assert_success();
+        let token = token_out
+            .stdout
+            .trim()
+            .strip_prefix("Token:")
+            .unwrap()
+            .trim()
+            .to_owned();
+        let agent_dir = dir.path().join("agent");
+        std::fs::create_dir_all(&agent_dir).unwrap();
+        let admin = dir.path().join("admin").join("admin.sock");
+        let mut agent_cfg = server_cfg
+            .agent_config(&agent_dir)
+            .trust_bundle(&bundle_path)
+            .setting("authorized_delegates", &format!("[\"{DELEGATE}\"]"))
+            .setting("x509_svid_cache_max_size", "1");
+        agent_cfg.discover_workload_path = true;
+        agent_cfg.admin_socket_path = Some(admin.clone());
+        let conf = agent_cfg.write(&agent_dir.join("agent.conf")).unwrap();
+        let agent = Process::start(
+            agent_bin(),
+            [
+                "run",
+                "-config",
+                conf.to_str().unwrap(),
+                "-joinToken",
+                token.as_str(),
+            ],
+        )
+        .unwrap();
+        let socket = agent_cfg.socket_path.display().to_string();
+        spire_testkit::wait_until_sync(WAIT, "agent healthcheck passes", || {
+            run_cli(agent_bin(), ["healthcheck", "-socketPath", socket.as_str()]).success()
+        })
+        .unwrap();
+        Env {
+            _dir: dir,
+            server_sock,
+            _server: server,
+            _agent: agent,
+            admin,
+        }
+    }
+
+    /// Creates an entry under the node and returns its ID.
+    fn entry(&self, spiffe: &str, selectors: &[String]) -> String {
+        let mut args = vec![
+            "entry".to_owned(),
+            "create".into(),
+            "-socketPath".into(),
+            self.server_sock.clone(),
+            "-parentID".into(),
+            NODE.into(),
+            "-spiffeID".into(),
+            spiffe.into(),
+        ];
+        for s in selectors {
+            args.push("-selector".into());
+            args.push(s.clone());
+        }
+        let out = run_cli(bin_path("spire-server"), args);
+        out.assert_success();
+        out.stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Entry ID")
+                    .map(|r| r.trim_start_matches([' ', ':']).trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no entry id in {}", out.stdout))
+    }
+
+    fn delete_entry(&self, id: &str) {
+        run_cli(
+            bin_path("spire-server"),
+            [
+                "entry",
+                "delete",
+                "-socketPath",
+                self.server_sock.as_str(),
+                "-entryID",
+                id,
+            ],
+        )
+        .assert_success();
+    }
+
+    fn admin_cli(&self, args: &[&str]) -> spire_testkit::CliOutput {
+        let admin = self.admin.display().to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-socketPath", admin.as_str()]);
+        run_cli(agent_bin(), all)
+    }
+
+    async fn client(&self) -> DelegatedIdentityClient {
+        DelegatedIdentityClient::connect_to(format!("unix://{}", self.admin.display()))
+            .await
+            .unwrap()
+    }
+
+    async fn raw_client(
+        &self,
+    ) -> pb::delegated_identity_client::DelegatedIdentityClient<tonic::transport::Channel> {
+        let ch = spire_agent::cli::uds_channel(&self.admin).await.unwrap();
+        pb::delegated_identity_client::DelegatedIdentityClient::new(ch)
+    }
+}
+
+/// The executable of `pid` as the unix attestor reports it.
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn status_of(e: &DelegatedIdentityError) -> (GrpcStatusCode, String) {
+    match e {
+        DelegatedIdentityError::Transport(TransportError::Status(s)) => {
+            (s.code(), s.message().to_owned())
+        }
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+fn selectors_of(workload_exe: &str) -> DelegateAttestationRequest {
+    DelegateAttestationRequest::for_selectors(vec![ApiSelector::Generic((
+        "unix".to_owned(),
+        format!("path:{workload_exe}"),
+    ))])
+    .unwrap()
+}
+
+/// Every Delegated Identity RPC, each answering with a status (or `None` when it succeeded).
+async fn all_rpcs(
+    c: &DelegatedIdentityClient,
+    workload_exe: &str,
+) -> Vec<(&'static str, Option<(GrpcStatusCode, String)>)> {
+    let x509 = c.fetch_x509_svid(selectors_of(workload_exe)).await;
+    let x509_bundles = c.fetch_x509_bundles().await;
+    let jwt = c
+        .fetch_jwt_svids(&["aud"], selectors_of(workload_exe))
+        .await;
+    let jwt_bundles = c.fetch_jwt_bundles().await;
+    vec![
+        ("SubscribeToX509SVIDs", x509.err().map(|e| status_of(&e))),
+        (
+            "SubscribeToX509Bundles",
+            x509_bundles.err().map(|e| status_of(&e)),
+        ),
+        ("FetchJWTSVIDs", jwt.err().map(|e| status_of(&e))),
+        (
+            "SubscribeToJWTBundles",
+            jwt_bundles.err().map(|e| status_of(&e)),
+        ),
+    ]
+}
+
+async fn assert_all_denied(c: &DelegatedIdentityClient, workload_exe: &str, message: &str) {
+    for (rpc, got) in all_rpcs(c, workload_exe).await {
+        assert_eq!(
+            got,
+            Some((GrpcStatusCode::PermissionDenied, message.to_owned())),
+            "{rpc}"
+        );
+    }
+}
+
+fn verify_chain(chain: &[Vec<u8>], authorities: Vec<Vec<u8>>) -> String {
+    let td: spire_spiffe::TrustDomain = TD.parse().unwrap();
+    let mut bundle = spire_spiffe::Bundle::new(td);
+    bundle.x509_authorities = authorities;
+    spire_crypto::validate_x509_svid(chain, &bundle, std::time::SystemTime::now())
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn delegated_identity_api_serves_authorized_delegates_only() {
+    let env = Env::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(delegated_flow(&env));
+}
+
+async fn delegated_flow(env: &Env) {
+    let mut workload = Process::start("sleep", ["600"]).unwrap();
+    let workload_pid = workload.pid();
+    let workload_exe = exe_of(workload_pid);
+    let me = exe_of(std::process::id());
+    let c = env.client().await;
+
+    // 1. The caller matches no entry at all.
+    assert_all_denied(&c, &workload_exe, "no identity issued").await;
+
+    // 2. The caller has an identity, but not one listed in authorized_delegates.
+    env.entry(NOT_A_DELEGATE, &[format!("unix:path:{me}")]);
+    wait_until(WAIT, "the caller has an identity", async || {
+        c.fetch_x509_bundles()
+            .await
+            .err()
+            .is_some_and(|e| status_of(&e).1 != "no identity issued")
+    })
+    .await
+    .unwrap();
+    assert_all_denied(
+        &c,
+        &workload_exe,
+        "caller not configured as an authorized delegate",
+    )
+    .await;
+
+    // 3. An authorized delegate.
+    let delegate_entry = env.entry(DELEGATE, &[format!("unix:path:{me}")]);
+    wait_until(WAIT, "the caller is an authorized delegate", async || {
+        c.fetch_x509_bundles().await.is_ok()
+    })
+    .await
+    .unwrap();
+    // The workload's entry is the newest of three: beyond x509_svid_cache_max_size = 1.
+    env.entry(WORKLOAD, &[format!("unix:path:{workload_exe}")]);
+
+    // X.509 bundles: the local trust domain's CAs, keyed by trust-domain ID.
+    let bundles = c.fetch_x509_bundles().await.unwrap();
+    let td = spiffe::TrustDomain::new(TD).unwrap();
+    let authorities: Vec<Vec<u8>> = bundles
+        .get(&td)
+        .expect("local bundle")
+        .authorities()
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    assert!(!authorities.is_empty());
+    // The raw wire: keys are trust-domain IDs, as SPIRE sends them.
+    let mut raw = env.raw_client().await;
+    let first = raw
+        .subscribe_to_x509_bundles(pb::SubscribeToX509BundlesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.ca_certificates.keys().collect::<Vec<_>>(),
+        vec!["spiffe://example.org"]
+    );
+
+    // X.509-SVID by selectors (the workload entry may take a moment to reach the agent).
+    let mut by_selectors = None;
+    wait_until(
+        WAIT,
+        "the workload's SVID reaches the delegate",
+        async || match c.fetch_x509_svid(selectors_of(&workload_exe)).await {
+            Ok(svid) => {
+                by_selectors = Some(svid);
+                true
+            }
+            Err(_) => false,
+        },
+    )
+    .await
+    .unwrap();
+    let svid = by_selectors.unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), WORKLOAD);
+    let chain: Vec<Vec<u8>> = svid
+        .cert_chain()
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    assert_eq!(verify_chain(&chain, authorities.clone()), WORKLOAD);
+
+    // X.509-SVID by pid: the agent attests the workload process itself.
+    let pid = spire_api::DelegatePid::try_from(workload_pid).unwrap();
+    let by_pid = c
+        .fetch_x509_svid(DelegateAttestationRequest::Pid(pid))
+        .await
+        .unwrap();
+    assert_eq!(by_pid.spiffe_id().to_string(), WORKLOAD);
+    assert_eq!(by_pid.leaf().as_bytes(), svid.leaf().as_bytes());
+
+    // JWT-SVIDs by selectors and by pid; they validate against the delegated JWT bundles.
+    let jwt_bundles = c.fetch_jwt_bundles().await.unwrap();
+    for req in [
+        selectors_of(&workload_exe),
+        DelegateAttestationRequest::Pid(pid),
+    ] {
+        let svids = c.fetch_jwt_svids(&["the-audience"], req).await.unwrap();
+        assert_eq!(svids.len(), 1);
+        let validated =
+            spiffe::JwtSvid::parse_and_validate(svids[0].token(), &jwt_bundles, &["the-audience"])
+                .unwrap();
+        assert_eq!(validated.spiffe_id().to_string(), WORKLOAD);
+    }
+    // The raw wire carries the SPIFFE ID as trust domain name and path, and iat.
+    let raw_jwt = raw
+        .fetch_jwtsvi_ds(pb::FetchJwtsviDsRequest {
+            audience: vec!["a".to_owned()],
+            selectors: Vec::new(),
+            pid: i32::try_from(workload_pid).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = raw_jwt.svids[0].id.clone().unwrap();
+    assert_eq!(
+        (id.trust_domain.as_str(), id.path.as_str()),
+        (TD, "/workload")
+    );
+    assert!(raw_jwt.svids[0].issued_at > 0);
+    assert!(raw_jwt.svids[0].expires_at > raw_jwt.svids[0].issued_at);
+
+    // A workload without entries gets an empty SVID list, and FetchJWTSVIDs "no identity".
+    let nobody = DelegateAttestationRequest::for_selectors(vec![ApiSelector::Generic((
+        "unix".to_owned(),
+        "path:/nonexistent".to_owned(),
+    ))])
+    .unwrap();
+    let empty = raw
+        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
+            selectors: vec![spire_proto::types::Selector {
+                r#type: "unix".to_owned(),
+                value: "path:/nonexistent".to_owned(),
+            }],
+            pid: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(empty.x509_svids.is_empty());
+    let err = c.fetch_jwt_svids(&["a"], nobody).await.unwrap_err();
+    assert_eq!(
+        status_of(&err),
+        (
+            GrpcStatusCode::PermissionDenied,
+            "no identity issued".to_owned()
+        )
+    );
+
+    // Invalid requests, one by one (the spire-api client cannot express them).
+    let both = raw
+        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
+            selectors: vec![spire_proto::types::Selector {
+                r#type: "unix".to_owned(),
+                value: "uid:0".to_owned(),
+            }],
+            pid: 1,
+        })
+        .await
+        .unwrap_err();
+    let neither = raw
+        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
+            selectors: Vec::new(),
+            pid: 0,
+        })
+        .await
+        .unwrap_err();
+    let neither_jwt = raw
+        .fetch_jwtsvi_ds(pb::FetchJwtsviDsRequest {
+            audience: vec!["a".to_owned()],
+            selectors: Vec::new(),
+            pid: 0,
+        })
+        .await
+        .unwrap_err();
+    for s in [&both, &neither, &neither_jwt] {
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "must provide either selectors or non-zero PID, but not both"
+        );
+    }
+    let bad_selector = raw
+        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
+            selectors: vec![spire_proto::types::Selector {
+                r#type: String::new(),
+                value: "x".to_owned(),
+            }],
+            pid: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_selector.code(), tonic::Code::InvalidArgument);
+    assert_eq!(bad_selector.message(), "could not parse provided selectors");
+    let no_audience = raw
+        .fetch_jwtsvi_ds(pb::FetchJwtsviDsRequest {
+            audience: Vec::new(),
+            selectors: Vec::new(),
+            pid: i32::try_from(workload_pid).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_audience.code(), tonic::Code::InvalidArgument);
+    assert_eq!(no_audience.message(), "audience must be specified");
+
+    // A pid that is not a running process cannot be attested.
+    workload.terminate(Duration::from_secs(30));
+    let gone = raw
+        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
+            selectors: Vec::new(),
+            pid: i32::try_from(workload_pid).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::Unavailable);
+    assert_eq!(gone.message(), "workload attestation failed");
+
+    // Open streams end when the delegate loses its authorization.
+    let mut svids = c
+        .stream_x509_svids(selectors_of(&workload_exe))
+        .await
+        .unwrap();
+    let mut bundle_stream = c.stream_jwt_bundles().await.unwrap();
+    assert_eq!(
+        svids.next().await.unwrap().unwrap().spiffe_id().to_string(),
+        WORKLOAD
+    );
+    assert!(bundle_stream.next().await.unwrap().is_ok());
+    env.delete_entry(&delegate_entry);
+    let denied = (
+        GrpcStatusCode::PermissionDenied,
+        "caller not configured as an authorized delegate".to_owned(),
+    );
+    let end = loop {
+        match svids.next().await.expect("the stream ends with a status") {
+            Ok(_) => continue,
+            Err(e) => break status_of(&e),
+        }
+    };
+    assert_eq!(end, denied);
+    let end = loop {
+        match bundle_stream
+            .next()
+            .await
+            .expect("the stream ends with a status")
+        {
+            Ok(_) => continue,
+            Err(e) => break status_of(&e),
+        }
+    };
+    assert_eq!(end, denied);
+    assert_all_denied(
+        &c,
+        &workload_exe,
+        "caller not configured as an authorized delegate",
+    )
+    .await;
+
+    debug_and_logger(env);
+}
+
+/// `spire-agent debug getinfo` and `spire-agent logger` against the same agent.
+fn debug_and_logger(env: &Env) {
+    let out = env.admin_cli(&["debug", "getinfo", "-output", "json"]);
+    out.assert_success();
+    let info = out.stdout_json().unwrap();
+    let chain = info["svid_chain"].as_array().unwrap();
+    assert!(chain.len() >= 2, "{info}");
+    assert_eq!(chain[0]["id"]["trust_domain"], TD);
+    assert!(
+        chain[0]["id"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/spire/agent/join_token/"),
+        "{info}"
+    );
+    // The chain ends with the root CA of the trust domain (ID without a path).
+    assert_eq!(chain.last().unwrap()["id"]["path"], "", "{info}");
+    assert!(
+        info["last_sync_success"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        info["cached_x509_svids_count"].as_i64().unwrap() >= 1,
+        "{info}"
+    );
+    assert!(
+        info["cached_jwt_svids_count"].as_i64().unwrap() >= 1,
+        "{info}"
+    );
+    assert!(info["uptime"].as_i64().unwrap() >= 0);
+    let pretty = env.admin_cli(&["debug", "getinfo"]);
+    pretty.assert_success();
+    assert!(
+        pretty.stdout.starts_with("Agent Debug Info:\n"),
+        "{}",
+        pretty.stdout
+    );
+    assert!(
+        pretty.stdout.contains("  SVID Chain:\n"),
+        "{}",
+        pretty.stdout
+    );
+
+    let get = env.admin_cli(&["logger", "get"]);
+    get.assert_success();
+    assert_eq!(get.stdout, "Logger Level : debug\nLaunch Level : debug\n\n");
+    let set = env.admin_cli(&["logger", "set", "-level", "warn", "-output", "json"]);
+    set.assert_success();
+    let v = set.stdout_json().unwrap();
+    assert_eq!(v["current_level"], "WARN");
+    assert_eq!(v["launch_level"], "DEBUG");
+    let bad = env.admin_cli(&["logger", "set", "-level", "loud"]);
+    assert!(!bad.success());
+    assert!(
+        bad.stderr.contains("is not a valid setting"),
+        "{}",
+        bad.stderr
+    );
+    let reset = env.admin_cli(&["logger", "reset"]);
+    reset.assert_success();
+    assert_eq!(
+        reset.stdout,
+        "Logger Level : debug\nLaunch Level : debug\n\n"
+    );
+}
