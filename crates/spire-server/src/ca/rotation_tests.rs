@@ -491,3 +491,82 @@ async fn jwt_keys_are_published_upstream_and_the_upstream_bundle_is_followed() {
     assert!(kids(&stored).contains(&"rotated-upstream-kid".to_string()));
     assert!(!ca.sync_upstream_bundle().await.unwrap());
 }
+
+/// Validity of a DER certificate, in Unix seconds.
+fn validity_secs(der: &[u8]) -> (i64, i64) {
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+#[tokio::test]
+async fn clock_jump_forward_past_ca_expiry_rotates_at_the_next_check() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let old = ca.x509_states().await.0.unwrap().authority_id;
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+
+    // The wall clock jumps past the CA's expiry with no successor prepared.
+    f.clock.advance(Duration::from_secs(CA_TTL + 3600));
+    let now = f.clock.now_unix();
+    // Until the next check nothing is signed with the expired CA (no certificate that is
+    // already expired or outlives its issuer).
+    assert!(
+        ca.sign_x509_svid(key.public_key(), &workload(), &[], None)
+            .is_err()
+    );
+    // The next check (the loop ticks on tokio's monotonic clock) replaces it at once.
+    ca.rotate().await.unwrap();
+    let new = ca.x509_states().await.0.unwrap().authority_id;
+    assert_ne!(new, old);
+    let chain = ca
+        .sign_x509_svid(key.public_key(), &workload(), &[], None)
+        .unwrap();
+    assert_eq!(issuer_key_id(&chain[0]), new);
+    let (nb, na) = validity_secs(&chain[0]);
+    assert!(nb <= now && now < na, "SVID {nb}..{na} at {now}");
+    let svid = ca.server_svid().unwrap();
+    assert!(svid.not_before <= now && now < svid.not_after);
+    let jwt = ca
+        .sign_jwt_svid(&workload(), &["aud".into()], None, false)
+        .unwrap();
+    assert!(jwt.issued_at <= now && now < jwt.expires_at);
+}
+
+#[tokio::test]
+async fn clock_jump_backward_keeps_the_ca_and_issues_consistent_times() {
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let (active, _, _) = ca.x509_states().await;
+    let active = active.unwrap();
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+
+    // The wall clock jumps back a day, before the CA's notBefore.
+    f.clock.rewind(Duration::from_secs(86_400));
+    let now = f.clock.now_unix();
+    ca.rotate().await.unwrap();
+    let (after, prepared, _) = ca.x509_states().await;
+    assert_eq!(after.unwrap().authority_id, active.authority_id);
+    assert!(
+        prepared.is_none(),
+        "a backward jump must not start a rotation"
+    );
+    // SVIDs follow the server's clock, never outlive the CA, and are never inverted.
+    let chain = ca
+        .sign_x509_svid(key.public_key(), &workload(), &[], None)
+        .unwrap();
+    let (nb, na) = validity_secs(&chain[0]);
+    assert!(nb <= now && now < na, "SVID {nb}..{na} at {now}");
+    assert!(na <= active.expires_at);
+    assert!(na - nb <= 60 + 10, "lifetime {} s", na - nb);
+
+    // Back to the right time: the same CA keeps signing, rotation resumes on schedule.
+    f.clock
+        .advance(Duration::from_secs(86_400 + CA_TTL / 2 + 10));
+    ca.rotate().await.unwrap();
+    let (cur, prepared, _) = ca.x509_states().await;
+    assert_eq!(cur.unwrap().authority_id, active.authority_id);
+    assert!(prepared.is_some());
+}
