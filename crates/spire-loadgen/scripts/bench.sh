@@ -2,7 +2,8 @@
 # Reproduces the load figures of BENCHMARKS.md ("Load and protocol figures (spire-loadgen)").
 #
 #   cargo build --release -p spire-server -p spire-loadgen
-#   crates/spire-loadgen/scripts/bench.sh [p1] [p2] [p4] [p5]     (default: all four)
+#   crates/spire-loadgen/scripts/bench.sh [p1] [p1sweep] [p2] [p3] [p4] [p5] [p6]
+#                                      (default: p1 p2 p4 p5)
 #
 # Every figure runs a fresh spire-server (release build) on loopback under a temporary
 # directory, drives it with spire-loadgen, and leaves the JSON reports in $OUT
@@ -11,7 +12,10 @@
 # in $AGENT_BIN (default target/release/spire-agent, else target/debug/spire-agent).
 #
 # Knobs (environment): AGENTS (default 1000), WORKLOADS (10), ALIASES (10), CHURN (17 per s: not a divisor of the server's 50 ms change-log poll, so creations sample every phase of it),
-# DURATION (30s), ISSUE_AGENTS (8), ISSUE_ROUNDS (12).
+# DURATION (30s), ISSUE_AGENTS (8), ISSUE_ROUNDS (12), BATCHES ("1 10 50 100 500", p1sweep),
+# P3_ENTRIES (1000000), P3_AGENTS (300000), CACHED ("1000 5000 10000", p5), WL_CLIENTS (1000, p6),
+# WL_ROUNDS (5, p6), WL_SPREAD (5s, p6: each round's requests spread over it; a second run
+# sends them all at once), SETTLE (30s, p4: wait after the ramp before measuring).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -24,6 +28,12 @@ CHURN="${CHURN:-17}"
 DURATION="${DURATION:-30s}"
 ISSUE_AGENTS="${ISSUE_AGENTS:-8}"
 ISSUE_ROUNDS="${ISSUE_ROUNDS:-12}"
+BATCHES="${BATCHES:-1 10 50 100 500}"
+P3_ENTRIES="${P3_ENTRIES:-1000000}"
+P3_AGENTS="${P3_AGENTS:-300000}"
+CACHED="${CACHED:-1000 5000 10000}"
+WL_CLIENTS="${WL_CLIENTS:-1000}"
+WL_ROUNDS="${WL_ROUNDS:-5}"
 TD="example.org"
 if [[ -z "${AGENT_BIN:-}" ]]; then
 	AGENT_BIN="$REL/spire-agent"
@@ -66,7 +76,7 @@ machine() {
 
 # start_server <name> <database_type> <connection_string>
 start_server() {
-	local name="$1" dbtype="$2" conn="$3"
+	local name="$1" dbtype="$2" conn="$3" level="${4:-WARN}"
 	PORT="$(free_port)"
 	SOCK="$WORK/$name/api.sock"
 	mkdir -p "$WORK/$name/data"
@@ -77,7 +87,7 @@ server {
     socket_path = "$SOCK"
     trust_domain = "$TD"
     data_dir = "$WORK/$name/data"
-    log_level = "WARN"
+    log_level = "$level"
     ca_ttl = "24h"
     default_x509_svid_ttl = "1h"
     ratelimit {
@@ -102,14 +112,16 @@ plugins {
 CONF
 	local t0 t1
 	t0=$(date +%s%N)
+	START_NS=$t0
 	"$REL/spire-server" run -config "$WORK/$name/server.conf" >"$OUT/$name.server.log" 2>&1 &
 	SERVER_PID=$!
-	for _ in $(seq 1 300); do
+	for _ in $(seq 1 30000); do
 		"$REL/spire-server" healthcheck -socketPath "$SOCK" >/dev/null 2>&1 && break
 		kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/$name.server.log" >&2; exit 1; }
 		sleep 0.02
 	done
 	t1=$(date +%s%N)
+	HEALTHY_MS=$(( (t1 - t0) / 1000000 ))
 	log "$name: spire-server pid $SERVER_PID on 127.0.0.1:$PORT ($dbtype), healthy after $(( (t1 - t0) / 1000000 )) ms"
 }
 
@@ -138,6 +150,17 @@ p1() {
 	stop_server
 }
 
+# P1 against the batch size: the same 48,000-ish SVIDs per run, batch sizes from $BATCHES.
+p1sweep() {
+	start_server p1sweep sqlite3 "$WORK/p1sweep/data/datastore.sqlite3"
+	local b
+	for b in $BATCHES; do
+		loadgen "p1-batch$b" -agents "$ISSUE_AGENTS" -workloadsPerAgent 500 -batchSize "$b" -issueRounds 4 \
+			-jwtPerAgent 0 -noWatch -duration 0s -concurrency "$ISSUE_AGENTS"
+	done
+	stop_server
+}
+
 p2() {
 	start_server p2 sqlite3 "$WORK/p2/data/datastore.sqlite3"
 	loadgen p2 -agents "$AGENTS" -workloadsPerAgent "$WORKLOADS" -aliases "$ALIASES" -workloadsPerAlias 5 \
@@ -145,36 +168,87 @@ p2() {
 	stop_server
 }
 
-p4() {
+# start_pg <name>: a private PostgreSQL (fsync off) with pg_stat_statements; sets PG_URL.
+start_pg() {
 	local bin
 	bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r | head -n1)"
 	if [[ -z "$bin" || ! -x "$bin/initdb" ]] || ! command -v psql >/dev/null; then
-		log "P4: PostgreSQL not installed; skipped"
-		return 0
+		log "$1: PostgreSQL not installed; skipped"
+		return 1
 	fi
-	local dir="$WORK/pg" port url
+	local dir="$WORK/pg-$1" port
 	mkdir -p "$dir/sock"
 	[[ "$(id -u)" == 0 ]] && chown -R postgres "$dir"
-	as_postgres "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$OUT/p4.initdb.log" 2>&1
+	as_postgres "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$OUT/$1.initdb.log" 2>&1
 	port="$(free_port)"
 	as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
 		-o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir/sock -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
 		start >/dev/null
 	PG_STOP="as_postgres '$bin/pg_ctl' -D '$dir/data' -m fast -w stop >/dev/null 2>&1"
-	url="postgres://postgres@127.0.0.1:$port/postgres"
-	psql "$url" -XAtqc 'create extension if not exists pg_stat_statements' >/dev/null
-	start_server p4 postgres "$url?sslmode=disable"
-	# Steady state without churn: what the agents' syncs cost the database.
-	loadgen p4 -agents "$AGENTS" -workloadsPerAgent "$WORKLOADS" -aliases "$ALIASES" -workloadsPerAlias 5 \
-		-duration "$DURATION" -pgStatURL "$url" -concurrency 32
-	psql "$url" -XAtc "select calls, round(total_exec_time::numeric,1) as ms, left(regexp_replace(query, '\s+', ' ', 'g'), 110) from pg_stat_statements order by calls desc limit 12" \
-		>"$OUT/p4.top-statements.txt"
-	stop_server
-	eval "$PG_STOP"
+	PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+	psql "$PG_URL" -XAtqc 'create extension if not exists pg_stat_statements' >/dev/null
+}
+
+stop_pg() {
+	[[ -n "$PG_STOP" ]] && eval "$PG_STOP"
 	PG_STOP=""
 }
 
+# P3: cold start with P3_ENTRIES entries and P3_AGENTS agents in PostgreSQL. The schema comes
+# from a first server start; the rows from `spire-loadgen -bulkEntries` (SQL generated
+# server-side by PostgreSQL); then a fresh server start is timed to the local API answering
+# and to the agent port accepting (it binds after the authorized-entry index is loaded).
+p3() {
+	start_pg p3 || return 0
+	local url="$PG_URL" t0 t1 port_ms
+	start_server p3-schema postgres "$url?sslmode=disable"
+	stop_server
+	t0=$(date +%s%N)
+	"$REL/spire-loadgen" -trustDomain "$TD" -bulkEntries "$P3_ENTRIES" -bulkAgents "$P3_AGENTS" 2>"$OUT/p3.bulk.log" |
+		psql "$url" -XAtq -v ON_ERROR_STOP=1 >/dev/null
+	t1=$(date +%s%N)
+	log "P3: bulk data ($(cat "$OUT/p3.bulk.log")) in $(( (t1 - t0) / 1000000 )) ms"
+	psql "$url" -XAtc "select (select count(*) from registered_entries), (select count(*) from attested_nodes), pg_size_pretty(pg_database_size('postgres'))" \
+		| tee "$OUT/p3.counts.txt" >&2
+	start_server p3 postgres "$url?sslmode=disable" INFO
+	for _ in $(seq 1 60000); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+		kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$OUT/p3.server.log" >&2; exit 1; }
+		sleep 0.02
+	done
+	port_ms=$(( ($(date +%s%N) - START_NS) / 1000000 ))
+	{
+		echo "{"
+		echo "  \"entries\": $(cut -d'|' -f1 "$OUT/p3.counts.txt"),"
+		echo "  \"agents\": $(cut -d'|' -f2 "$OUT/p3.counts.txt"),"
+		echo "  \"local_api_healthy_ms\": $HEALTHY_MS,"
+		echo "  \"agent_port_ready_ms\": $port_ms,"
+		echo "  \"rss_kb_at_ready\": $(awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"),"
+		echo "  \"hwm_kb_at_ready\": $(awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
+		echo "}"
+	} | tee "$OUT/p3.json" >&2
+	grep -E 'index loaded' "$OUT/p3.server.log" >&2 || true
+	stop_server
+	stop_pg
+}
+
+p4() {
+	start_pg p4 || return 0
+	local url="$PG_URL"
+	start_server p4 postgres "$url?sslmode=disable"
+	# Steady state without churn: what the agents' syncs cost the database.
+	loadgen p4 -agents "$AGENTS" -workloadsPerAgent "$WORKLOADS" -aliases "$ALIASES" -workloadsPerAlias 5 \
+		-duration "$DURATION" -settle "${SETTLE:-30s}" -pgStatURL "$url" -concurrency 32
+	psql "$url" -XAtc "select calls, round(total_exec_time::numeric,1) as ms, left(regexp_replace(query, '\s+', ' ', 'g'), 110) from pg_stat_statements order by calls desc limit 12" \
+		>"$OUT/p4.top-statements.txt"
+	stop_server
+	stop_pg
+}
+
+# p5 [p6]: a real spire-agent; P5 measures its memory idle and against cached SVIDs, P6 (with
+# the argument p6, on a fresh server and agent) its Workload API under concurrent clients.
 p5() {
+	local mode="${1:-p5}"
 	start_server p5 sqlite3 "$WORK/p5/data/datastore.sqlite3"
 	local token
 	token="$("$REL/spire-server" token generate -socketPath "$SOCK" -spiffeID "spiffe://$TD/bench-node" | awk '/^Token:/ {print $2}')"
@@ -189,6 +263,7 @@ agent {
     socket_path = "$WORK/p5/agent/api.sock"
     trust_bundle_path = "$WORK/p5/bundle.pem"
     trust_domain = "$TD"
+    x509_svid_cache_max_size = 20000
 }
 plugins {
     NodeAttestor "join_token" {
@@ -214,10 +289,80 @@ CONF
 		echo "binary: $AGENT_BIN ($(stat -c %s "$AGENT_BIN") bytes)"
 		grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem|Threads)' "/proc/$AGENT_PID/status"
 	} | tee "$OUT/p5.agent-rss.txt" >&2
+	local points=() rss anon
+	rss_point() {
+		rss=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
+		anon=$(awk '/^RssAnon/ {print $2}' "/proc/$AGENT_PID/status")
+		points+=("{\"cached_svids\": $1, \"vmrss_kb\": $rss, \"rss_anon_kb\": $anon}")
+		log "P5: $1 cached SVIDs: VmRSS $rss kB, RssAnon $anon kB"
+	}
+	rss_point 0
+	if [[ "$mode" == p6 ]]; then
+		p6_clients
+		kill "$AGENT_PID" 2>/dev/null || true
+		wait "$AGENT_PID" 2>/dev/null || true
+		AGENT_PID=""
+		stop_server
+		return 0
+	fi
+
+
+	# P5 against cached SVIDs: entries parented to the agent (uids nobody runs as), in steps.
+	local have=1 want i
+	for want in $CACHED; do
+		python3 - "$have" "$want" "$TD" >"$WORK/p5/entries.json" <<'PY'
+import json, sys
+have, want, td = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+print(json.dumps({"entries": [
+    {"spiffe_id": "spiffe://%s/bench/cached/%d" % (td, i),
+     "parent_id": "spiffe://%s/bench-node" % td,
+     "selectors": [{"type": "unix", "value": "uid:%d" % (200000 + i)}]}
+    for i in range(have, want)]}))
+PY
+		"$REL/spire-server" entry create -socketPath "$SOCK" -data "$WORK/p5/entries.json" >/dev/null
+		have=$want
+		# Wait for the agent to sync and sign (5 s sync interval), then for RSS to settle.
+		local prev=0 cur
+		for i in $(seq 1 30); do
+			sleep 2
+			cur=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
+			[[ $i -ge 5 && $cur -eq $prev ]] && break
+			prev=$cur
+		done
+		rss_point "$want"
+	done
+	{
+		echo "{\"binary\": \"$AGENT_BIN\", \"binary_bytes\": $(stat -c %s "$AGENT_BIN"), \"points\": ["
+		local IFS=,
+		echo "${points[*]}"
+		echo "]}"
+	} >"$OUT/p5.json"
 	kill "$AGENT_PID" 2>/dev/null || true
 	wait "$AGENT_PID" 2>/dev/null || true
 	AGENT_PID=""
 	stop_server
+}
+
+p6_clients() {
+	# P6: one entry for this uid, then WL_CLIENTS concurrent FetchX509SVID clients.
+	"$REL/spire-server" entry create -socketPath "$SOCK" -parentID "spiffe://$TD/bench-node" \
+		-spiffeID "spiffe://$TD/bench-workload" -selector "unix:uid:$(id -u)" >/dev/null
+	ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
+	for _ in $(seq 1 100); do
+		"$REL/spire-loadgen" -workloadSocket "$WORK/p5/agent/api.sock" -workloadClients 1 -workloadTimeout 1s -output json 2>/dev/null |
+			grep -q '"first_messages": 1' && break
+		sleep 0.2
+	done
+	log "P6: $WL_CLIENTS concurrent Workload API clients x $WL_ROUNDS rounds (spread over ${WL_SPREAD:-5s}, then all at once)"
+	local name spread
+	for name in p6:${WL_SPREAD:-5s} p6-burst:0s; do
+		spread="${name#*:}"
+		name="${name%%:*}"
+		"$REL/spire-loadgen" -workloadSocket "$WORK/p5/agent/api.sock" -workloadClients "$WL_CLIENTS" \
+			-workloadRounds "$WL_ROUNDS" -workloadSpread "$spread" -output json >"$OUT/$name.json"
+		python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); p=r["first_message_latency"]; print("%s (spread %ss): %d/%d first messages, p50 %.3f ms p90 %.3f ms p99 %.3f ms max %.3f ms" % (sys.argv[2], r["spread_seconds"], r["first_messages"], r["requests"], p["p50_ms"], p["p90_ms"], p["p99_ms"], p["max_ms"]))' "$OUT/$name.json" "$name" >&2
+	done
+	rss_point 1
 }
 
 machine
@@ -225,8 +370,9 @@ steps=("$@")
 [[ ${#steps[@]} -eq 0 ]] && steps=(p1 p2 p4 p5)
 for s in "${steps[@]}"; do
 	case "$s" in
-	p1 | p2 | p4 | p5) "$s" ;;
-	*) echo "unknown step $s (p1 p2 p4 p5)" >&2; exit 2 ;;
+	p1 | p1sweep | p2 | p3 | p4 | p5) "$s" ;;
+	p6) p5 p6 ;;
+	*) echo "unknown step $s (p1 p1sweep p2 p3 p4 p5 p6)" >&2; exit 2 ;;
 	esac
 done
 log "reports in $OUT"

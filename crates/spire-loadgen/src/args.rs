@@ -44,6 +44,10 @@ pub struct Args {
     /// Length of the steady phase (after every agent has its SVIDs).
     #[arg(long = "duration", default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Time between the end of the ramp and the start of the steady-phase measurement
+    /// (agents sync as in the steady phase meanwhile; nothing is counted).
+    #[arg(long = "settle", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
     /// Timer-driven sync interval of each agent (SPIRE's default is 5s); Watch pushes trigger
     /// extra syncs.
     #[arg(long = "syncInterval", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -77,6 +81,29 @@ pub struct Args {
     /// Keep the created join tokens' entries after the run (default: delete them).
     #[arg(long = "keep")]
     pub keep: bool,
+    /// Bulk mode (P3): print SQL that generates this many registration entries (and
+    /// `-bulkAgents` attested nodes) in a spire-rs PostgreSQL datastore, then exit.
+    #[arg(long = "bulkEntries")]
+    pub bulk_entries: Option<u64>,
+    /// Attested nodes for `-bulkEntries`.
+    #[arg(long = "bulkAgents", default_value_t = 300_000)]
+    pub bulk_agents: u64,
+    /// Workload API mode (P6): drive this spire-agent Workload API socket with
+    /// `-workloadClients` concurrent FetchX509SVID clients instead of simulating agents.
+    #[arg(long = "workloadSocket")]
+    pub workload_socket: Option<PathBuf>,
+    /// Concurrent Workload API clients (with `-workloadSocket`).
+    #[arg(long = "workloadClients", default_value_t = 1000)]
+    pub workload_clients: usize,
+    /// Fetches per Workload API client, all clients at once each round.
+    #[arg(long = "workloadRounds", default_value_t = 1)]
+    pub workload_rounds: usize,
+    /// Spread each round's requests evenly over this time (0 = all clients at once).
+    #[arg(long = "workloadSpread", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub workload_spread: Duration,
+    /// How long a Workload API client waits for its first message.
+    #[arg(long = "workloadTimeout", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub workload_timeout: Duration,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,

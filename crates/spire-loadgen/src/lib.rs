@@ -23,9 +23,11 @@
 pub mod admin;
 pub mod agent;
 pub mod args;
+pub mod bulk;
 pub mod procstat;
 pub mod report;
 pub mod stats;
+pub mod workload;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -455,6 +457,9 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     // ---- steady
     *phase_name.lock().unwrap_or_else(PoisonError::into_inner) = "steady";
     let _ = phase_tx.send(Phase::Steady);
+    // Agents already behave as in the steady phase; the measurement starts after the settle
+    // time (the server may still be applying the setup's writes to its index).
+    tokio::time::sleep(args.settle).await;
     let syncs_before = metrics.syncs.get();
     let sync_bytes_before = metrics.sync_bytes.get();
     let s3 = probe.snapshot().await;
@@ -633,6 +638,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
             found_by_poll: m.prop_by_poll.get(),
             to_watch: m.prop_watch.summary(),
             to_svid: m.prop_svid.summary(),
+            to_svid_cdf_ms: m.prop_svid.cdf_ms(),
         },
         server,
         steady_state: SteadyReport {

@@ -255,6 +255,9 @@ pub struct PropagationReport {
     pub to_watch: Percentiles,
     /// Creation requested → X509-SVID received by the owning agent.
     pub to_svid: Percentiles,
+    /// The empirical distribution of `to_svid`: the latency (ms) at each percentile 0, 1,
+    /// ..., 100 (for plots).
+    pub to_svid_cdf_ms: Vec<f64>,
 }
 
 /// The server process.

@@ -32,6 +32,24 @@ impl Samples {
         self.len() == 0
     }
 
+    /// The latency (ms) at each percentile 0, 1, ..., 100 of the samples so far (empty when
+    /// there are none): the empirical CDF, for plots.
+    pub fn cdf_ms(&self) -> Vec<f64> {
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        v.sort_unstable();
+        if v.is_empty() {
+            return Vec::new();
+        }
+        let last = (v.len() - 1) as f64;
+        (0..=100)
+            .map(|q| ms(v[((f64::from(q) / 100.0) * last).round() as usize]))
+            .collect()
+    }
+
     /// Percentiles of the samples so far.
     pub fn summary(&self) -> Percentiles {
         let mut v = self
