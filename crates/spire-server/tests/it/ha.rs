@@ -3,6 +3,11 @@
 //! entry written through one server reaches the other's authorized-entry index (PostgreSQL:
 //! woken by LISTEN/NOTIFY), including to a workload under a real `spire-agent` attested to the
 //! other server; a join token raced on both servers attests exactly one agent.
+//!
+//! Agent failover: an agent configured with both servers' addresses moves to B when A is
+//! killed with SIGKILL, without re-attesting, and its workload's stream never breaks. Bounded
+//! bundles: once a server vanishes, its authorities leave the shared bundle 24 h after they
+//! expire, and one server's authorities in the bundle never exceed the documented bound.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -13,7 +18,7 @@ use spire_crypto::{KeyType, PrivateKey};
 use spire_proto::server::{agent as apb, entry as epb};
 use spire_proto::types;
 use spire_server::ServerState;
-use spire_spiffe::{SpiffeId, SystemClock};
+use spire_spiffe::{Clock as _, SpiffeId, SystemClock};
 use spire_testkit::{CliOutput, DataStoreConfig, KeyManagerConfig, Process};
 use spire_tls::{BundleSet, ClientOptions, Identity, PeerMatcher, ServerAuth, SharedIdentity};
 use tokio::sync::mpsc;
@@ -44,6 +49,14 @@ impl Drop for Node {
 }
 
 async fn start(name: &'static str, ds: DataStoreConfig) -> Node {
+    start_with_clock(name, ds, Arc::new(SystemClock)).await
+}
+
+async fn start_with_clock(
+    name: &'static str,
+    ds: DataStoreConfig,
+    clock: Arc<dyn spire_spiffe::Clock>,
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let cfg = spire_testkit::ServerConfig::new(TD, dir.path())
         .datastore(ds)
@@ -56,7 +69,7 @@ async fn start(name: &'static str, ds: DataStoreConfig) -> Node {
         &spire_config::ServerOverrides::default(),
     )
     .unwrap();
-    let state = spire_server::server::build_state(config, Arc::new(SystemClock), None)
+    let state = spire_server::server::build_state(config, clock, None)
         .await
         .unwrap();
     let run_state = Arc::clone(&state);
@@ -543,4 +556,425 @@ async fn two_servers_on_mariadb() {
         return;
     };
     two_servers_share_one_database("mariadb", DataStoreConfig::Mysql(dsn)).await;
+}
+
+/// A `spire-server run` process (so that it can be killed with SIGKILL).
+struct ServerProcess {
+    cfg: spire_testkit::ServerConfig,
+    process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn sock(&self) -> String {
+        self.cfg.socket_path.display().to_string()
+    }
+
+    async fn cli_ok(&self, args: &[&str]) -> String {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["-socketPath".to_string(), self.sock()]);
+        let out = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            cli(&refs)
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}\n{}\nserver log:\n{}",
+            out.stdout,
+            out.stderr,
+            self.process.logs()
+        );
+        out.stdout
+    }
+}
+
+async fn start_process(ds: DataStoreConfig) -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spire_testkit::ServerConfig::new(TD, dir.path())
+        .datastore(ds)
+        .key_manager(KeyManagerConfig::Disk(dir.path().join("data/keys.json")));
+    let conf = cfg.write(&dir.path().join("server.conf")).unwrap();
+    let process = Process::start(BIN, ["run", "-config", conf.to_str().unwrap()]).unwrap();
+    let sock = cfg.socket_path.display().to_string();
+    spire_testkit::wait_until(WAIT, "the server's local API answers", async || {
+        let sock = sock.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(&["healthcheck", "-socketPath", &sock]).status.success()
+        })
+        .await
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    ServerProcess {
+        cfg,
+        process,
+        _dir: dir,
+    }
+}
+
+/// `(SPIFFE ID, serial number)` of each agent in `agent list`.
+fn agents_listed(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut id = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("SPIFFE ID") {
+            id = Some(v.trim_start_matches([' ', ':']).trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("Serial number") {
+            let serial = v.trim_start_matches([' ', ':']).trim().to_owned();
+            out.push((id.take().unwrap_or_default(), serial));
+        }
+    }
+    out
+}
+
+/// `(SPIFFE ID, serial, NotAfter unix)` of each X509-SVID in `api fetch x509 -output json`.
+fn workload_svids(json: &str) -> Vec<(String, String, i64)> {
+    use base64::Engine as _;
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(s["x509_svid"].as_str().unwrap())
+                .unwrap();
+            let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+            (
+                s["spiffe_id"].as_str().unwrap().to_owned(),
+                c.tbs_certificate.raw_serial_as_string(),
+                c.validity().not_after.timestamp(),
+            )
+        })
+        .collect()
+}
+
+/// Two `spire-server` processes on one database; an agent configured with both addresses
+/// (`server_address = "A,B"`) runs on A. `kill -9` of A: the agent moves to B without
+/// re-attesting (same agent SVID serial, one attestation in its log), a workload's open
+/// FetchX509SVID stream (`spire-agent api watch`) never breaks and its SVID stays the same and
+/// valid, and an entry created through B afterwards reaches the workload.
+async fn agent_fails_over_to_another_server(backend: &str, ds: DataStoreConfig) {
+    use std::os::unix::fs::MetadataExt as _;
+    let a = start_process(ds.clone()).await;
+    let mut a = a;
+    let b = start_process(ds).await;
+
+    // The bootstrap bundle holds both servers' CAs (B publishes its CA when it starts).
+    let mut bundle_pem = String::new();
+    for _ in 0..300 {
+        bundle_pem = b.cli_ok(&["bundle", "show"]).await;
+        if skids(&bundle_pem).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(skids(&bundle_pem).len() >= 2, "bundle: {bundle_pem}");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_path = dir.path().join("bundle.pem");
+    std::fs::write(&bundle_path, &bundle_pem).unwrap();
+
+    let out = a.cli_ok(&["token", "generate", "-ttl", "600"]).await;
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Token: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut agent_cfg = a.cfg.agent_config(dir.path()).trust_bundle(&bundle_path);
+    let (a_addr, b_addr) = (a.cfg.server_address(), b.cfg.server_address());
+    agent_cfg.server_address = format!("{a_addr},{b_addr}");
+    let conf = agent_cfg.write(&dir.path().join("agent.conf")).unwrap();
+    let agent_bin = spire_testkit::bin_path("spire-agent");
+    let mut agent = Process::start(
+        &agent_bin,
+        [
+            "run",
+            "-config",
+            conf.to_str().unwrap(),
+            "-joinToken",
+            token.as_str(),
+        ],
+    )
+    .unwrap();
+    let sock = agent_cfg.socket_path.display().to_string();
+    let agent_cli = {
+        let agent_bin = agent_bin.clone();
+        let sock = sock.clone();
+        Arc::new(move |args: &[&str]| {
+            let mut all: Vec<&str> = args.to_vec();
+            all.extend(["-socketPath", sock.as_str()]);
+            spire_testkit::Cli::new(&agent_bin)
+                .args(all)
+                .timeout(Duration::from_secs(60))
+                .run()
+                .unwrap()
+        })
+    };
+    agent
+        .wait_for_log("Connected to the server", WAIT)
+        .await
+        .unwrap();
+    let first_server = agent
+        .logs()
+        .lines()
+        .find(|l| l.contains("Connected to the server"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        first_server.contains(&a_addr),
+        "the agent must start on A ({a_addr}), the first address: {first_server}"
+    );
+
+    // A workload (this process's uid) gets an SVID of an entry created through A.
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let agent_id = format!("spiffe://{TD}/spire/agent/join_token/{token}");
+    let selector = format!("unix:uid:{uid}");
+    a.cli_ok(&[
+        "entry",
+        "create",
+        "-parentID",
+        &agent_id,
+        "-spiffeID",
+        "spiffe://example.org/failover/before",
+        "-selector",
+        &selector,
+    ])
+    .await;
+    let fetch = {
+        let agent_cli = Arc::clone(&agent_cli);
+        move || {
+            let agent_cli = Arc::clone(&agent_cli);
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let out = agent_cli(&["api", "fetch", "x509", "-output", "json"]);
+                    if out.status.success() {
+                        workload_svids(&out.stdout)
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .await
+                .unwrap()
+            }
+        }
+    };
+    spire_testkit::wait_until(WAIT, "the workload gets its first SVID", async || {
+        fetch()
+            .await
+            .iter()
+            .any(|s| s.0 == "spiffe://example.org/failover/before")
+    })
+    .await
+    .unwrap();
+    let before = fetch().await;
+    // A workload holding the FetchX509SVID stream open across the failover.
+    let mut watcher = Process::start(&agent_bin, ["api", "watch", "-socketPath", &sock]).unwrap();
+    watcher
+        .wait_for_log("spiffe://example.org/failover/before", WAIT)
+        .await
+        .unwrap();
+    let listed = agents_listed(&b.cli_ok(&["agent", "list"]).await);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].0, agent_id);
+    let agent_serial = listed[0].1.clone();
+
+    // kill -9 A.
+    a.process.kill();
+    let killed = Instant::now();
+    agent
+        .wait_for_log("Connected to another server", WAIT)
+        .await
+        .unwrap();
+    let failover = killed.elapsed();
+    let moved = agent
+        .logs()
+        .lines()
+        .find(|l| l.contains("Connected to another server"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        moved.contains(&b_addr),
+        "the agent must move to B ({b_addr}): {moved}"
+    );
+
+    // An entry created through B reaches the workload's open stream.
+    let created = Instant::now();
+    b.cli_ok(&[
+        "entry",
+        "create",
+        "-parentID",
+        &agent_id,
+        "-spiffeID",
+        "spiffe://example.org/failover/after",
+        "-selector",
+        &selector,
+    ])
+    .await;
+    watcher
+        .wait_for_log("spiffe://example.org/failover/after", WAIT)
+        .await
+        .unwrap();
+    eprintln!(
+        "{backend}: agent failover after kill -9 of its server: reconnected to the other server in {} ms; \
+         an entry created through it reached the workload {} ms later ({} ms after the kill)",
+        failover.as_millis(),
+        created.elapsed().as_millis(),
+        killed.elapsed().as_millis()
+    );
+
+    // The workload noticed nothing: its stream is still open, its first SVID is unchanged and
+    // valid.
+    assert!(
+        watcher.is_running(),
+        "the workload's FetchX509SVID stream broke:\n{}",
+        watcher.logs()
+    );
+    let after = fetch().await;
+    let first = before
+        .iter()
+        .find(|s| s.0.ends_with("/failover/before"))
+        .unwrap();
+    assert!(after.contains(first), "before {before:?}, after {after:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(first.2 > now, "the SVID expired: {first:?}");
+    assert!(after.iter().any(|s| s.0.ends_with("/failover/after")));
+
+    // No re-attestation: one agent, same SVID serial, one attestation in the agent's log.
+    assert!(agent.is_running(), "agent exited:\n{}", agent.logs());
+    let listed = agents_listed(&b.cli_ok(&["agent", "list"]).await);
+    assert_eq!(listed, [(agent_id.clone(), agent_serial)]);
+    assert_eq!(
+        agent
+            .logs()
+            .matches("Node attestation was successful")
+            .count(),
+        1,
+        "{}",
+        agent.logs()
+    );
+    watcher.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_failover_on_postgres() {
+    let Some(url) = postgres_database() else {
+        return;
+    };
+    agent_fails_over_to_another_server("postgres", DataStoreConfig::Postgres(url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_failover_on_mariadb() {
+    let Some(dsn) = mysql_database() else {
+        return;
+    };
+    agent_fails_over_to_another_server("mariadb", DataStoreConfig::Mysql(dsn)).await;
+}
+
+/// The X.509 authority count per live server the bundle never exceeds, for `ca_ttl` = `l`: an
+/// authority is prepared when the current one has half its lifetime left (one every `l / 2`)
+/// and stays in the bundle until 24 h after it expires (`l + 24 h` in all).
+fn authorities_bound(l: Duration) -> usize {
+    let window = l + spire_server::ca::manager::BUNDLE_PRUNE_AFTER;
+    (window.as_secs() / (l.as_secs() / 2)) as usize + 1
+}
+
+/// Bounded bundles (SPIRE #4699, #4415): two servers share the bundle; B vanishes for good. A
+/// keeps rotating (one-hour steps of a fake clock over ten CA lifetimes): B's X.509 authority
+/// and JWT key leave the bundle (and `bundle show`'s JWKS) once they have been expired for
+/// 24 h, and the X.509 and JWT key counts never exceed the documented per-server bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bundle_forgets_a_vanished_server_and_stays_bounded() {
+    let Some(url) = postgres_database() else {
+        return;
+    };
+    let ds = DataStoreConfig::Postgres(url);
+    let clock = Arc::new(spire_spiffe::FakeClock::new(std::time::SystemTime::now()));
+    let a = start_with_clock("A", ds.clone(), clock.clone()).await;
+    let b = start_with_clock("B", ds, clock.clone()).await;
+    let (b_x509, _, _) = b.state.ca.x509_states().await;
+    let (b_jwt, _, _) = b.state.ca.jwt_states().await;
+    let b_x509 = b_x509.unwrap();
+    let b_jwt = b_jwt.unwrap();
+    let b_skid = b_x509.authority_id.to_ascii_lowercase();
+    let b_kid = b_jwt.authority_id.clone();
+    let b_gone_after = b_x509.expires_at.max(b_jwt.expires_at)
+        + spire_server::ca::manager::BUNDLE_PRUNE_AFTER.as_secs() as i64;
+    // Both servers' authorities are in the shared bundle (B's may need a moment to appear).
+    spire_testkit::wait_until(WAIT, "B's authorities are in the bundle", async || {
+        let bundle = a.state.ca.bundle().await.unwrap().unwrap();
+        bundle.jwt_authorities.iter().any(|k| k.key_id == b_kid)
+            && skids(&cli_ok(&a, &["bundle", "show"]).await).contains(&b_skid)
+    })
+    .await
+    .unwrap();
+    drop(b); // gone for good
+
+    let ttl = a.state.ca.config().ca_ttl;
+    let bound = authorities_bound(ttl);
+    let (mut max_x509, mut max_jwt, mut max_all) = (0, 0, 0);
+    let steps = 10 * ttl.as_secs() / 3600;
+    let mut b_seen_after_deadline = Vec::new();
+    for _ in 0..steps {
+        clock.advance(Duration::from_secs(3600));
+        a.state.ca.rotate().await.unwrap();
+        let bundle = a.state.ca.bundle().await.unwrap().unwrap();
+        // While B's authorities (one of each kind) linger, they come on top of A's.
+        max_all = max_all
+            .max(bundle.x509_authorities.len())
+            .max(bundle.jwt_authorities.len());
+        // One rotation step (at most an hour) after B's authorities passed the grace period,
+        // they must be gone.
+        if clock.now_unix() > b_gone_after + 3600 {
+            max_x509 = max_x509.max(bundle.x509_authorities.len());
+            max_jwt = max_jwt.max(bundle.jwt_authorities.len());
+            let pem: Vec<pem::Pem> = bundle
+                .x509_authorities
+                .iter()
+                .map(|x| pem::Pem::new("CERTIFICATE", x.der.clone()))
+                .collect();
+            if skids(&pem::encode_many(&pem)).contains(&b_skid)
+                || bundle.jwt_authorities.iter().any(|k| k.key_id == b_kid)
+            {
+                b_seen_after_deadline.push(clock.now_unix());
+            }
+        }
+    }
+    assert!(
+        b_seen_after_deadline.is_empty(),
+        "B's authorities still in the bundle at {b_seen_after_deadline:?} (gone after {b_gone_after})"
+    );
+    // The JWKS (SPIFFE bundle) as `bundle show -format spiffe` prints it.
+    let jwks: serde_json::Value =
+        serde_json::from_str(&cli_ok(&a, &["bundle", "show", "-format", "spiffe"]).await).unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    let jwt_keys = keys.iter().filter(|k| k["use"] == "jwt-svid").count();
+    let x509_keys = keys.iter().filter(|k| k["use"] == "x509-svid").count();
+    assert!(keys.iter().all(|k| k["kid"] != b_kid.as_str()));
+    eprintln!(
+        "bundle of one live server over {steps} one-hour rotation steps (ca_ttl {ttl:?}): at most \
+         {max_x509} X.509 authorities and {max_jwt} JWT keys (bound {bound} each) once the \
+         vanished server's aged out, {max_all} before; at the end {x509_keys} X.509 and \
+         {jwt_keys} JWT keys"
+    );
+    assert!(
+        max_all <= bound + 1,
+        "{max_all} authorities of one kind > {bound} + 1"
+    );
+    assert!(
+        (1..=bound).contains(&max_x509),
+        "{max_x509} X.509 authorities > {bound}"
+    );
+    assert!(
+        (1..=bound).contains(&max_jwt),
+        "{max_jwt} JWT keys > {bound}"
+    );
+    assert!((1..=bound).contains(&jwt_keys) && (1..=bound).contains(&x509_keys));
 }
