@@ -493,3 +493,117 @@ fn signing_set_adds_subscribed_entries_beyond_the_limit() {
     let (set, beyond) = signing_set(&m, 1, &BTreeSet::new());
     assert_eq!((set.len(), beyond), (1, 0));
 }
+
+/// Validity of a DER leaf as (NotBefore, NotAfter).
+fn validity(der: &[u8]) -> (std::time::SystemTime, std::time::SystemTime) {
+    let s = IssuedSvid::from_chain(vec![der.to_vec()]).unwrap();
+    (s.not_before, s.not_after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn clock_jump_forward_rotates_at_once_backward_issues_nothing() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let td: TrustDomain = "example.org".parse().unwrap();
+    let ca_key: Arc<dyn spire_crypto::Signer> =
+        Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let ca = spire_crypto::self_signed_ca(
+        ca_key,
+        &CaTemplate {
+            trust_domain: td.clone(),
+            subject: Default::default(),
+            ttl: Duration::from_secs(86400),
+        },
+        clock.now(),
+    )
+    .unwrap();
+    let fake = Arc::new(Fake {
+        clock: clock.clone(),
+        ca,
+        td: td.clone(),
+        agent_id: SpiffeId::new(&td, "/spire/agent/test/1").unwrap(),
+        entries: Mutex::new(BTreeMap::new()),
+        renewals: AtomicUsize::new(0),
+        signed: Mutex::new(Vec::new()),
+        deny: AtomicBool::new(false),
+    });
+    fake.entries
+        .lock()
+        .unwrap()
+        .insert("e1".into(), entry(&fake, "e1", 1));
+    let data = tempfile::tempdir().unwrap();
+    let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
+    let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
+    let agent = AgentSvid::new(svid, key, false, None);
+    let bundle = fake.get_bundle().await.unwrap();
+    let identity = SharedIdentity::empty();
+    let (manager, mut rx) = Manager::new(ManagerParts {
+        cfg: ManagerConfig {
+            trust_domain: td.clone(),
+            server_address: "127.0.0.1:1".into(),
+            data_dir: data.path().to_owned(),
+            sync_interval: Duration::from_secs(5),
+            x509_svid_cache_max_size: 0,
+            workload_key_type: spire_crypto::KeyType::EcP256,
+            availability_target: None,
+        },
+        clock: Arc::new(clock.clone()),
+        client: fake.clone() as Arc<dyn ServerApi>,
+        identity: identity.clone(),
+        tls_bundles: BundleSet::new(),
+        keys: Arc::new(AgentKeyStore::memory()),
+        attestor: None,
+        agent,
+        bundle,
+        subscribers: SubscriberRegistry::new(),
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(manager.run(shutdown.clone()));
+    wait_for(&mut rx, "first SVID", |s| svid_of(s, "e1").is_some()).await;
+    let first = svid_of(&rx.borrow(), "e1").unwrap();
+
+    // Forward, past the expiry of both the workload SVID (70 s) and the agent SVID (210 s):
+    // within one check (the loop re-checks the wall clock at least every 5 s of monotonic
+    // time), each is replaced exactly once, valid at the new time.
+    clock.advance(AGENT_TTL + Duration::from_secs(100));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let now = clock.now();
+    assert_eq!(fake.renewals.load(Ordering::SeqCst), 1);
+    let presented = identity.load().expect("identity installed");
+    let (nb, na) = validity(presented.leaf());
+    assert!(nb <= now && now < na, "agent SVID not valid after the jump");
+    wait_for(&mut rx, "SVID replaced after the jump", |s| {
+        svid_of(s, "e1").is_some_and(|c| c != first)
+    })
+    .await;
+    let second = svid_of(&rx.borrow(), "e1").unwrap();
+    let (nb, na) = validity(&second);
+    assert!(
+        nb <= now && now < na,
+        "workload SVID not valid after the jump"
+    );
+    assert_eq!(fake.signed.lock().unwrap().len(), 2);
+
+    // Backward by an hour (before the SVIDs' NotBefore): nothing is re-issued, the current
+    // SVIDs stay published.
+    clock.rewind(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        fake.signed.lock().unwrap().len(),
+        2,
+        "re-signed on a backward jump"
+    );
+    assert_eq!(fake.renewals.load(Ordering::SeqCst), 1);
+    assert_eq!(svid_of(&rx.borrow(), "e1"), Some(second.clone()));
+
+    // The clock is right again and passes the half-life: rotation resumes.
+    clock.advance(Duration::from_secs(3600 + 45));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for(&mut rx, "rotation resumes", |s| {
+        svid_of(s, "e1").is_some_and(|c| c != second)
+    })
+    .await;
+    assert_eq!(fake.signed.lock().unwrap().len(), 3);
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+}
