@@ -14,6 +14,14 @@
 //! Here too: PostgreSQL unreachable under a running server (through a TCP proxy the test cuts
 //! and restores): admin RPCs answer `Unavailable`, the agent keeps serving its cached SVID,
 //! everything recovers.
+//!
+//! A wall-clock jump cannot be made here (the system clock is shared); both processes time
+//! their loops with tokio's monotonic clock and take certificate times from their `Clock`, so
+//! the jump is tested with a `FakeClock`: spire-server `ca::manager::rotation_tests::
+//! clock_jump_*` (forward past the CA's expiry: nothing signed by it, replaced at the next
+//! check; backward: no rotation, consistent SVID times) and spire-agent
+//! `manager::loop_tests::clock_jump_*` (forward: agent and workload SVIDs replaced once
+//! within one check; backward: nothing re-issued).
 
 use std::collections::HashMap;
 use std::time::Duration;
