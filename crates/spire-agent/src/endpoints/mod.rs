@@ -293,7 +293,10 @@ pub async fn serve_with_admin(
                 .clone()
                 .map(|s| sds::SdsService::new(state.clone(), s).into_server()),
         )
-        .serve_with_incoming_shutdown(incoming(public), stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            workload::watched_incoming(public, cfg.socket_path.clone(), 0o777, stop.clone()),
+            stop.clone().cancelled_owned(),
+        );
     let public_path = cfg.socket_path.clone();
     let public_task = {
         let stop = stop.clone();

@@ -5,8 +5,12 @@
 //! check, then the caller's view of the current [`IdentitySnapshot`]. No matching entry →
 //! `PermissionDenied` "no identity issued" (and one explain line in the agent log). Streams send
 //! the whole view at once and again whenever it changes; identical messages are suppressed.
+//!
+//! The socket itself is watched ([`watched_incoming`]): removed while the agent runs (the file,
+//! or its whole directory), it is created again within about a second.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +23,10 @@ use spire_proto::workload::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
 };
 use spire_spiffe::{Clock, Selectors, SpiffeId, TrustDomain};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::explain::{DEFAULT_NEAREST, explain};
@@ -28,13 +34,80 @@ use crate::attestor::workload::Attestors;
 use crate::identity::{
     BundleView, Identity, IdentitySnapshot, JwtSvidSource, SubscriberRegistry, SubscriptionGuard,
 };
-use crate::peertracker::PeerConnectInfo;
+use crate::peertracker::{PeerConnectInfo, PeerStream};
 
 /// The metadata key every Workload API call must carry with the value `true`.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 
 /// Registered JWT claims ValidateJWTSVID always returns, also for foreign trust domains.
 const REGISTERED_CLAIMS: &[&str] = &["aud", "exp", "iat", "iss", "jti", "nbf", "sub"];
+
+/// How often the Workload API socket's path is checked (see [`watched_incoming`]).
+pub const SOCKET_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The connections accepted on `listener` (bound at `path` with `mode` by
+/// [`super::bind_socket`]), as a stream for the gRPC server. Every [`SOCKET_CHECK_INTERVAL`]
+/// the path is checked: when the socket file or its directory was removed, both are created
+/// again as at startup and the new socket is served (connections already open carry on).
+/// Something else found at the path is left alone. Ends when `stop` is cancelled or the
+/// server drops the stream.
+pub fn watched_incoming(
+    listener: UnixListener,
+    path: PathBuf,
+    mode: u32,
+    stop: CancellationToken,
+) -> impl Stream<Item = Result<PeerStream, std::io::Error>> + Send + 'static {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut listener = listener;
+        let mut tick = tokio::time::interval(SOCKET_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rebind_failures: u32 = 0;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tx.closed() => return,
+                accepted = listener.accept() => {
+                    let item = accepted.map(|(stream, _)| PeerStream::new(stream));
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    let missing = matches!(
+                        std::fs::symlink_metadata(&path),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+                    );
+                    if !missing || stop.is_cancelled() {
+                        continue;
+                    }
+                    if rebind_failures == 0 {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "workload api socket was removed; re-creating it"
+                        );
+                    }
+                    match super::bind_socket(&path, mode) {
+                        Ok(l) => {
+                            listener = l;
+                            rebind_failures = 0;
+                            tracing::info!(path = %path.display(), "workload api socket re-created");
+                        }
+                        Err(error) => {
+                            rebind_failures = rebind_failures.saturating_add(1);
+                            if rebind_failures == 1 {
+                                tracing::warn!(path = %path.display(), %error, "cannot re-create the workload api socket; retrying");
+                            } else {
+                                tracing::debug!(path = %path.display(), %error, failures = rebind_failures, "cannot re-create the workload api socket");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
 
 /// Shared state of the Workload API (and the admin service).
 pub struct WorkloadState {

@@ -302,12 +302,12 @@ pub struct ManagerParts {
     pub agent: AgentSvid,
     /// The current trust bundle.
     pub bundle: Bundle,
-}
-
     /// The workloads currently subscribed (Workload API, SDS, delegated identity): entries
     /// they match get SVIDs even beyond `x509_svid_cache_max_size`; a new subscriber wakes the
     /// manager.
     pub subscribers: Arc<SubscriberRegistry>,
+}
+
 impl Manager {
     /// A manager and the receiver of its snapshots.
     pub fn new(parts: ManagerParts) -> (Self, watch::Receiver<Arc<IdentitySnapshot>>) {
@@ -325,10 +325,10 @@ impl Manager {
             keys: parts.keys,
             attestor: parts.attestor,
             tx,
+            subscribers: parts.subscribers,
             wake: Arc::new(Notify::new()),
             watch_generation,
             synced_revision: Arc::new(AtomicU64::new(0)),
-            subscribers: parts.subscribers,
             latest_seen: Arc::new(AtomicU64::new(0)),
             pending: Arc::new(AtomicU8::new(0)),
             agent: parts.agent,
@@ -491,6 +491,8 @@ impl Manager {
                 () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(wait) => false,
                 () = self.wake.notified() => true,
+                // A new workload subscribed: sign what it matches beyond the cache limit now.
+                () = self.subscribers.changed() => true,
             };
         }
     }
@@ -501,8 +503,6 @@ impl Manager {
 
     /// Reacts to an error of a server call: logs it, and when the server refused the agent,
     /// re-attests (re-attestable agents) or stops (others).
-                // A new workload subscribed: sign what it matches beyond the cache limit now.
-                () = self.subscribers.changed() => true,
     async fn on_error(&mut self, e: ManagerError) -> Result<(), ManagerError> {
         let denied = matches!(&e, ManagerError::Client(c) if c.is_permission_denied());
         if !denied {
@@ -726,28 +726,18 @@ impl Manager {
         };
         let (selected, beyond) = signing_set(&self.entries, max, &subscribers);
         let before = self.svids.len();
-        self.svids.retain(|id, _| selected.contains(id));
-        if self.svids.len() != before {
-            self.dirty = true;
-        }
-        let now = self.clock.now();
-        let mut todo: Vec<Arc<EntryView>> = Vec::new();
-        for id in &selected {
-            let Some(entry) = self.entries.get(id) else {
-                continue;
-            };
         // Entries deleted, and entries beyond the limit that no workload subscribes to any
         // more (SPIRE evicts those from its LRU cache).
-            let due = match self.svids.get(id) {
-                None => true,
+        self.svids.retain(|id, _| selected.contains(id));
+        if self.svids.len() != before {
             tracing::debug!(
                 evicted = before - self.svids.len(),
                 cached = self.svids.len(),
                 max_size = max,
                 "Dropped X509-SVIDs of deleted or unsubscribed entries"
             );
-                Some(slot) => {
-                    slot.revision != entry.revision_number
+            self.dirty = true;
+        }
         if beyond > 0 {
             let unsigned = selected
                 .iter()
@@ -762,6 +752,16 @@ impl Manager {
                 );
             }
         }
+        let now = self.clock.now();
+        let mut todo: Vec<Arc<EntryView>> = Vec::new();
+        for id in &selected {
+            let Some(entry) = self.entries.get(id) else {
+                continue;
+            };
+            let due = match self.svids.get(id) {
+                None => true,
+                Some(slot) => {
+                    slot.revision != entry.revision_number
                         || slot.svid.spiffe_id != entry.spiffe_id
                         || rotation::should_rotate(now, slot.deadline, slot.svid.expires_at)
                 }

@@ -23,39 +23,90 @@ fn workload_beyond_the_cache_limit_gets_its_svid() {
         cfg.agent_settings
             .push(("x509_svid_cache_max_size".into(), "1".into()));
     });
+    // The node alias entry made with the join token is the agent's oldest entry and fills the
+    // cache of one. Entries are ordered by creation time in seconds: make ours strictly younger.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let uid = format!("unix:uid:{}", my_uid());
-    // The oldest entry fills the cache of one; no caller here matches it (another binary).
-    let first = id("cache/first");
+    // Two workloads: one no caller here matches (another binary), and the caller's own.
+    let other = id("cache/other");
+    let mine = id("cache/mine");
     env.entry(
-        &first,
+        &other,
         &[&uid, "unix:path:/nonexistent/other-workload"],
         &[],
     );
-    wait_until_sync(WAIT, "the first entry is prefetched", || {
-        log_lines_with(&env, "Issued X509-SVID", &first) > 0
+    env.entry(&mine, &[&uid], &[]);
+    wait_until_sync(WAIT, "the agent published all three entries", || {
+        log_lines_with(&env, "Identity snapshot published", "entries=3") > 0
     })
     .unwrap();
-    // Entries are ordered by creation time in seconds: make the second one strictly younger.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second = id("cache/second");
-    env.entry(&second, &[&uid], &[]);
-    wait_until_sync(WAIT, "the agent synced the second entry", || {
-        log_lines_with(&env, "Entry created", &second) > 0
-    })
-    .unwrap();
-    assert_eq!(
-        log_lines_with(&env, "Issued X509-SVID", &second),
-        0,
-        "the second entry is beyond the limit: not prefetched\n{}",
-        env.agent.logs()
-    );
+    for beyond in [&other, &mine] {
+        assert_eq!(
+            log_lines_with(&env, "Issued X509-SVID", beyond),
+            0,
+            "{beyond} is beyond the limit: not prefetched\n{}",
+            env.agent.logs()
+        );
+    }
 
-    // Its workload (`spire-agent api fetch x509`, matching only the second entry) asks: the
-    // agent signs for the subscriber and serves it.
-    env.wait_for_svid(None, &second);
+    // The workload of `mine` (`spire-agent api fetch x509`) asks: the agent signs for the
+    // subscriber and serves it; the entry nobody asks for stays unsigned.
+    env.wait_for_svid(None, &mine);
     let out = env.api(None, &["api", "fetch", "x509"]);
     out.assert_success();
-    assert!(out.stdout.contains(&second), "{}", out.stdout);
-    assert!(!out.stdout.contains(&first), "{}", out.stdout);
-    assert!(log_lines_with(&env, "Issued X509-SVID", &second) > 0);
+    assert!(out.stdout.contains(&mine), "{}", out.stdout);
+    assert!(!out.stdout.contains(&other), "{}", out.stdout);
+    assert!(log_lines_with(&env, "Issued X509-SVID", &mine) > 0);
+    assert_eq!(log_lines_with(&env, "Issued X509-SVID", &other), 0);
+}
+
+#[test]
+fn agent_recreates_its_removed_socket_directory_and_keeps_serving() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    // The socket in a directory of its own (the agent's data and config stay).
+    let env = Env::start_with(|cfg| {
+        let base = cfg.data_dir.parent().unwrap().to_owned();
+        cfg.socket_path = base.join("sockets").join("api.sock");
+    });
+    let me = id("socket/survivor");
+    env.entry(&me, &[&format!("unix:uid:{}", my_uid())], &[]);
+    env.wait_for_svid(None, &me);
+    let socket = env.agent_cfg.socket_path.clone();
+    let sock_dir = socket.parent().unwrap().to_owned();
+    let dir_mode = std::fs::metadata(&sock_dir).unwrap().permissions().mode() & 0o7777;
+
+    // The whole directory goes; then, once it is back, the socket file alone.
+    for round in ["directory", "socket file"] {
+        if round == "directory" {
+            std::fs::remove_dir_all(&sock_dir).unwrap();
+        } else {
+            std::fs::remove_file(&socket).unwrap();
+        }
+        assert!(!socket.exists());
+        wait_until_sync(
+            WAIT,
+            &format!("served again after removing the {round}"),
+            || {
+                let out = env.api(None, &["api", "fetch", "x509"]);
+                out.success() && out.stdout.contains(&me)
+            },
+        )
+        .unwrap();
+        let meta = std::fs::symlink_metadata(&socket).unwrap();
+        assert!(meta.file_type().is_socket(), "{round}: {meta:?}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o777, "{round}");
+        assert_eq!(
+            std::fs::metadata(&sock_dir).unwrap().permissions().mode() & 0o7777,
+            dir_mode,
+            "{round}: directory mode as at startup"
+        );
+    }
+    let warnings = log_lines_with(
+        &env,
+        "workload api socket was removed",
+        &socket.display().to_string(),
+    );
+    assert_eq!(warnings, 2, "{}", env.agent.logs());
+    let mut agent = env.agent;
+    assert!(agent.is_running());
 }
