@@ -135,17 +135,20 @@ impl Logger for LoggerService {
 mod tests {
     use super::*;
 
-    fn handle() -> LogHandle {
+    /// A handle and the subscriber it controls (the reload fails once that is dropped).
+    fn handle() -> (LogHandle, Box<dyn tracing::Subscriber + Send + Sync>) {
         let cfg = spire_telemetry::LogConfig {
             level: LogLevel::Info,
             ..Default::default()
         };
-        spire_telemetry::build(&cfg).unwrap().1
+        let (subscriber, handle) = spire_telemetry::build(&cfg).unwrap();
+        (handle, subscriber)
     }
 
     #[tokio::test]
     async fn set_get_and_reset_the_level() {
-        let svc = LoggerService::with_handle(handle());
+        let (h, _subscriber) = handle();
+        let svc = LoggerService::with_handle(h);
         let got = svc
             .get_logger(Request::new(pb::GetLoggerRequest {}))
             .await
@@ -172,7 +175,8 @@ mod tests {
 
     #[tokio::test]
     async fn unspecified_and_unknown_levels_are_invalid() {
-        let svc = LoggerService::with_handle(handle());
+        let (h, _subscriber) = handle();
+        let svc = LoggerService::with_handle(h);
         for (level, msg) in [
             (0, "newLevel value cannot be LogLevel_UNSPECIFIED"),
             (42, "unsupported log level"),

@@ -440,7 +440,234 @@ impl DelegatedIdentity for DelegatedIdentityService {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use futures::future::BoxFuture;
+    use spire_spiffe::TrustDomain;
+
     use super::*;
+    use crate::attestor::workload::Attestors;
+    use crate::identity::{
+        BundleView, EntryView, JwtSvid, JwtSvidError, JwtSvidSource, WorkloadX509Svid,
+    };
+
+    struct NoJwt;
+
+    impl JwtSvidSource for NoJwt {
+        fn fetch_jwt_svid(
+            &self,
+            _entry: Arc<EntryView>,
+            _audiences: Vec<String>,
+        ) -> BoxFuture<'static, Result<JwtSvid, JwtSvidError>> {
+            Box::pin(async { Err(JwtSvidError::Unavailable("not in this test".to_owned())) })
+        }
+    }
+
+    fn sel(s: &[&str]) -> Selectors {
+        s.iter().map(|x| x.parse::<Selector>().unwrap()).collect()
+    }
+
+    fn entry(id: &str, spiffe: &str, selectors: &[&str], federates: &[&str]) -> EntryView {
+        EntryView {
+            entry_id: id.to_owned(),
+            spiffe_id: spiffe.parse().unwrap(),
+            parent_id: "spiffe://example.org/node".parse().unwrap(),
+            selectors: sel(selectors),
+            federates_with: federates.iter().map(|t| t.parse().unwrap()).collect(),
+            hint: String::new(),
+            created_at: 0,
+            revision_number: 0,
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            jwt_svid_include_jti: false,
+            disable_x509_svid_prefetch: false,
+            admin: false,
+            downstream: false,
+        }
+    }
+
+    fn signed(e: &EntryView) -> Option<Arc<WorkloadX509Svid>> {
+        Some(Arc::new(WorkloadX509Svid {
+            entry_id: e.entry_id.clone(),
+            spiffe_id: e.spiffe_id.clone(),
+            cert_chain: vec![vec![1, 2, 3]],
+            private_key_pkcs8: Arc::new(zeroize::Zeroizing::new(vec![4, 5])),
+            not_before: SystemTime::UNIX_EPOCH,
+            expires_at: spire_spiffe::from_unix_secs(2_000_000_000),
+        }))
+    }
+
+    fn snapshot(ids: Vec<(EntryView, bool)>) -> IdentitySnapshot {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let mut snap = IdentitySnapshot::empty(td);
+        for (e, is_signed) in ids {
+            let svid = if is_signed { signed(&e) } else { None };
+            snap.identities.insert(
+                e.entry_id.clone(),
+                Identity {
+                    entry: Arc::new(e),
+                    svid,
+                },
+            );
+        }
+        let fed: TrustDomain = "fed.org".parse().unwrap();
+        snap.federated_bundles.insert(
+            fed.clone(),
+            Arc::new(BundleView {
+                trust_domain: fed.clone(),
+                x509_authorities: vec![vec![9]],
+                bundle: spire_spiffe::Bundle::new(fed),
+            }),
+        );
+        snap
+    }
+
+    fn service(snap: IdentitySnapshot, delegates: &[&str]) -> DelegatedIdentityService {
+        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(snap));
+        let state = Arc::new(WorkloadState {
+            snapshots: rx,
+            jwt: Arc::new(NoJwt),
+            attestors: Attestors::new(Vec::new()),
+            allow_unauthenticated_verifiers: false,
+            allowed_foreign_jwt_claims: Vec::new(),
+            clock: Arc::new(spire_spiffe::SystemClock),
+            svid_wait: Duration::from_secs(1),
+            subscribers: SubscriberRegistry::new(),
+        });
+        let delegates: Vec<SpiffeId> = delegates.iter().map(|d| d.parse().unwrap()).collect();
+        DelegatedIdentityService::new(state, &delegates)
+    }
+
+    #[test]
+    fn delegates_are_checked_against_every_matching_entry() {
+        let snap = snapshot(vec![
+            (
+                entry("a", "spiffe://example.org/other", &["unix:uid:1"], &[]),
+                true,
+            ),
+            (
+                entry(
+                    "b",
+                    "spiffe://example.org/proxy",
+                    &["unix:uid:1", "unix:gid:2"],
+                    &[],
+                ),
+                true,
+            ),
+        ]);
+        let svc = service(snap.clone(), &["spiffe://example.org/proxy"]);
+        // Both entries match: one of them is a delegate.
+        assert!(
+            svc.check_delegate(&snap, &sel(&["unix:uid:1", "unix:gid:2"]), "T")
+                .is_ok()
+        );
+        // Only the non-delegate entry matches.
+        let err = svc
+            .check_delegate(&snap, &sel(&["unix:uid:1"]), "T")
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            err.message(),
+            "caller not configured as an authorized delegate"
+        );
+        // Nothing matches.
+        let err = svc
+            .check_delegate(&snap, &sel(&["unix:uid:3"]), "T")
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert_eq!(err.message(), "no identity issued");
+    }
+
+    #[tokio::test]
+    async fn the_target_is_selectors_or_pid_never_both() {
+        let svc = service(snapshot(Vec::new()), &[]);
+        let s = types::Selector {
+            r#type: "unix".to_owned(),
+            value: "uid:1".to_owned(),
+        };
+        for (pid, sels) in [(5, vec![s.clone()]), (0, Vec::new())] {
+            let err = svc.target(pid, &sels, "T").await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                err.message(),
+                "must provide either selectors or non-zero PID, but not both"
+            );
+        }
+        assert_eq!(
+            svc.target(0, &[s], "T").await.unwrap(),
+            sel(&["unix:uid:1"])
+        );
+        let bad = types::Selector {
+            r#type: "unix".to_owned(),
+            value: String::new(),
+        };
+        let err = svc.target(0, &[bad], "T").await.unwrap_err();
+        assert_eq!(err.message(), "could not parse provided selectors");
+    }
+
+    #[test]
+    fn x509_updates_skip_admin_and_downstream_entries_and_wait_for_unsigned_ones() {
+        let mut admin = entry("c", "spiffe://example.org/admin", &["unix:uid:1"], &[]);
+        admin.admin = true;
+        let mut downstream = entry("d", "spiffe://example.org/down", &["unix:uid:1"], &[]);
+        downstream.downstream = true;
+        let snap = snapshot(vec![
+            (
+                entry(
+                    "a",
+                    "spiffe://example.org/w",
+                    &["unix:uid:1"],
+                    &["fed.org", "unknown.org"],
+                ),
+                true,
+            ),
+            (
+                entry("b", "spiffe://example.org/w2", &["unix:uid:1"], &[]),
+                false,
+            ),
+            (admin, true),
+            (downstream, true),
+        ]);
+        let target = sel(&["unix:uid:1"]);
+        // An unsigned matching SVID: wait while waiting is allowed.
+        assert!(x509_update(&snap, &target, true).is_none());
+        // Then send what is signed; admin and downstream entries are never handed out.
+        let resp = x509_update(&snap, &target, false).unwrap();
+        let ids: Vec<String> = resp
+            .x509_svids
+            .iter()
+            .map(|s| {
+                s.x509_svid
+                    .as_ref()
+                    .unwrap()
+                    .id
+                    .as_ref()
+                    .unwrap()
+                    .path
+                    .clone()
+            })
+            .collect();
+        assert_eq!(ids, vec!["/w"]);
+        // Only trust domains the agent has a bundle for, as IDs.
+        assert_eq!(resp.federates_with, vec!["spiffe://fed.org"]);
+        assert_eq!(resp.x509_svids[0].x509_svid_key, vec![4, 5]);
+        // No match: an empty update, not an error.
+        let none = x509_update(&snap, &sel(&["unix:uid:9"]), true).unwrap();
+        assert!(none.x509_svids.is_empty());
+    }
+
+    #[test]
+    fn bundles_are_keyed_by_trust_domain_id() {
+        let snap = snapshot(Vec::new());
+        let b = x509_bundles(&snap);
+        assert_eq!(b.ca_certificates.get("spiffe://fed.org"), Some(&vec![9]));
+        assert!(
+            jwt_bundles(&snap)
+                .unwrap()
+                .bundles
+                .contains_key("spiffe://fed.org")
+        );
+    }
 
     #[test]
     fn issued_at_reads_the_iat_claim() {
