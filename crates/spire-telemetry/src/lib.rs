@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tracing::Subscriber;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Registry, reload};
@@ -39,6 +39,20 @@ pub struct LogConfig {
     /// Include the source file and line in each event.
     pub source_location: bool,
 }
+
+/// Targets of libraries whose DEBUG events only `trace` shows (see [`LogLevel::targets`]).
+const LIBRARY_TARGETS: &[&str] = &[
+    "sqlx",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "tonic",
+    "rustls",
+    "tokio_rustls",
+    "axum",
+    "mio",
+];
 
 /// SPIRE's log levels. `panic` and `fatal` log errors only (tracing has no higher level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -110,7 +124,7 @@ pub enum TelemetryError {
 /// Controls the installed subscriber: the log level (Logger API) and the log file (SIGUSR2).
 #[derive(Clone)]
 pub struct LogHandle {
-    filter: reload::Handle<LevelFilter, Registry>,
+    filter: reload::Handle<Targets, Registry>,
     launch_level: LogLevel,
     current: Arc<Mutex<LogLevel>>,
     file: Option<Arc<ReopenableFile>>,
@@ -142,7 +156,7 @@ pub fn build(
         Some(path) => Some(Arc::new(ReopenableFile::open(path)?)),
         None => None,
     };
-    let (filter, filter_handle) = reload::Layer::new(config.level.filter());
+    let (filter, filter_handle) = reload::Layer::new(config.level.targets());
     let output = Output { file: file.clone() };
     let registry = Registry::default().with(filter);
     let subscriber: Box<dyn Subscriber + Send + Sync> = match config.format {
@@ -191,7 +205,7 @@ impl LogHandle {
     pub fn set_level(&self, level: LogLevel) -> Result<(), TelemetryError> {
         let mut current = lock(&self.current);
         self.filter
-            .reload(level.filter())
+            .reload(level.targets())
             .map_err(TelemetryError::Reload)?;
         *current = level;
         Ok(())
@@ -260,6 +274,23 @@ impl LogLevel {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         }
+    }
+
+    /// The filter installed for this level: this level for spire-rs, and for the libraries
+    /// underneath (SQL, HTTP/2, TLS, gRPC transport) at most `info` unless the level is `trace`,
+    /// so `debug` shows what the server and agent do, not every SQL query and HTTP/2 frame.
+    pub fn targets(self) -> Targets {
+        let own = self.filter();
+        let libraries = if self == LogLevel::Trace {
+            own
+        } else {
+            own.min(LevelFilter::INFO)
+        };
+        LIBRARY_TARGETS
+            .iter()
+            .fold(Targets::new().with_default(own), |t, target| {
+                t.with_target(*target, libraries)
+            })
     }
 
     /// The tracing filter for this level.
@@ -457,6 +488,7 @@ mod tests {
             handle.set_level(LogLevel::Debug).unwrap();
             assert_eq!(handle.level(), LogLevel::Debug);
             tracing::debug!("Shown at debug");
+            tracing::debug!(target: "sqlx::query", "Library detail hidden at debug");
             handle.reset_level().unwrap();
             assert_eq!(handle.level(), LogLevel::Info);
             tracing::debug!("Hidden again");
