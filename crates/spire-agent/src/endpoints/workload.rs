@@ -620,3 +620,55 @@ impl SpiffeWorkloadApi for WorkloadService {
         Err(Status::unimplemented("WIT-SVIDs are not supported"))
     }
 }
+
+#[cfg(test)]
+mod socket_tests {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+
+    use futures::StreamExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn removed_socket_directory_is_recreated_and_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("api.sock");
+        let listener = crate::endpoints::bind_socket(&path, 0o777).unwrap();
+        let stop = CancellationToken::new();
+        let mut incoming = Box::pin(watched_incoming(
+            listener,
+            path.clone(),
+            0o777,
+            stop.clone(),
+        ));
+
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        let recreated = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(m) = std::fs::symlink_metadata(&path)
+                    && m.file_type().is_socket()
+                {
+                    return m;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("socket re-created");
+        assert_eq!(recreated.permissions().mode() & 0o777, 0o777);
+
+        // The new socket is the one served.
+        let _client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(30), incoming.next())
+            .await
+            .expect("connection accepted")
+            .expect("stream open");
+        assert!(accepted.is_ok());
+
+        stop.cancel();
+        let end = tokio::time::timeout(Duration::from_secs(30), incoming.next())
+            .await
+            .expect("stream ends");
+        assert!(end.is_none());
+    }
+}
