@@ -155,9 +155,11 @@ where
 }
 
 /// A tower connector for tonic that dials the configured servers with failover. The URI tonic
-/// passes in is ignored; the targets decide. Clones share the preferred address.
+/// passes in is ignored; the targets decide. Clones share the preferred address, so channels
+/// made with [`FailoverConnector::channel`] after a reconnect start where the last one ended.
 #[derive(Clone)]
 pub struct FailoverConnector {
+    endpoint: Endpoint,
     targets: Arc<[Target]>,
     tls: TlsConnector,
     resolver: Arc<dyn Resolve>,
@@ -174,18 +176,45 @@ impl fmt::Debug for FailoverConnector {
 }
 
 impl FailoverConnector {
-    /// A connector for `targets` using the TLS settings `tls` and `resolver`.
-    pub fn new(
-        targets: Vec<Target>,
+    /// A connector for the servers named by `address` (see [`parse_targets`]) using the TLS
+    /// settings `tls` and `resolver`.
+    pub fn for_address(
+        address: &str,
         tls: Arc<rustls::ClientConfig>,
         resolver: Arc<dyn Resolve>,
-    ) -> Self {
-        FailoverConnector {
+    ) -> Result<Self, ClientError> {
+        let targets = parse_targets(address)?;
+        let first = targets.first().ok_or_else(|| ClientError::Address {
+            address: address.to_owned(),
+            reason: "no server".to_owned(),
+        })?;
+        // The URI only feeds the :authority header; the connector picks the address.
+        let authority = if first.host.contains(':') {
+            format!("[{}]:{}", first.host, first.port)
+        } else {
+            format!("{}:{}", first.host, first.port)
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{authority}")).map_err(|e| {
+            ClientError::Address {
+                address: address.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(FailoverConnector {
+            endpoint,
             targets: targets.into(),
             tls: TlsConnector::from(tls),
             resolver,
             preferred: Arc::new(Mutex::new(None)),
-        }
+        })
+    }
+
+    /// A new lazy channel through this connector: connects on first use and after each broken
+    /// connection.
+    pub fn channel(&self) -> Channel {
+        self.endpoint
+            .clone()
+            .connect_with_connector_lazy(self.clone())
     }
 
     /// The address of the last successful connection.
@@ -261,32 +290,7 @@ impl tower::Service<Uri> for FailoverConnector {
 /// A lazy channel to the servers named by `address` (see [`parse_targets`]); connects on first
 /// use and after each broken connection, with failover.
 pub fn connect_lazy(address: &str, tls: Arc<rustls::ClientConfig>) -> Result<Channel, ClientError> {
-    connect_lazy_with(address, tls, Arc::new(SystemResolver))
-}
-
-/// [`connect_lazy`] with another resolver.
-pub fn connect_lazy_with(
-    address: &str,
-    tls: Arc<rustls::ClientConfig>,
-    resolver: Arc<dyn Resolve>,
-) -> Result<Channel, ClientError> {
-    let targets = parse_targets(address)?;
-    let first = targets.first().ok_or_else(|| ClientError::Address {
-        address: address.to_owned(),
-        reason: "no server".to_owned(),
-    })?;
-    // The URI only feeds the :authority header; the connector picks the address.
-    let authority = if first.host.contains(':') {
-        format!("[{}]:{}", first.host, first.port)
-    } else {
-        format!("{}:{}", first.host, first.port)
-    };
-    let endpoint =
-        Endpoint::from_shared(format!("http://{authority}")).map_err(|e| ClientError::Address {
-            address: address.to_owned(),
-            reason: e.to_string(),
-        })?;
-    Ok(endpoint.connect_with_connector_lazy(FailoverConnector::new(targets, tls, resolver)))
+    Ok(FailoverConnector::for_address(address, tls, Arc::new(SystemResolver))?.channel())
 }
 
 #[cfg(test)]
@@ -392,14 +396,7 @@ mod tests {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
         );
-        let conn = FailoverConnector::new(
-            vec![Target {
-                host: "spire.test".into(),
-                port: 1,
-            }],
-            tls,
-            Arc::new(table),
-        );
+        let conn = FailoverConnector::for_address("spire.test:1", tls, Arc::new(table)).unwrap();
         // TCP-level attempts (the TLS step is the same closure in `dial`).
         let tcp = |addr: SocketAddr, _host: String| async move { TcpStream::connect(addr).await };
         let cands = conn.candidates().await;
@@ -409,7 +406,8 @@ mod tests {
 
         // With `other` preferred it goes first; once it is gone, `live` takes over.
         *conn.preferred.lock().unwrap() = Some(other_addr);
-        let cands = conn.candidates().await;
+        // (Clones share it: the connector of a channel rebuilt after a reconnect.)
+        let cands = conn.clone().candidates().await;
         assert_eq!(cands[0].0, other_addr);
         drop(other);
         let (addr, _s) = first_success(&cands, ATTEMPT_TIMEOUT, tcp).await.unwrap();
@@ -426,14 +424,12 @@ mod tests {
         }
 
         // An unresolvable name leaves no candidates.
-        let none = FailoverConnector::new(
-            vec![Target {
-                host: "nowhere.test".into(),
-                port: 1,
-            }],
-            conn.tls.clone().config().clone(),
+        let none = FailoverConnector::for_address(
+            "nowhere.test:1",
+            conn.tls.config().clone(),
             Arc::new(Table(BTreeMap::new())),
-        );
+        )
+        .unwrap();
         assert!(none.candidates().await.is_empty());
     }
 

@@ -289,7 +289,7 @@ pub type SvidResult = Result<IssuedSvid, String>;
 /// A connection to the server for an attested agent.
 pub struct ServerClient {
     address: String,
-    tls: Arc<rustls::ClientConfig>,
+    connector: failover::FailoverConnector,
     channel: Mutex<Channel>,
     use_sync_authorized_entries: bool,
 }
@@ -310,22 +310,23 @@ impl ServerClient {
         tls: Arc<rustls::ClientConfig>,
         use_sync_authorized_entries: bool,
     ) -> Result<Self, ClientError> {
-        let channel = connect_lazy(&address, tls.clone())?;
+        let connector = failover::FailoverConnector::for_address(
+            &address,
+            tls,
+            Arc::new(failover::SystemResolver),
+        )?;
         Ok(ServerClient {
             address,
-            tls,
-            channel: Mutex::new(channel),
+            channel: Mutex::new(connector.channel()),
+            connector,
             use_sync_authorized_entries,
         })
     }
 
     /// Drops the current connection; the next call opens a new one (presenting the current
-    /// identity).
+    /// identity), to the server of the last good connection first.
     pub fn reconnect(&self) {
-        match connect_lazy(&self.address, self.tls.clone()) {
-            Ok(ch) => *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = ch,
-            Err(e) => tracing::warn!(error = %e, "Cannot rebuild the server connection"),
-        }
+        *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = self.connector.channel();
     }
 
     /// The current channel.
