@@ -453,7 +453,14 @@ pub async fn run_with(
         agent_identity: Some(admin_identity),
         status: manager.status(),
     };
-    let _health = start_health(&cfg.health_checks, health_identity, snapshots.clone()).await?;
+    let _health = start_health(
+        &cfg.health_checks,
+        health_identity,
+        manager.status(),
+        clock.clone(),
+        cfg.experimental.sync_interval,
+    )
+    .await?;
     let mut manager_task = tokio::spawn(manager.run(shutdown.clone()));
 
     let endpoints = if cfg.disable_workload_api {
@@ -501,19 +508,39 @@ pub async fn run_with(
     result
 }
 
-/// The `health_checks` listener: live while the agent holds an SVID, ready once it also
-/// completed its first sync with the server (the snapshot carries the trust bundle).
+/// How many sync intervals may pass without a successful sync before the agent stops being
+/// ready.
+const READY_SYNC_INTERVALS: u32 = 3;
+
+/// Whether the last successful sync (`last`) is recent enough for the agent to be ready: at
+/// most [`READY_SYNC_INTERVALS`] × `sync_interval` ago, plus a second because sync times are
+/// kept in whole seconds.
+fn synced_recently(
+    last: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+    sync_interval: std::time::Duration,
+) -> bool {
+    let window =
+        sync_interval.saturating_mul(READY_SYNC_INTERVALS) + std::time::Duration::from_secs(1);
+    last.is_some_and(|t| now.duration_since(t).map_or(true, |age| age <= window))
+}
+
+/// The `health_checks` listener: live while the agent holds an SVID; ready while it also
+/// synced with the server recently (see [`synced_recently`]): an agent that cannot reach the
+/// server serves what it has, but is not ready.
 async fn start_health(
     h: &spire_config::HealthChecks,
     identity: SharedIdentity,
-    snapshots: tokio::sync::watch::Receiver<Arc<crate::identity::IdentitySnapshot>>,
+    status: Arc<crate::identity::AgentStatus>,
+    clock: Arc<dyn Clock>,
+    sync_interval: std::time::Duration,
 ) -> Result<Option<spire_telemetry::health::HealthServer>, AgentError> {
     if !h.listener_enabled {
         return Ok(None);
     }
     let state = move || {
         let svid = identity.load().is_some();
-        let synced = snapshots.borrow().bundle.is_some();
+        let synced = synced_recently(status.last_sync_success(), clock.now(), sync_interval);
         (svid, synced)
     };
     let ready_state = state.clone();
@@ -572,6 +599,19 @@ fn key_type(k: spire_config::KeyType) -> spire_crypto::KeyType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_needs_a_sync_within_three_intervals() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let secs = std::time::Duration::from_secs;
+        assert!(!synced_recently(None, now, secs(5)));
+        assert!(synced_recently(Some(now), now, secs(5)));
+        assert!(synced_recently(Some(now - secs(16)), now, secs(5)));
+        assert!(!synced_recently(Some(now - secs(17)), now, secs(5)));
+        assert!(!synced_recently(Some(now - secs(5)), now, secs(1)));
+        // A sync stamped in the future (clock step) counts as recent.
+        assert!(synced_recently(Some(now + secs(60)), now, secs(1)));
+    }
 
     #[tokio::test]
     async fn http_get_reads_a_200_body_and_rejects_others() {

@@ -128,6 +128,7 @@ pub fn run(a: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let log_reopen = log.clone();
     // The admin socket's Logger API changes this subscriber's level.
     crate::endpoints::agent_logger::install_log_handle(log);
     spire_tls::install_default_provider();
@@ -142,6 +143,10 @@ pub fn run(a: RunArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // SIGUSR2 reopens log_file (rotation); unhandled, it would end the process.
+        let _reopen = log_reopen
+            .reopen_on_sigusr2()
+            .map_err(crate::agent::AgentError::Telemetry)?;
         let _metrics = match &config.telemetry.prometheus {
             Some(p) => Some(
                 spire_telemetry::metrics::start_prometheus(
