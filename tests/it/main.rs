@@ -8,6 +8,8 @@
 //! - `adversarial_workload`: callers gone before attestation, many streams from one caller;
 //! - `survival`: kill -9 loops, a read-only data_dir, the agent's socket directory removed;
 //! - `soak`: churn for `SPIRE_SOAK_SECS` (default 100 s; the one-hour run is documented there).
+//! - `operations` (issue 8): JSON log files, SIGUSR2 rotation, startup lines, healthcheck
+//!   flags, graceful SIGTERM, agent readiness following its syncs.
 //!
 //! Each module's header lists the issue-12 cases covered by other crates' tests instead.
 //! Run with `cargo build --workspace --bins && cargo test -p spire-e2e` (`scripts/test.sh`).
@@ -20,5 +22,6 @@ mod adversarial_jwt;
 mod adversarial_protocol;
 mod adversarial_workload;
 mod common;
+mod operations;
 mod soak;
 mod survival;
