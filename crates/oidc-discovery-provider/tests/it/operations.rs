@@ -355,6 +355,23 @@ fn health_metrics_and_logs_through_a_full_run() {
             total(&after, latency, &mint) - total(&before, latency, &mint),
             1.0
         );
+        // Datastore operations, counted by the datastore under SPIRE's operation names.
+        let ds_ops = "spire_server_datastore_operations_total";
+        let ds_ok = |op: &str| {
+            let labels = [("operation", op), ("status", "ok")];
+            total(&after, ds_ops, &labels) - total(&before, ds_ops, &labels)
+        };
+        assert_eq!(ds_ok("create_join_token"), 1.0, "{after:#?}");
+        assert_eq!(ds_ok("consume_join_token"), 1.0);
+        assert_eq!(ds_ok("create_attested_node"), 1.0);
+        // The token's alias entry (`-spiffeID`) and `entry create`.
+        assert_eq!(ds_ok("create_registration_entry"), 2.0);
+        let ds_latency = "spire_server_datastore_operation_duration_seconds_count";
+        let entry_op = [("operation", "create_registration_entry")];
+        assert_eq!(
+            total(&after, ds_latency, &entry_op) - total(&before, ds_latency, &entry_op),
+            2.0
+        );
         // Agent SVID + minted SVID + the workload's SVID, at least.
         let x509 = "spire_server_server_ca_sign_x509_svid_total";
         let signed = total(&after, x509, &[]) - total(&before, x509, &[]);
