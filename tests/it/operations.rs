@@ -152,6 +152,8 @@ async fn json_logs_rotation_health_cli_and_graceful_shutdown() {
         .unwrap_or_else(|| panic!("no startup line in the first lines: {agent_first:#?}"));
     assert_eq!(starting["trust_domain"], TD);
     assert_eq!(starting["server_address"], server.addr());
+    assert_eq!(starting["socket_path"], agent_sock.as_str());
+    assert_eq!(starting["admin_socket_path"], admin_sock.to_str().unwrap());
 
     // A workload with an open FetchX509SVID stream.
     let agent_id = AgentProc::id(&server);

@@ -317,6 +317,11 @@ pub async fn run_with(
     tracing::info!(
         trust_domain = %td,
         server_address = %mcfg.server_address,
+        socket_path = %cfg.socket_path.display(),
+        admin_socket_path = %cfg
+            .admin_socket_path
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
         data_dir = %cfg.data_dir.display(),
         version = env!("CARGO_PKG_VERSION"),
         "Starting agent"
