@@ -40,6 +40,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// (a safety net for a lost notification; gaps are re-read on every wake-up too).
 pub const NOTIFIED_POLL_INTERVAL: Duration = Duration::from_millis(1000);
 
+/// How often the follower checks for writes of this process it has not applied yet (then it
+/// polls at once, so the agent check and `GetBundle` are back on the index within this time
+/// even where notifications are slow or absent, e.g. after a write that rolled back).
+pub const LOCAL_WRITE_CHECK: Duration = Duration::from_millis(50);
+
 /// How long a gap in the change log is waited for before it is given up (then: full reload).
 pub const GAP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -209,11 +214,18 @@ impl AuthorizedEntries {
         };
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut local = tokio::time::interval(LOCAL_WRITE_CHECK);
+        local.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
                 _ = wake.changed() => {}
+                _ = local.tick() => {
+                    if ds.local_write_seq() <= self.local_seq.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                }
             }
             match self.poll_once(&ds, clock.as_ref(), &mut follower).await {
                 Ok(()) => {
