@@ -341,15 +341,16 @@ impl ServerClient {
     pub async fn renew_agent(&self, csr: Vec<u8>) -> Result<IssuedSvid, ClientError> {
         const OP: &str = "RenewAgent";
         let mut c = agentpb::agent_client::AgentClient::new(self.channel());
-        let r = timed(OP, async {
-            c.renew_agent(agentpb::RenewAgentRequest {
-                params: Some(agentpb::AgentX509svidParams { csr }),
+        let r = self
+            .timed(OP, async {
+                c.renew_agent(agentpb::RenewAgentRequest {
+                    params: Some(agentpb::AgentX509svidParams { csr }),
+                })
+                .await
+                .map_err(rpc(OP))
             })
-            .await
-            .map_err(rpc(OP))
-        })
-        .await?
-        .into_inner();
+            .await?
+            .into_inner();
         IssuedSvid::from_proto(OP, r.svid)
     }
 
@@ -357,7 +358,7 @@ impl ServerClient {
     pub async fn post_status(&self, bundle_serial: u64) -> Result<(), ClientError> {
         const OP: &str = "PostStatus";
         let mut c = agentpb::agent_client::AgentClient::new(self.channel());
-        timed(OP, async {
+        self.timed(OP, async {
             c.post_status(agentpb::PostStatusRequest {
                 current_bundle_serial: bundle_serial,
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -371,7 +372,32 @@ impl ServerClient {
 
     /// `GetBundle` for the agent's trust domain.
     pub async fn get_bundle(&self) -> Result<Bundle, ClientError> {
-        get_bundle_on(self.channel()).await
+        let r = get_bundle_on(self.channel()).await;
+        self.after(r)
+    }
+
+    /// [`timed`], and a call that times out drops the connection: a server that stopped
+    /// answering without closing it (host down, process hung) is left for another at the next
+    /// call.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let r = timed(op, fut).await;
+        self.after(r)
+    }
+
+    fn after<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let Err(ClientError::Timeout(op)) = &r {
+            tracing::warn!(
+                op = *op,
+                preferred = ?self.connector.preferred(),
+                "Server call timed out; dropping the connection"
+            );
+            self.reconnect();
+        }
+        r
     }
 
     /// `GetFederatedBundle`; `Ok(None)` when the server has no bundle for `td`.
@@ -381,15 +407,16 @@ impl ServerClient {
     ) -> Result<Option<Bundle>, ClientError> {
         const OP: &str = "GetFederatedBundle";
         let mut c = bundlepb::bundle_client::BundleClient::new(self.channel());
-        let r = timed(OP, async {
-            c.get_federated_bundle(bundlepb::GetFederatedBundleRequest {
-                trust_domain: td.to_string(),
-                output_mask: None,
+        let r = self
+            .timed(OP, async {
+                c.get_federated_bundle(bundlepb::GetFederatedBundleRequest {
+                    trust_domain: td.to_string(),
+                    output_mask: None,
+                })
+                .await
+                .map_err(rpc(OP))
             })
-            .await
-            .map_err(rpc(OP))
-        })
-        .await;
+            .await;
         match r {
             Ok(b) => convert::bundle(&b.into_inner())
                 .map(Some)
@@ -407,7 +434,10 @@ impl ServerClient {
         cached: &BTreeMap<String, Arc<EntryView>>,
     ) -> Result<SyncedEntries, ClientError> {
         if self.use_sync_authorized_entries {
-            match timed("SyncAuthorizedEntries", self.sync_authorized(cached)).await {
+            match self
+                .timed("SyncAuthorizedEntries", self.sync_authorized(cached))
+                .await
+            {
                 Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {
                     tracing::debug!(
                         "SyncAuthorizedEntries unimplemented; using GetAuthorizedEntries"
@@ -425,13 +455,14 @@ impl ServerClient {
     ) -> Result<SyncedEntries, ClientError> {
         const OP: &str = "GetAuthorizedEntries";
         let mut c = entrypb::entry_client::EntryClient::new(self.channel());
-        let r = timed(OP, async {
-            c.get_authorized_entries(entrypb::GetAuthorizedEntriesRequest { output_mask: None })
-                .await
-                .map_err(rpc(OP))
-        })
-        .await?
-        .into_inner();
+        let r = self
+            .timed(OP, async {
+                c.get_authorized_entries(entrypb::GetAuthorizedEntriesRequest { output_mask: None })
+                    .await
+                    .map_err(rpc(OP))
+            })
+            .await?
+            .into_inner();
         let mut out = SyncedEntries::default();
         merge_full_entries(OP, &r.entries, cached, &mut out);
         Ok(out)
@@ -542,11 +573,12 @@ impl ServerClient {
                     })
                     .collect(),
             };
-            let r = timed(OP, async {
-                c.batch_new_x509svid(req).await.map_err(rpc(OP))
-            })
-            .await?
-            .into_inner();
+            let r = self
+                .timed(OP, async {
+                    c.batch_new_x509svid(req).await.map_err(rpc(OP))
+                })
+                .await?
+                .into_inner();
             if r.results.len() != chunk.len() {
                 return Err(protocol(
                     OP,
@@ -577,16 +609,17 @@ impl ServerClient {
     ) -> Result<types::Jwtsvid, ClientError> {
         const OP: &str = "NewJWTSVID";
         let mut c = svidpb::svid_client::SvidClient::new(self.channel());
-        let r = timed(OP, async {
-            c.new_jwtsvid(svidpb::NewJwtsvidRequest {
-                entry_id: entry_id.to_owned(),
-                audience,
+        let r = self
+            .timed(OP, async {
+                c.new_jwtsvid(svidpb::NewJwtsvidRequest {
+                    entry_id: entry_id.to_owned(),
+                    audience,
+                })
+                .await
+                .map_err(rpc(OP))
             })
-            .await
-            .map_err(rpc(OP))
-        })
-        .await?
-        .into_inner();
+            .await?
+            .into_inner();
         r.svid.ok_or_else(|| protocol(OP, "no svid in response"))
     }
 
@@ -597,15 +630,16 @@ impl ServerClient {
     ) -> Result<tonic::codec::Streaming<watchpb::WatchResponse>, ClientError> {
         const OP: &str = "Watch";
         let mut c = watchpb::watch_client::WatchClient::new(self.channel());
-        let r = timed(OP, async {
-            c.watch(watchpb::WatchRequest {
-                known_revision,
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        let r = self
+            .timed(OP, async {
+                c.watch(watchpb::WatchRequest {
+                    known_revision,
+                    agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                })
+                .await
+                .map_err(rpc(OP))
             })
-            .await
-            .map_err(rpc(OP))
-        })
-        .await?;
+            .await?;
         Ok(r.into_inner())
     }
 }

@@ -657,7 +657,17 @@ fn workload_svids(json: &str) -> Vec<(String, String, i64)> {
 /// re-attesting (same agent SVID serial, one attestation in its log), a workload's open
 /// FetchX509SVID stream (`spire-agent api watch`) never breaks and its SVID stays the same and
 /// valid, and an entry created through B afterwards reaches the workload.
-async fn agent_fails_over_to_another_server(backend: &str, ds: DataStoreConfig) {
+/// How server A goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// `kill -9`: connections are reset at once.
+    Kill,
+    /// SIGSTOP: the process hangs, its connections stay open and new ones complete TCP but
+    /// never TLS (as a hung process or, for open connections, a host that vanished).
+    Hang,
+}
+
+async fn agent_fails_over_to_another_server(backend: &str, ds: DataStoreConfig, outage: Outage) {
     use std::os::unix::fs::MetadataExt as _;
     let a = start_process(ds.clone()).await;
     let mut a = a;
@@ -782,11 +792,22 @@ async fn agent_fails_over_to_another_server(backend: &str, ds: DataStoreConfig) 
     assert_eq!(listed[0].0, agent_id);
     let agent_serial = listed[0].1.clone();
 
-    // kill -9 A.
-    a.process.kill();
+    // kill -9 A (or stop it).
+    match outage {
+        Outage::Kill => {
+            a.process.kill();
+        }
+        Outage::Hang => a.process.signal(nix::sys::signal::Signal::SIGSTOP).unwrap(),
+    }
     let killed = Instant::now();
+    // A hung server is given up when a call times out (30 s), then its address when the TLS
+    // handshake does (5 s).
+    let limit = match outage {
+        Outage::Kill => WAIT,
+        Outage::Hang => Duration::from_secs(120),
+    };
     agent
-        .wait_for_log("Connected to another server", WAIT)
+        .wait_for_log("Connected to another server", limit)
         .await
         .unwrap();
     let failover = killed.elapsed();
@@ -819,7 +840,7 @@ async fn agent_fails_over_to_another_server(backend: &str, ds: DataStoreConfig) 
         .await
         .unwrap();
     eprintln!(
-        "{backend}: agent failover after kill -9 of its server: reconnected to the other server in {} ms; \
+        "{backend}: agent failover after {outage:?} of its server: reconnected to the other server in {} ms; \
          an entry created through it reached the workload {} ms later ({} ms after the kill)",
         failover.as_millis(),
         created.elapsed().as_millis(),
@@ -867,7 +888,18 @@ async fn agent_failover_on_postgres() {
     let Some(url) = postgres_database() else {
         return;
     };
-    agent_fails_over_to_another_server("postgres", DataStoreConfig::Postgres(url)).await;
+    agent_fails_over_to_another_server("postgres", DataStoreConfig::Postgres(url), Outage::Kill)
+        .await;
+}
+
+/// A server that hangs (SIGSTOP) instead of dying: the agent gives it up when a call times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_failover_from_a_hung_server_on_postgres() {
+    let Some(url) = postgres_database() else {
+        return;
+    };
+    agent_fails_over_to_another_server("postgres", DataStoreConfig::Postgres(url), Outage::Hang)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -875,7 +907,7 @@ async fn agent_failover_on_mariadb() {
     let Some(dsn) = mysql_database() else {
         return;
     };
-    agent_fails_over_to_another_server("mariadb", DataStoreConfig::Mysql(dsn)).await;
+    agent_fails_over_to_another_server("mariadb", DataStoreConfig::Mysql(dsn), Outage::Kill).await;
 }
 
 /// The X.509 authority count per live server the bundle never exceeds, for `ca_ttl` = `l`: an
