@@ -289,11 +289,15 @@ fn agent_readiness_follows_its_syncs_with_the_server() {
     })
     .unwrap();
 
-    // The server stops: after a few missed syncs (3 × sync_interval) the agent is not ready,
-    // though it is still live with a valid SVID.
+    // The server stops (SIGINT: as graceful as SIGTERM): after a few missed syncs
+    // (3 × sync_interval) the agent is not ready, though it is still live with a valid SVID.
     let proc = server.proc.as_mut().unwrap();
-    proc.signal(Signal::SIGTERM).unwrap();
+    proc.signal(Signal::SIGINT).unwrap();
     assert!(proc.wait_exit(WAIT).unwrap().success());
+    assert!(
+        !Path::new(&server.sock()).exists(),
+        "server API socket left"
+    );
     wait_until_sync(WAIT, "agent not ready", || {
         ready().is_some_and(|(s, _)| s != 200)
     })
