@@ -104,3 +104,49 @@ where
         writeln!(writer, "{}", Value::Object(map))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{LogConfig, LogFormat, LogLevel, build};
+
+    #[test]
+    fn reserved_names_move_under_fields_and_values_keep_their_types() {
+        let dir = std::env::temp_dir().join(format!("spire-telemetry-{}-json", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.json");
+        let (subscriber, _handle) = build(&LogConfig {
+            level: LogLevel::Trace,
+            format: LogFormat::Json,
+            file: Some(path.clone()),
+            source_location: true,
+        })
+        .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                msg = "field",
+                count = 3u64,
+                ok = true,
+                ratio = 0.5,
+                "Message"
+            );
+            tracing::debug!(target: "h2::codec", "Library detail shown at trace");
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let first = &lines[0];
+        assert_eq!(first["msg"], "Message");
+        assert_eq!(first["fields.msg"], "field");
+        assert_eq!(first["level"], "warning");
+        assert_eq!(first["count"], 3);
+        assert_eq!(first["ok"], true);
+        assert_eq!(first["ratio"], 0.5);
+        assert!(first["file"].as_str().unwrap().ends_with("json.rs"));
+        assert!(first["line"].as_u64().is_some());
+        assert_eq!(lines[1]["level"], "debug");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
