@@ -115,7 +115,8 @@ pub fn ca_x509_ca_signed() {
     metrics::counter!(names::ca_sign_x509_ca()).increment(1);
 }
 
-/// Records one datastore operation (`operation` is a constant such as `"create_entry"`).
+/// Records one datastore operation (`operation` is SPIRE's operation name in snake case, such
+/// as `"create_registration_entry"`; spire-datastore calls this for every operation).
 pub fn datastore_operation(operation: &'static str, ok: bool, elapsed: Duration) {
     metrics::counter!(names::datastore_operations(), "operation" => operation, "status" => status(ok))
         .increment(1);
