@@ -206,10 +206,14 @@ fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
 }
 
 /// Picks the entries that get an X509-SVID ahead of any request: all of them, oldest first,
-/// up to `max` (0 = no limit). Entries beyond the limit are signed only while a workload
+/// up to `max` (0 = no limit), except entries marked `disable_x509_svid_prefetch`. Entries
+/// beyond the limit, and entries with prefetch disabled, are signed only while a workload
 /// subscribes to them (see [`signing_set`]).
 pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> BTreeSet<String> {
-    let mut v: Vec<&Arc<EntryView>> = entries.values().collect();
+    let mut v: Vec<&Arc<EntryView>> = entries
+        .values()
+        .filter(|e| !e.disable_x509_svid_prefetch)
+        .collect();
     v.sort_by(|a, b| (a.created_at, &a.entry_id).cmp(&(b.created_at, &b.entry_id)));
     let limit = if max == 0 { usize::MAX } else { max };
     v.into_iter()
@@ -1064,5 +1068,27 @@ mod tests {
         assert_eq!(two, vec!["b".to_owned(), "c".to_owned()]);
         let three: Vec<String> = prefetch_set(&m, 3).into_iter().collect();
         assert_eq!(three, vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]);
+    }
+
+    #[test]
+    fn entries_with_prefetch_disabled_are_signed_only_for_subscribers() {
+        let mut m = BTreeMap::new();
+        m.insert("a".to_owned(), entry("a", 1));
+        let mut lazy = (*entry("b", 2)).clone();
+        lazy.disable_x509_svid_prefetch = true;
+        lazy.selectors = ["unix:uid:7".parse::<spire_spiffe::Selector>().unwrap()]
+            .into_iter()
+            .collect();
+        m.insert("b".to_owned(), Arc::new(lazy));
+        let none: Vec<String> = prefetch_set(&m, 0).into_iter().collect();
+        assert_eq!(none, vec!["a".to_owned()]);
+        let subscribed: BTreeSet<Selectors> =
+            [["unix:uid:7".parse::<spire_spiffe::Selector>().unwrap()]
+                .into_iter()
+                .collect()]
+            .into();
+        let (both, beyond) = signing_set(&m, 0, &subscribed);
+        assert_eq!(both.into_iter().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(beyond, 1);
     }
 }
