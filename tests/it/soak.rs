@@ -22,6 +22,8 @@
 //!
 //! (`--nocapture` prints a line per sample: elapsed time, descriptors and RSS of each process,
 //! stream updates and entry churn so far.)
+//!
+//! The last one-hour run and its figures: docs/soak.md.
 
 use std::collections::HashSet;
 use std::sync::Arc;
