@@ -15,7 +15,8 @@
 # DURATION (30s), ISSUE_AGENTS (8), ISSUE_ROUNDS (12), BATCHES ("1 10 50 100 500", p1sweep),
 # P3_ENTRIES (1000000), P3_AGENTS (300000), CACHED ("1000 5000 10000", p5), WL_CLIENTS (1000, p6),
 # WL_ROUNDS (5, p6), WL_SPREAD (5s, p6: each round's requests spread over it; a second run
-# sends them all at once), SETTLE (30s, p4: wait after the ramp before measuring).
+# sends them all at once), SETTLE (30s, p4: wait after the ramp before measuring), PERF (set:
+# p6 records a perf profile of the agent during the spread run into $OUT/p6.perf.txt).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -211,12 +212,23 @@ p3() {
 	psql "$url" -XAtc "select (select count(*) from registered_entries), (select count(*) from attested_nodes), pg_size_pretty(pg_database_size('postgres'))" \
 		| tee "$OUT/p3.counts.txt" >&2
 	start_server p3 postgres "$url?sslmode=disable" INFO
+	local perf_pid=""
+	if [[ -n "${PERF:-}" ]] && command -v perf >/dev/null; then
+		# Profile of the index load (PERF=1): from the local API answering to the agent port.
+		perf record -F 499 -g -p "$SERVER_PID" -o "$OUT/p3.perf.data" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
 	for _ in $(seq 1 60000); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
 		kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$OUT/p3.server.log" >&2; exit 1; }
 		sleep 0.02
 	done
 	port_ms=$(( ($(date +%s%N) - START_NS) / 1000000 ))
+	if [[ -n "$perf_pid" ]]; then
+		kill -INT "$perf_pid" 2>/dev/null || true
+		wait "$perf_pid" 2>/dev/null || true
+		perf report -i "$OUT/p3.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | grep '%' | head -n 40 >"$OUT/p3.perf.txt" || true
+	fi
 	{
 		echo "{"
 		echo "  \"entries\": $(cut -d'|' -f1 "$OUT/p3.counts.txt"),"
@@ -249,19 +261,19 @@ p4() {
 # the argument p6, on a fresh server and agent) its Workload API under concurrent clients.
 p5() {
 	local mode="${1:-p5}"
-	start_server p5 sqlite3 "$WORK/p5/data/datastore.sqlite3"
+	start_server "$mode" sqlite3 "$WORK/$mode/data/datastore.sqlite3"
 	local token
 	token="$("$REL/spire-server" token generate -socketPath "$SOCK" -spiffeID "spiffe://$TD/bench-node" | awk '/^Token:/ {print $2}')"
-	"$REL/spire-server" bundle show -socketPath "$SOCK" >"$WORK/p5/bundle.pem"
-	mkdir -p "$WORK/p5/agent"
-	cat >"$WORK/p5/agent.conf" <<CONF
+	"$REL/spire-server" bundle show -socketPath "$SOCK" >"$WORK/$mode/bundle.pem"
+	mkdir -p "$WORK/$mode/agent"
+	cat >"$WORK/$mode/agent.conf" <<CONF
 agent {
-    data_dir = "$WORK/p5/agent"
+    data_dir = "$WORK/$mode/agent"
     log_level = "WARN"
     server_address = "127.0.0.1"
     server_port = "$PORT"
-    socket_path = "$WORK/p5/agent/api.sock"
-    trust_bundle_path = "$WORK/p5/bundle.pem"
+    socket_path = "$WORK/$mode/agent/api.sock"
+    trust_bundle_path = "$WORK/$mode/bundle.pem"
     trust_domain = "$TD"
     x509_svid_cache_max_size = 20000
 }
@@ -277,10 +289,10 @@ plugins {
     }
 }
 CONF
-	"$AGENT_BIN" run -config "$WORK/p5/agent.conf" -joinToken "$token" >"$OUT/p5.agent.log" 2>&1 &
+	"$AGENT_BIN" run -config "$WORK/$mode/agent.conf" -joinToken "$token" >"$OUT/$mode.agent.log" 2>&1 &
 	AGENT_PID=$!
 	for _ in $(seq 1 300); do
-		[[ -S "$WORK/p5/agent/api.sock" ]] && break
+		[[ -S "$WORK/$mode/agent/api.sock" ]] && break
 		sleep 0.05
 	done
 	# Idle: attested, no workload entries, nothing connected. Let it settle.
@@ -288,7 +300,7 @@ CONF
 	{
 		echo "binary: $AGENT_BIN ($(stat -c %s "$AGENT_BIN") bytes)"
 		grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem|Threads)' "/proc/$AGENT_PID/status"
-	} | tee "$OUT/p5.agent-rss.txt" >&2
+	} | tee "$OUT/$mode.agent-rss.txt" >&2
 	local points=() rss anon
 	rss_point() {
 		rss=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT_PID/status")
@@ -310,7 +322,7 @@ CONF
 	# P5 against cached SVIDs: entries parented to the agent (uids nobody runs as), in steps.
 	local have=1 want i
 	for want in $CACHED; do
-		python3 - "$have" "$want" "$TD" >"$WORK/p5/entries.json" <<'PY'
+		python3 - "$have" "$want" "$TD" >"$WORK/$mode/entries.json" <<'PY'
 import json, sys
 have, want, td = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 print(json.dumps({"entries": [
@@ -319,7 +331,7 @@ print(json.dumps({"entries": [
      "selectors": [{"type": "unix", "value": "uid:%d" % (200000 + i)}]}
     for i in range(have, want)]}))
 PY
-		"$REL/spire-server" entry create -socketPath "$SOCK" -data "$WORK/p5/entries.json" >/dev/null
+		"$REL/spire-server" entry create -socketPath "$SOCK" -data "$WORK/$mode/entries.json" >/dev/null
 		have=$want
 		# Wait for the agent to sync and sign (5 s sync interval), then for RSS to settle.
 		local prev=0 cur
@@ -349,7 +361,7 @@ p6_clients() {
 		-spiffeID "spiffe://$TD/bench-workload" -selector "unix:uid:$(id -u)" >/dev/null
 	ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 	for _ in $(seq 1 100); do
-		"$REL/spire-loadgen" -workloadSocket "$WORK/p5/agent/api.sock" -workloadClients 1 -workloadTimeout 1s -output json 2>/dev/null |
+		"$REL/spire-loadgen" -workloadSocket "$WORK/$mode/agent/api.sock" -workloadClients 1 -workloadTimeout 1s -output json 2>/dev/null |
 			grep -q '"first_messages": 1' && break
 		sleep 0.2
 	done
@@ -358,8 +370,19 @@ p6_clients() {
 	for name in p6:${WL_SPREAD:-5s} p6-burst:0s; do
 		spread="${name#*:}"
 		name="${name%%:*}"
-		"$REL/spire-loadgen" -workloadSocket "$WORK/p5/agent/api.sock" -workloadClients "$WL_CLIENTS" \
+		local perf_pid=""
+		if [[ -n "${PERF:-}" && "$name" == p6 ]] && command -v perf >/dev/null; then
+			# Flat profile of the agent while it serves the spread run (PERF=1).
+			perf record -F 999 -g -p "$AGENT_PID" -o "$OUT/p6.perf.data" >/dev/null 2>&1 &
+			perf_pid=$!
+		fi
+		"$REL/spire-loadgen" -workloadSocket "$WORK/$mode/agent/api.sock" -workloadClients "$WL_CLIENTS" \
 			-workloadRounds "$WL_ROUNDS" -workloadSpread "$spread" -output json >"$OUT/$name.json"
+		if [[ -n "$perf_pid" ]]; then
+			kill -INT "$perf_pid" 2>/dev/null || true
+			wait "$perf_pid" 2>/dev/null || true
+			perf report -i "$OUT/p6.perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 40 >"$OUT/p6.perf.txt" || true
+		fi
 		python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); p=r["first_message_latency"]; print("%s (spread %ss): %d/%d first messages, p50 %.3f ms p90 %.3f ms p99 %.3f ms max %.3f ms" % (sys.argv[2], r["spread_seconds"], r["first_messages"], r["requests"], p["p50_ms"], p["p90_ms"], p["p99_ms"], p["max_ms"]))' "$OUT/$name.json" "$name" >&2
 	done
 	rss_point 1

@@ -19,14 +19,15 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// A shape with about `entries` entries over `agents` agents: one alias per 300 agents
-    /// with 100 workloads each, the rest parented to agents.
+    /// A shape with at least `entries` entries (rounded up to whole workloads per agent)
+    /// over `agents` agents: one alias per 300 agents with 100 workloads each, the rest
+    /// parented to agents.
     pub fn for_totals(entries: u64, agents: u64) -> Self {
         let agents = agents.max(1);
         let aliases = agents.div_ceil(300);
         let per_alias = 100;
         let alias_entries = aliases * (per_alias + 1);
-        let per_agent = entries.saturating_sub(alias_entries) / agents;
+        let per_agent = entries.saturating_sub(alias_entries).div_ceil(agents);
         Shape {
             agents,
             aliases,
@@ -106,11 +107,11 @@ mod tests {
     fn shape_adds_up_to_the_requested_totals() {
         let s = Shape::for_totals(1_000_000, 300_000);
         assert_eq!(s.aliases, 1000);
-        assert_eq!(s.per_agent, 2);
-        assert_eq!(s.entries(), 1000 * 101 + 300_000 * 2);
+        assert_eq!(s.per_agent, 3);
+        assert_eq!(s.entries(), 1000 * 101 + 300_000 * 3);
         let s = Shape::for_totals(10_000, 1_000);
         assert_eq!(s.aliases, 4);
-        assert_eq!(s.entries(), 4 * 101 + 1000 * 9);
+        assert_eq!(s.entries(), 4 * 101 + 1000 * 10);
     }
 
     #[test]
@@ -119,7 +120,7 @@ mod tests {
         let sql = postgres_sql("example.org", &shape, 1_700_000_000);
         assert!(sql.starts_with("BEGIN;"));
         assert!(sql.contains("generate_series(1, 1000) a"));
-        assert!(sql.contains("generate_series(1, 9) w"));
+        assert!(sql.contains("generate_series(1, 10) w"));
         assert!(sql.contains("generate_series(0, 3) g"));
         assert!(sql.contains("spiffe://example.org/spire/server"));
         for t in [
