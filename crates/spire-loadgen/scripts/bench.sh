@@ -2,7 +2,7 @@
 # Reproduces the load figures of BENCHMARKS.md ("Load and protocol figures (spire-loadgen)").
 #
 #   cargo build --release -p spire-server -p spire-loadgen
-#   crates/spire-loadgen/scripts/bench.sh [p1] [p1sweep] [p2] [p3] [p4] [p5] [p6]
+#   crates/spire-loadgen/scripts/bench.sh [p1] [p1sweep] [p2] [p3] [p4] [p5] [p6] [p7]
 #                                      (default: p1 p2 p4 p5)
 #
 # Every figure runs a fresh spire-server (release build) on loopback under a temporary
@@ -159,6 +159,21 @@ p1sweep() {
 		loadgen "p1-batch$b" -agents "$ISSUE_AGENTS" -workloadsPerAgent 500 -batchSize "$b" -issueRounds 4 \
 			-jwtPerAgent 0 -noWatch -duration 0s -concurrency "$ISSUE_AGENTS"
 	done
+	stop_server
+}
+
+# P7: bytes per sync against entries changed between syncs. One agent with 600 entries (above
+# the 500-entry page, so it gets revisions and then only what changed), polling every 5 s
+# without the push stream, while CHURN7 entries/s are created for it: 5 x rate per sync.
+p7() {
+	start_server p7 sqlite3 "$WORK/p7/data/datastore.sqlite3"
+	local c
+	for c in ${CHURN7:-0 1 4 20}; do
+		loadgen "p7-churn$c" -agents 1 -workloadsPerAgent 600 -noWatch -syncInterval 5s -churn "$c" \
+			-churnKeep 100000 -duration 30s -jwtPerAgent 0 -concurrency 1
+	done
+	loadgen p7-small -agents 1 -workloadsPerAgent 15 -noWatch -syncInterval 5s -churn 1 \
+		-churnKeep 100000 -duration 30s -jwtPerAgent 0 -concurrency 1
 	stop_server
 }
 
@@ -393,9 +408,9 @@ steps=("$@")
 [[ ${#steps[@]} -eq 0 ]] && steps=(p1 p2 p4 p5)
 for s in "${steps[@]}"; do
 	case "$s" in
-	p1 | p1sweep | p2 | p3 | p4 | p5) "$s" ;;
+	p1 | p1sweep | p2 | p3 | p4 | p5 | p7) "$s" ;;
 	p6) p5 p6 ;;
-	*) echo "unknown step $s (p1 p1sweep p2 p3 p4 p5 p6)" >&2; exit 2 ;;
+	*) echo "unknown step $s (p1 p1sweep p2 p3 p4 p5 p6 p7)" >&2; exit 2 ;;
 	esac
 done
 log "reports in $OUT"
