@@ -65,7 +65,9 @@ static DATA: LazyLock<Data> = LazyLock::new(|| {
     let n_agents = env("SPIRE_BENCH_AGENTS", n_entries * 3 / 10).max(1);
     let aliases = n_agents.div_ceil(300);
     let per_alias = 100;
-    let per_agent = n_entries.saturating_sub(aliases * (per_alias + 1)) / n_agents;
+    let per_agent = n_entries
+        .saturating_sub(aliases * (per_alias + 1))
+        .div_ceil(n_agents);
     let server = id("/spire/server");
     let mut entries = Vec::with_capacity(n_entries);
     for g in 0..aliases {
