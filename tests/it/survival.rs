@@ -267,11 +267,23 @@ async fn agent_survives_its_socket_directory_being_removed() {
         "spire-agent died:\n{}",
         agent.proc.logs()
     );
-    // FIXME(spire-agent endpoints): the Workload API socket is not recreated (SPIRE behaves the
-    // same); workloads are cut off until the agent restarts. Asserting the current behaviour.
-    assert!(!socket.exists());
-    assert!(!fetch(&socket).await);
-    // A restart (no join token: it reuses its SVID from data_dir) restores the socket.
+    // The agent notices (it checks the socket path every second), re-creates the directory
+    // and the socket, and serves again without a restart.
+    spire_testkit::wait_until(WAIT, "an SVID from the re-created socket", async || {
+        assert!(agent.proc.is_running(), "{}", agent.proc.logs());
+        fetch(&socket).await
+    })
+    .await
+    .unwrap();
+    assert!(
+        agent
+            .proc
+            .logs()
+            .contains("workload api socket was removed; re-creating it"),
+        "no warning about the removed socket:\n{}",
+        agent.proc.logs()
+    );
+    // A restart (no join token: it reuses its SVID from data_dir) serves on the same path.
     agent.proc.terminate(Duration::from_secs(30));
     let conf = agent_dir.join("agent.conf");
     let mut restarted = spire_testkit::Process::start(
