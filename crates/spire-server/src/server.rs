@@ -34,6 +34,10 @@ pub struct ServerState {
     pub started: Instant,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Woken when the change log shows a federation change (a relationship or a federated
+    /// bundle written by any server of the trust domain), so the federation refresher re-reads
+    /// the relationships at once instead of polling the database.
+    pub federation_changed: tokio::sync::Notify,
 }
 
 impl fmt::Debug for ServerState {
@@ -278,6 +282,7 @@ pub async fn build_state(
         log,
         started: Instant::now(),
         shutdown: CancellationToken::new(),
+        federation_changed: tokio::sync::Notify::new(),
     }))
 }
 

@@ -38,7 +38,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How often the change log is polled anyway when change notifications wake the follower
 /// (a safety net for a lost notification; gaps are re-read on every wake-up too).
-pub const NOTIFIED_POLL_INTERVAL: Duration = Duration::from_millis(1000);
+pub const NOTIFIED_POLL_INTERVAL: Duration = Duration::from_millis(3000);
 
 /// How often the follower checks for writes of this process it has not applied yet (then it
 /// polls at once, so the agent check and `GetBundle` are back on the index within this time

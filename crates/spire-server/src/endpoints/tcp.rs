@@ -126,11 +126,38 @@ async fn reload_bundles(state: &ServerState, bundles: &BundleSet) {
     }
 }
 
+/// Wakes the federation refresher whenever the index applied a federation change (or lagged
+/// behind and must be assumed to have missed one).
+async fn forward_federation_changes(
+    state: Arc<ServerState>,
+    mut changes: tokio::sync::broadcast::Receiver<Arc<crate::authorized_entries::Notification>>,
+) {
+    use crate::authorized_entries::change;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let wake = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            r = changes.recv() => match r {
+                Ok(n) => n.all & (change::FEDERATED_BUNDLE | change::RESYNC) != 0,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if wake {
+            state.federation_changed.notify_one();
+        }
+    }
+}
+
 /// Loads the index, binds the listener and serves until `state.shutdown`.
 pub async fn serve(state: Arc<ServerState>) -> Result<(), TcpError> {
     let attestors = NodeAttestors::from_config(&state.config)?;
     let index = Arc::new(AuthorizedEntries::new(state.trust_domain.clone()));
     let follower = index.load(&state.datastore).await?;
+    tokio::spawn(forward_federation_changes(
+        Arc::clone(&state),
+        index.subscribe(),
+    ));
     tokio::spawn(Arc::clone(&index).run(
         state.datastore.clone(),
         Arc::clone(&state.clock),

@@ -35,8 +35,11 @@ pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(300);
 /// picked up quickly even with the default 5-minute hint).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
-/// How often the set of relationships is re-read.
-const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the set of relationships is re-read when nothing signals a change: a safety net.
+/// Relationship changes reach the refresher through the change log (`ServerState::
+/// federation_changed`, woken by the authorized-entry index within its poll interval), so the
+/// database is not polled every second (issue 9, P4).
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The relationships from the config's `federates_with` blocks.
 pub fn static_relationships(state: &ServerState) -> Vec<FederationRelationship> {
@@ -249,6 +252,7 @@ pub async fn run(state: Arc<ServerState>) {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
             _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            () = state.federation_changed.notified() => {}
         }
     }
     for (_, (_, stop, task)) in running {
