@@ -1,5 +1,5 @@
 //! Issue 12 §4 (what must be survived), with the real binaries: `kill -9` of the server in a
-//! loop during entry writes, a read-only `data_dir` (a clear error at once, state intact), and
+//! loop during entry writes, a read-only or full `data_dir` (a clear error, state intact), and
 //! the agent's socket directory removed while it runs.
 //!
 //! Covered elsewhere (not repeated here): one `kill -9` in the middle of a 1,000-entry batch
@@ -9,7 +9,9 @@
 //! crates/spire-agent/tests/it/manager_e2e.rs
 //! `agent_keeps_serving_cached_identities_while_the_server_is_down`; a bad config naming file
 //! and key: local_api.rs `bad_config_stops_the_start_naming_file_and_key`.
-//! Not covered yet: a full `data_dir`.
+//! A full `data_dir` (a 2 MiB tmpfs in a private mount namespace): the failing write answers
+//! with SQLite's "database or disk is full", the server stays up, every acknowledged entry is
+//! listed once and the failed one left nothing.
 //!
 //! Here too: PostgreSQL unreachable under a running server (through a TCP proxy the test cuts
 //! and restores): admin RPCs answer `Unavailable`, the agent keeps serving its cached SVID,
@@ -480,4 +482,116 @@ async fn postgres_unreachable_admin_rpcs_unavailable_agents_keep_serving_then_re
         server.logs()
     );
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
+}
+
+/// An entry whose selectors make it large (≈ 10 KB), to fill a small filesystem quickly.
+fn big_entry(i: usize) -> types::Entry {
+    let mut e = entry(&format!("/big/{i}"));
+    e.selectors = (0..20)
+        .map(|k| types::Selector {
+            r#type: "unix".into(),
+            value: format!("uid:{i}-{k}-{}", "x".repeat(500)),
+        })
+        .collect();
+    e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_data_dir_is_a_clear_write_error_and_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spire_testkit::ServerConfig::new(TD, &dir.path().join("server"));
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let conf = cfg.write(&dir.path().join("server.conf")).unwrap();
+    // data_dir is a 2 MiB tmpfs in a private mount namespace that only the server sees (a real
+    // "no space left on device"); its API socket is outside it, on the test's filesystem.
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        args.push("-r".into());
+    }
+    for a in [
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=2m tmpfs \"$1\" && exec \"$2\" run -config \"$3\"",
+        "sh",
+    ] {
+        args.push(a.into());
+    }
+    args.push(cfg.data_dir.clone().into());
+    args.push(bin_path("spire-server").into());
+    args.push(conf.into());
+    let mut proc = spire_testkit::Process::start("unshare", args).unwrap();
+    let sock = cfg.socket_path.display().to_string();
+    spire_testkit::wait_until(WAIT, "the server's local API answers", async || {
+        assert!(proc.is_running(), "spire-server exited:\n{}", proc.logs());
+        spire_testkit::run_cli(
+            bin_path("spire-server"),
+            ["healthcheck", "-socketPath", sock.as_str()],
+        )
+        .success()
+    })
+    .await
+    .unwrap();
+
+    let mut c = epb::entry_client::EntryClient::new(uds_channel(&cfg.socket_path).await);
+    let mut acknowledged = Vec::new();
+    let mut failure = None;
+    for i in 0..2000 {
+        let r = c
+            .batch_create_entry(epb::BatchCreateEntryRequest {
+                entries: vec![big_entry(i)],
+                output_mask: None,
+            })
+            .await;
+        let status = match r {
+            Ok(r) => r.into_inner().results[0].status.clone().unwrap(),
+            Err(st) => types::Status {
+                code: st.code() as i32,
+                message: st.message().to_owned(),
+            },
+        };
+        if status.code == 0 {
+            acknowledged.push(format!("/big/{i}"));
+        } else {
+            failure = Some(status);
+            break;
+        }
+    }
+    let failure = failure.expect("a 2 MiB data_dir never filled up");
+    assert!(
+        !acknowledged.is_empty(),
+        "no entry fit before the disk was full"
+    );
+    // The write fails with a status that says why (SQLite: "database or disk is full"), and
+    // the server stays up.
+    assert!(
+        failure.message.contains("full"),
+        "the error should say the disk is full: {failure:?}"
+    );
+    assert!(proc.is_running(), "spire-server died:\n{}", proc.logs());
+    // Nothing acknowledged is lost, the failed write left nothing behind, nothing duplicated.
+    let mut listed: Vec<String> = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_entries(epb::ListEntriesRequest {
+                page_size: 500,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed.extend(page.entries.into_iter().map(|e| e.spiffe_id.unwrap().path));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    listed.sort();
+    acknowledged.sort();
+    assert_eq!(listed, acknowledged);
+    proc.terminate(Duration::from_secs(30));
 }

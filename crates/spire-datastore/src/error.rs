@@ -33,7 +33,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The database rejected or failed a statement, or could not be reached.
-    #[error("database error")]
+    #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
     /// Applying the schema migrations failed.
     #[error("applying datastore schema migrations failed")]
