@@ -29,6 +29,8 @@ struct Fake {
     entries: Mutex<BTreeMap<String, EntryView>>,
     renewals: AtomicUsize,
     signed: Mutex<Vec<String>>,
+    /// The size of every BatchNewX509SVID call.
+    batches: Mutex<Vec<usize>>,
     deny: AtomicBool,
 }
 
@@ -116,6 +118,7 @@ impl ServerApi for Fake {
     ) -> BoxFuture<'_, Result<Vec<SvidResult>, ClientError>> {
         Box::pin(async move {
             self.check()?;
+            self.batches.lock().unwrap().push(params.len());
             let entries = self.entries.lock().unwrap().clone();
             Ok(params
                 .into_iter()
@@ -224,6 +227,7 @@ async fn manager_rotates_renews_resigns_and_stops_when_banned() {
         entries: Mutex::new(BTreeMap::new()),
         renewals: AtomicUsize::new(0),
         signed: Mutex::new(Vec::new()),
+        batches: Mutex::new(Vec::new()),
         deny: AtomicBool::new(false),
     });
     fake.entries
@@ -367,6 +371,7 @@ async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() 
         entries: Mutex::new(BTreeMap::new()),
         renewals: AtomicUsize::new(0),
         signed: Mutex::new(Vec::new()),
+        batches: Mutex::new(Vec::new()),
         deny: AtomicBool::new(false),
     });
     // Two entries for two workloads; with a cache of one, only the oldest (e1) is prefetched.
@@ -456,6 +461,78 @@ async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() 
     task.await.unwrap().unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn many_svids_are_signed_in_bounded_batches() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let td: TrustDomain = "example.org".parse().unwrap();
+    let ca_key: Arc<dyn spire_crypto::Signer> =
+        Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let ca = spire_crypto::self_signed_ca(
+        ca_key,
+        &CaTemplate {
+            trust_domain: td.clone(),
+            subject: Default::default(),
+            ttl: Duration::from_secs(86400),
+        },
+        clock.now(),
+    )
+    .unwrap();
+    let fake = Arc::new(Fake {
+        clock: clock.clone(),
+        ca,
+        td: td.clone(),
+        agent_id: SpiffeId::new(&td, "/spire/agent/test/1").unwrap(),
+        entries: Mutex::new(BTreeMap::new()),
+        renewals: AtomicUsize::new(0),
+        signed: Mutex::new(Vec::new()),
+        batches: Mutex::new(Vec::new()),
+        deny: AtomicBool::new(false),
+    });
+    const N: usize = 1_100;
+    for i in 0..N {
+        let id = format!("e{i}");
+        let e = entry(&fake, &id, 1);
+        fake.entries.lock().unwrap().insert(id, e);
+    }
+    let data = tempfile::tempdir().unwrap();
+    let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
+    let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
+    let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
+    let agent = AgentSvid::new(svid, key, false, None);
+    let bundle = fake.get_bundle().await.unwrap();
+    let (manager, mut rx) = Manager::new(ManagerParts {
+        cfg: ManagerConfig {
+            trust_domain: td.clone(),
+            server_address: "127.0.0.1:1".into(),
+            data_dir: data.path().to_owned(),
+            sync_interval: Duration::from_secs(3600),
+            x509_svid_cache_max_size: 0,
+            workload_key_type: spire_crypto::KeyType::EcP256,
+            availability_target: None,
+        },
+        clock: Arc::new(clock.clone()),
+        client: fake.clone() as Arc<dyn ServerApi>,
+        identity: SharedIdentity::empty(),
+        tls_bundles: BundleSet::new(),
+        keys: Arc::new(AgentKeyStore::memory()),
+        attestor: None,
+        agent,
+        bundle,
+        subscribers: SubscriberRegistry::new(),
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(manager.run(shutdown.clone()));
+    wait_for(&mut rx, "every entry signed", |s| {
+        s.identities.values().filter(|i| i.svid.is_some()).count() == N
+    })
+    .await;
+    // Keys, CSRs and answers of at most one server page (500) are alive at once.
+    assert_eq!(*fake.batches.lock().unwrap(), [500, 500, 100]);
+    assert_eq!(fake.signed.lock().unwrap().len(), N);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
 #[test]
 fn signing_set_adds_subscribed_entries_beyond_the_limit() {
     let fake_entry = |id: &str, created: i64, sel: &[&str]| {
@@ -524,6 +601,7 @@ async fn clock_jump_forward_rotates_at_once_backward_issues_nothing() {
         entries: Mutex::new(BTreeMap::new()),
         renewals: AtomicUsize::new(0),
         signed: Mutex::new(Vec::new()),
+        batches: Mutex::new(Vec::new()),
         deny: AtomicBool::new(false),
     });
     fake.entries

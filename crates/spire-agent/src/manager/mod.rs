@@ -192,6 +192,10 @@ struct SvidSlot {
     deadline: SystemTime,
 }
 
+/// Most X509-SVIDs whose keys and CSRs are made and sent to the server at once (the server's
+/// BatchNewX509SVID page size).
+const SIGN_BATCH: usize = 500;
+
 /// Whether two bundles carry the same authorities (JWT key expiry is ignored: the stored
 /// SPIFFE JSON form does not carry it).
 fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
@@ -778,79 +782,85 @@ impl Manager {
             return Ok(());
         }
         let key_type = self.cfg.workload_key_type;
-        let ids: Vec<(String, SpiffeId)> = todo
-            .iter()
-            .map(|e| (e.entry_id.clone(), e.spiffe_id.clone()))
-            .collect();
-        let made = tokio::task::spawn_blocking(move || {
-            ids.into_iter()
-                .map(|(id, sid)| {
-                    let key = PrivateKey::generate(key_type).map_err(|e| e.to_string())?;
-                    let csr =
-                        spire_crypto::create_csr(&key, Some(&sid)).map_err(|e| e.to_string())?;
-                    Ok::<_, String>((id, key, csr))
-                })
-                .collect::<Result<Vec<_>, String>>()
-        })
-        .await
-        .map_err(|e| ManagerError::Crypto(format!("key generation task: {e}")))?
-        .map_err(|e| ManagerError::Crypto(format!("workload key or CSR: {e}")))?;
-        let params: Vec<(String, Vec<u8>)> = made
-            .iter()
-            .map(|(id, _, csr)| (id.clone(), csr.clone()))
-            .collect();
-        let results = self.client.batch_new_x509_svid(params).await?;
         let mut failed = 0usize;
-        for ((id, key, _), result) in made.into_iter().zip(results) {
-            let Some(entry) = self.entries.get(&id).cloned() else {
-                continue;
-            };
-            let issued = match result {
-                Ok(s) => s,
-                Err(reason) => {
+        // In batches: keys, CSRs and the server's answers of one batch only are alive at once,
+        // so signing 10,000 SVIDs does not leave a 10,000-SVID transient high-water mark in
+        // the allocator (BENCHMARKS.md P5), and SVIDs are published as each batch lands.
+        for batch in todo.chunks(SIGN_BATCH) {
+            let ids: Vec<(String, SpiffeId)> = batch
+                .iter()
+                .map(|e| (e.entry_id.clone(), e.spiffe_id.clone()))
+                .collect();
+            let made = tokio::task::spawn_blocking(move || {
+                ids.into_iter()
+                    .map(|(id, sid)| {
+                        let key = PrivateKey::generate(key_type).map_err(|e| e.to_string())?;
+                        let csr = spire_crypto::create_csr(&key, Some(&sid))
+                            .map_err(|e| e.to_string())?;
+                        Ok::<_, String>((id, key, csr))
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .await
+            .map_err(|e| ManagerError::Crypto(format!("key generation task: {e}")))?
+            .map_err(|e| ManagerError::Crypto(format!("workload key or CSR: {e}")))?;
+            let params: Vec<(String, Vec<u8>)> = made
+                .iter()
+                .map(|(id, _, csr)| (id.clone(), csr.clone()))
+                .collect();
+            let results = self.client.batch_new_x509_svid(params).await?;
+            for ((id, key, _), result) in made.into_iter().zip(results) {
+                let Some(entry) = self.entries.get(&id).cloned() else {
+                    continue;
+                };
+                let issued = match result {
+                    Ok(s) => s,
+                    Err(reason) => {
+                        failed += 1;
+                        tracing::warn!(entry_id = %id, spiffe_id = %entry.spiffe_id, reason = %reason, "Failed to mint X509-SVID");
+                        continue;
+                    }
+                };
+                if issued.spiffe_id != entry.spiffe_id {
                     failed += 1;
-                    tracing::warn!(entry_id = %id, spiffe_id = %entry.spiffe_id, reason = %reason, "Failed to mint X509-SVID");
+                    tracing::warn!(entry_id = %id, expected = %entry.spiffe_id, got = %issued.spiffe_id, "Server signed an X509-SVID for another SPIFFE ID");
                     continue;
                 }
-            };
-            if issued.spiffe_id != entry.spiffe_id {
-                failed += 1;
-                tracing::warn!(entry_id = %id, expected = %entry.spiffe_id, got = %issued.spiffe_id, "Server signed an X509-SVID for another SPIFFE ID");
-                continue;
+                let pkcs8 = key
+                    .to_pkcs8_der()
+                    .map_err(|e| ManagerError::Crypto(e.to_string()))?;
+                let deadline = rotation::rotation_deadline(
+                    issued.not_before,
+                    issued.not_after,
+                    rotation::random_jitter(),
+                    self.cfg.availability_target,
+                );
+                let renewed = self.svids.contains_key(&id);
+                tracing::info!(
+                    entry_id = %id,
+                    spiffe_id = %issued.spiffe_id,
+                    expires_at = spire_spiffe::to_unix_secs(issued.not_after),
+                    renewed,
+                    "Issued X509-SVID"
+                );
+                self.svids.insert(
+                    id.clone(),
+                    SvidSlot {
+                        svid: Arc::new(WorkloadX509Svid {
+                            entry_id: id,
+                            spiffe_id: issued.spiffe_id,
+                            cert_chain: issued.cert_chain,
+                            private_key_pkcs8: Arc::new(pkcs8),
+                            not_before: issued.not_before,
+                            expires_at: issued.not_after,
+                        }),
+                        revision: entry.revision_number,
+                        deadline,
+                    },
+                );
+                self.dirty = true;
             }
-            let pkcs8 = key
-                .to_pkcs8_der()
-                .map_err(|e| ManagerError::Crypto(e.to_string()))?;
-            let deadline = rotation::rotation_deadline(
-                issued.not_before,
-                issued.not_after,
-                rotation::random_jitter(),
-                self.cfg.availability_target,
-            );
-            let renewed = self.svids.contains_key(&id);
-            tracing::info!(
-                entry_id = %id,
-                spiffe_id = %issued.spiffe_id,
-                expires_at = spire_spiffe::to_unix_secs(issued.not_after),
-                renewed,
-                "Issued X509-SVID"
-            );
-            self.svids.insert(
-                id.clone(),
-                SvidSlot {
-                    svid: Arc::new(WorkloadX509Svid {
-                        entry_id: id,
-                        spiffe_id: issued.spiffe_id,
-                        cert_chain: issued.cert_chain,
-                        private_key_pkcs8: Arc::new(pkcs8),
-                        not_before: issued.not_before,
-                        expires_at: issued.not_after,
-                    }),
-                    revision: entry.revision_number,
-                    deadline,
-                },
-            );
-            self.dirty = true;
+            self.publish();
         }
         if failed > 0 {
             return Err(ManagerError::Mint(format!(
