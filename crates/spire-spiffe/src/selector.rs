@@ -213,6 +213,7 @@ impl From<Vec<Selector>> for Selectors {
     fn from(mut items: Vec<Selector>) -> Self {
         items.sort();
         items.dedup();
+        items.shrink_to_fit();
         Selectors { items }
     }
 }

@@ -22,13 +22,15 @@ pub fn entry(e: &types::Entry) -> Result<EntryView, String> {
     if e.id.is_empty() {
         return Err("entry without id".into());
     }
-    let mut selectors = Selectors::new();
+    // Exact capacity: the agent keeps one of these per entry (BENCHMARKS.md P5).
+    let mut items = Vec::with_capacity(e.selectors.len());
     for s in &e.selectors {
-        selectors.insert(
+        items.push(
             Selector::new(s.r#type.clone(), s.value.clone())
                 .map_err(|err| format!("selector {}:{}: {err}", s.r#type, s.value))?,
         );
     }
+    let selectors = Selectors::from(items);
     let federates_with = e
         .federates_with
         .iter()

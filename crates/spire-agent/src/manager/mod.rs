@@ -849,7 +849,11 @@ impl Manager {
                         svid: Arc::new(WorkloadX509Svid {
                             entry_id: id,
                             spiffe_id: issued.spiffe_id,
-                            cert_chain: issued.cert_chain,
+                            cert_chain: {
+                                let mut chain = issued.cert_chain;
+                                chain.shrink_to_fit();
+                                chain
+                            },
                             private_key_pkcs8: Arc::new(pkcs8),
                             not_before: issued.not_before,
                             expires_at: issued.not_after,
