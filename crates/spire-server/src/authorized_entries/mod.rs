@@ -142,6 +142,20 @@ impl AuthorizedEntries {
         self.read().agent(id).cloned()
     }
 
+    /// Waits (at most `max`) until the index holds every node write made through `ds`, so an
+    /// agent that has just attested here sees its node selectors, and with them its node-alias
+    /// entries, in its first sync. The follower applies a local write within
+    /// [`LOCAL_WRITE_CHECK`]; past `max` the caller goes on with what the index holds (the
+    /// push stream brings the rest).
+    pub async fn wait_for_local_node_writes(&self, ds: &DataStore, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        while ds.last_local_write(ChangeKind::Node) > self.local_seq.load(Ordering::SeqCst)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The local bundle, when the index holds every bundle write made through `ds` (else
     /// `None`: read the database).
     pub fn fresh_bundle(&self, ds: &DataStore) -> Option<Arc<Bundle>> {

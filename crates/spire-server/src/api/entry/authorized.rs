@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::{Ctx, convert};
-use crate::endpoints::tcp::tcp_context;
+use crate::endpoints::tcp::{TcpContext, tcp_context};
 use crate::pb::entry as pb;
 use crate::pb::types;
 
@@ -33,12 +33,23 @@ pub const PAGE_SIZE: usize = 500;
 pub type SyncAuthorizedEntriesStream =
     Pin<Box<dyn Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send>>;
 
-fn caller_entries<T>(ctx: &Ctx, request: &Request<T>) -> Result<Vec<Arc<Entry>>, Status> {
-    let tcp = tcp_context(request)?;
+/// Longest wait for the index to apply this server's own node writes before answering.
+const LOCAL_NODE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn caller_entries(
+    ctx: &Ctx,
+    tcp: Result<Arc<TcpContext>, Status>,
+) -> Result<Vec<Arc<Entry>>, Status> {
+    let tcp = tcp?;
     let id = ctx
         .caller
         .spiffe_id()
         .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
+    // An agent syncing right after it attested through this server must see its node
+    // selectors (node-alias entries), not an index that has not applied the attestation yet.
+    tcp.index
+        .wait_for_local_node_writes(&tcp.state.datastore, LOCAL_NODE_WRITE_WAIT)
+        .await;
     Ok(tcp.index.authorized_entries(id))
 }
 
@@ -47,15 +58,17 @@ pub(crate) async fn get_authorized_entries(
     ctx: &Ctx,
     request: Request<pb::GetAuthorizedEntriesRequest>,
 ) -> Result<Response<pb::GetAuthorizedEntriesResponse>, Status> {
-    let result = caller_entries(ctx, &request).map(|entries| {
-        let mask = request.get_ref().output_mask.as_ref();
-        pb::GetAuthorizedEntriesResponse {
-            entries: entries
-                .iter()
-                .map(|e| convert::entry_to_proto(e, mask))
-                .collect(),
-        }
-    });
+    let result = caller_entries(ctx, tcp_context(&request))
+        .await
+        .map(|entries| {
+            let mask = request.get_ref().output_mask.as_ref();
+            pb::GetAuthorizedEntriesResponse {
+                entries: entries
+                    .iter()
+                    .map(|e| convert::entry_to_proto(e, mask))
+                    .collect(),
+            }
+        });
     ctx.audit.emit(&result, &[]);
     result.map(Response::new)
 }
@@ -65,7 +78,7 @@ pub(crate) async fn sync_authorized_entries(
     ctx: &Ctx,
     request: Request<Streaming<pb::SyncAuthorizedEntriesRequest>>,
 ) -> Result<Response<SyncAuthorizedEntriesStream>, Status> {
-    let entries = match caller_entries(ctx, &request) {
+    let entries = match caller_entries(ctx, tcp_context(&request)).await {
         Ok(e) => e,
         Err(s) => {
             ctx.audit.emit_error(&s, &[]);
