@@ -198,23 +198,15 @@ impl DataStore {
         .await
     }
 
-    /// Every entry, read in pages of `batch` (cold start of caches). Not a snapshot: read
+    /// Every entry, in ID order (cold start of caches; [`DataStore::for_each_entry`] hands
+    /// them over one at a time instead). Not a snapshot: read
     /// [`DataStore::latest_change_id`] **before** calling this and then follow the change log
     /// from that ID, so changes made during the read are replayed.
     pub async fn list_all_entries(&self) -> Result<Vec<Entry>> {
-        crate::timed::timed("list_all_registration_entries", async {
-            let mut out = Vec::new();
-            let mut page = Pagination::first(1000);
-            loop {
-                let p = self.list_entries(&EntryFilter::default(), &page).await?;
-                out.extend(p.items);
-                if p.next_page_token.is_empty() {
-                    return Ok(out);
-                }
-                page.token = p.next_page_token;
-            }
-        })
-        .await
+        let mut out = Vec::new();
+        self.for_each_entry(crate::bulk::BULK_PAGE, |e| out.push(e))
+            .await?;
+        Ok(out)
     }
 
     /// Deletes every entry that expired before `before` (Unix seconds; entries with

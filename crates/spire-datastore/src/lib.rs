@@ -34,6 +34,7 @@
 //! `datastore_operation_duration_seconds`, labelled with SPIRE's operation name and the outcome)
 //! through one wrapper, `timed`.
 
+mod bulk;
 mod bundles;
 pub mod changes;
 mod entries;
@@ -50,6 +51,7 @@ mod timed;
 mod tokens;
 mod types;
 
+pub use bulk::BULK_PAGE;
 pub use changes::ChangeFollower;
 pub use error::{Error, Result};
 pub use notify::ChangeNotifications;

@@ -157,24 +157,14 @@ impl DataStore {
         .await
     }
 
-    /// Every node with its selectors (cold start of caches; see
+    /// Every node with its selectors, in SPIFFE ID order (cold start of caches;
+    /// [`DataStore::for_each_node`] hands them over one at a time instead; see
     /// [`DataStore::list_all_entries`] for how to combine with the change log).
     pub async fn list_all_nodes_with_selectors(&self) -> Result<Vec<AttestedNode>> {
-        crate::timed::timed("list_attested_nodes_with_selectors", async {
-            let mut out = Vec::new();
-            let mut page = Pagination::first(1000);
-            loop {
-                let p = self
-                    .list_attested_nodes(&NodeFilter::default(), &page)
-                    .await?;
-                out.extend(p.items);
-                if p.next_page_token.is_empty() {
-                    return Ok(out);
-                }
-                page.token = p.next_page_token;
-            }
-        })
-        .await
+        let mut out = Vec::new();
+        self.for_each_node(crate::bulk::BULK_PAGE, |n| out.push(n))
+            .await?;
+        Ok(out)
     }
 
     /// Replaces the selectors of node `id` (the node row need not exist yet).

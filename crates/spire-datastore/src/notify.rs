@@ -41,6 +41,11 @@ impl Notifications {
         }
     }
 
+    /// The PostgreSQL URL of the store (`None` on other backends).
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
     pub(crate) fn stop(&self) {
         if let Some(t) = self
             .task

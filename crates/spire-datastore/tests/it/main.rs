@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod bulk;
 mod bundles;
 mod changes;
 mod entries;
