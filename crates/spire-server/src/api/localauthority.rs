@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{Ctx, Policy};
-use crate::ca::{AuthorityState, CaError};
+use crate::ca::{AuthorityState, CaError, CaManager};
 use crate::pb::localauthority as pb;
 use crate::server::ServerState;
 
@@ -50,209 +50,216 @@ fn finish<T>(ctx: &Ctx, id: &str, result: Result<T, Status>) -> Result<Response<
     result.map(Response::new)
 }
 
+/// Active, prepared and old authorities on the wire.
+type WireStates = (
+    Option<pb::AuthorityState>,
+    Option<pb::AuthorityState>,
+    Option<pb::AuthorityState>,
+);
+
+impl LocalAuthorityService {
+    /// A `Get*AuthorityState` RPC: authorizes the caller as `method`, reads the active, prepared
+    /// and old authorities with `read` and answers with them in `response`.
+    async fn get_states<Req, Resp>(
+        &self,
+        request: Request<Req>,
+        method: &'static str,
+        read: impl AsyncFnOnce(
+            &CaManager,
+        ) -> (
+            Option<AuthorityState>,
+            Option<AuthorityState>,
+            Option<AuthorityState>,
+        ),
+        response: impl FnOnce(WireStates) -> Resp,
+    ) -> Result<Response<Resp>, Status> {
+        let ctx = Ctx::new(&self.state, &request, method, Policy::AdminOrLocal)?;
+        let (active, prepared, old) = read(&ctx.state.ca).await;
+        let states = (active.map(wire), prepared.map(wire), old.map(wire));
+        finish(&ctx, "", Ok(response(states)))
+    }
+
+    /// A prepare, activate, taint or revoke RPC: authorizes the caller as `method`, runs
+    /// `change` on the CA manager with the request's authority ID (`authority_id`; empty for
+    /// prepare), maps a failure under the message `failed` and answers with the authority in
+    /// `response`. Audited with the authority ID either way.
+    async fn change<Req, Resp>(
+        &self,
+        request: Request<Req>,
+        method: &'static str,
+        failed: &str,
+        authority_id: impl FnOnce(Req) -> String,
+        change: impl AsyncFnOnce(&CaManager, &str) -> Result<AuthorityState, CaError>,
+        response: impl FnOnce(Option<pb::AuthorityState>) -> Resp,
+    ) -> Result<Response<Resp>, Status> {
+        let ctx = Ctx::new(&self.state, &request, method, Policy::AdminOrLocal)?;
+        let id = authority_id(request.into_inner());
+        let r = change(&ctx.state.ca, &id)
+            .await
+            .map(|s| response(Some(wire(s))))
+            .map_err(|e| status(failed, e));
+        finish(&ctx, &id, r)
+    }
+}
+
+/// The request of a prepare RPC names no authority.
+fn no_id<Req>(_: Req) -> String {
+    String::new()
+}
+
 #[tonic::async_trait]
 impl pb::local_authority_server::LocalAuthority for LocalAuthorityService {
     async fn get_jwt_authority_state(
         &self,
         request: Request<pb::GetJwtAuthorityStateRequest>,
     ) -> Result<Response<pb::GetJwtAuthorityStateResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.get_states(
+            request,
             "GetJWTAuthorityState",
-            Policy::AdminOrLocal,
-        )?;
-        let (active, prepared, old) = ctx.state.ca.jwt_states().await;
-        finish(
-            &ctx,
-            "",
-            Ok(pb::GetJwtAuthorityStateResponse {
-                active: active.map(wire),
-                prepared: prepared.map(wire),
-                old: old.map(wire),
-            }),
+            CaManager::jwt_states,
+            |(active, prepared, old)| pb::GetJwtAuthorityStateResponse {
+                active,
+                prepared,
+                old,
+            },
         )
+        .await
     }
 
     async fn prepare_jwt_authority(
         &self,
         request: Request<pb::PrepareJwtAuthorityRequest>,
     ) -> Result<Response<pb::PrepareJwtAuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "PrepareJWTAuthority",
-            Policy::AdminOrLocal,
-        )?;
-        let r = ctx
-            .state
-            .ca
-            .prepare_jwt_authority()
-            .await
-            .map(|s| pb::PrepareJwtAuthorityResponse {
-                prepared_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to prepare JWT authority", e));
-        finish(&ctx, "", r)
+            "failed to prepare JWT authority",
+            no_id,
+            async |ca, _| ca.prepare_jwt_authority().await,
+            |a| pb::PrepareJwtAuthorityResponse {
+                prepared_authority: a,
+            },
+        )
+        .await
     }
 
     async fn activate_jwt_authority(
         &self,
         request: Request<pb::ActivateJwtAuthorityRequest>,
     ) -> Result<Response<pb::ActivateJwtAuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "ActivateJWTAuthority",
-            Policy::AdminOrLocal,
-        )?;
-        let id = request.into_inner().authority_id;
-        let r = ctx
-            .state
-            .ca
-            .activate_jwt_authority(&id)
-            .await
-            .map(|s| pb::ActivateJwtAuthorityResponse {
-                activated_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to activate JWT authority", e));
-        finish(&ctx, &id, r)
+            "failed to activate JWT authority",
+            |r| r.authority_id,
+            CaManager::activate_jwt_authority,
+            |a| pb::ActivateJwtAuthorityResponse {
+                activated_authority: a,
+            },
+        )
+        .await
     }
 
     async fn taint_jwt_authority(
         &self,
         request: Request<pb::TaintJwtAuthorityRequest>,
     ) -> Result<Response<pb::TaintJwtAuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "TaintJWTAuthority",
-            Policy::AdminOrLocal,
-        )?;
-        let id = request.into_inner().authority_id;
-        let r = ctx
-            .state
-            .ca
-            .taint_jwt_authority(&id)
-            .await
-            .map(|s| pb::TaintJwtAuthorityResponse {
-                tainted_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to taint JWT authority", e));
-        finish(&ctx, &id, r)
+            "failed to taint JWT authority",
+            |r| r.authority_id,
+            CaManager::taint_jwt_authority,
+            |a| pb::TaintJwtAuthorityResponse {
+                tainted_authority: a,
+            },
+        )
+        .await
     }
 
     async fn revoke_jwt_authority(
         &self,
         request: Request<pb::RevokeJwtAuthorityRequest>,
     ) -> Result<Response<pb::RevokeJwtAuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "RevokeJWTAuthority",
-            Policy::AdminOrLocal,
-        )?;
-        let id = request.into_inner().authority_id;
-        let r = ctx
-            .state
-            .ca
-            .revoke_jwt_authority(&id)
-            .await
-            .map(|s| pb::RevokeJwtAuthorityResponse {
-                revoked_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to revoke JWT authority", e));
-        finish(&ctx, &id, r)
+            "failed to revoke JWT authority",
+            |r| r.authority_id,
+            CaManager::revoke_jwt_authority,
+            |a| pb::RevokeJwtAuthorityResponse {
+                revoked_authority: a,
+            },
+        )
+        .await
     }
 
     async fn get_x509_authority_state(
         &self,
         request: Request<pb::GetX509AuthorityStateRequest>,
     ) -> Result<Response<pb::GetX509AuthorityStateResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.get_states(
+            request,
             "GetX509AuthorityState",
-            Policy::AdminOrLocal,
-        )?;
-        let (active, prepared, old) = ctx.state.ca.x509_states().await;
-        finish(
-            &ctx,
-            "",
-            Ok(pb::GetX509AuthorityStateResponse {
-                active: active.map(wire),
-                prepared: prepared.map(wire),
-                old: old.map(wire),
-            }),
+            CaManager::x509_states,
+            |(active, prepared, old)| pb::GetX509AuthorityStateResponse {
+                active,
+                prepared,
+                old,
+            },
         )
+        .await
     }
 
     async fn prepare_x509_authority(
         &self,
         request: Request<pb::PrepareX509AuthorityRequest>,
     ) -> Result<Response<pb::PrepareX509AuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "PrepareX509Authority",
-            Policy::AdminOrLocal,
-        )?;
-        let r = ctx
-            .state
-            .ca
-            .prepare_x509_authority()
-            .await
-            .map(|s| pb::PrepareX509AuthorityResponse {
-                prepared_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to prepare X.509 authority", e));
-        finish(&ctx, "", r)
+            "failed to prepare X.509 authority",
+            no_id,
+            async |ca, _| ca.prepare_x509_authority().await,
+            |a| pb::PrepareX509AuthorityResponse {
+                prepared_authority: a,
+            },
+        )
+        .await
     }
 
     async fn activate_x509_authority(
         &self,
         request: Request<pb::ActivateX509AuthorityRequest>,
     ) -> Result<Response<pb::ActivateX509AuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "ActivateX509Authority",
-            Policy::AdminOrLocal,
-        )?;
-        let id = request.into_inner().authority_id;
-        let r = ctx
-            .state
-            .ca
-            .activate_x509_authority(&id)
-            .await
-            .map(|s| pb::ActivateX509AuthorityResponse {
-                activated_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to activate X.509 authority", e));
-        finish(&ctx, &id, r)
+            "failed to activate X.509 authority",
+            |r| r.authority_id,
+            CaManager::activate_x509_authority,
+            |a| pb::ActivateX509AuthorityResponse {
+                activated_authority: a,
+            },
+        )
+        .await
     }
 
     async fn taint_x509_authority(
         &self,
         request: Request<pb::TaintX509AuthorityRequest>,
     ) -> Result<Response<pb::TaintX509AuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "TaintX509Authority",
-            Policy::AdminOrLocal,
-        )?;
-        let id = request.into_inner().authority_id;
-        let r = ctx
-            .state
-            .ca
-            .taint_x509_authority(&id)
-            .await
-            .map(|s| pb::TaintX509AuthorityResponse {
-                tainted_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to taint X.509 authority", e));
-        finish(&ctx, &id, r)
+            "failed to taint X.509 authority",
+            |r| r.authority_id,
+            CaManager::taint_x509_authority,
+            |a| pb::TaintX509AuthorityResponse {
+                tainted_authority: a,
+            },
+        )
+        .await
     }
 
     async fn taint_x509_upstream_authority(
@@ -268,23 +275,17 @@ impl pb::local_authority_server::LocalAuthority for LocalAuthorityService {
         &self,
         request: Request<pb::RevokeX509AuthorityRequest>,
     ) -> Result<Response<pb::RevokeX509AuthorityResponse>, Status> {
-        let ctx = Ctx::new(
-            &self.state,
-            &request,
+        self.change(
+            request,
             "RevokeX509Authority",
-            Policy::AdminOrLocal,
-        )?;
-        let id = request.into_inner().authority_id;
-        let r = ctx
-            .state
-            .ca
-            .revoke_x509_authority(&id)
-            .await
-            .map(|s| pb::RevokeX509AuthorityResponse {
-                revoked_authority: Some(wire(s)),
-            })
-            .map_err(|e| status("failed to revoke X.509 authority", e));
-        finish(&ctx, &id, r)
+            "failed to revoke X.509 authority",
+            |r| r.authority_id,
+            CaManager::revoke_x509_authority,
+            |a| pb::RevokeX509AuthorityResponse {
+                revoked_authority: a,
+            },
+        )
+        .await
     }
 
     async fn revoke_x509_upstream_authority(
