@@ -298,12 +298,287 @@ impl JwtSlot {
     }
 }
 
+/// An X.509 CA or a JWT key in a slot: what the slot logic shared by both kinds needs.
+trait SlotAuthority: Clone + Send + Sync {
+    /// This kind's entry in the bundle.
+    type Published;
+    /// Messages of taint and revoke.
+    const TEXT: KindText;
+    /// This kind's slots.
+    fn pair(slots: &Slots) -> &Pair<Self>;
+    /// This kind's slots, to change.
+    fn pair_mut(slots: &mut Slots) -> &mut Pair<Self>;
+    /// This kind's entries in `bundle`.
+    fn published(bundle: &mut ds::Bundle) -> &mut Vec<Self::Published>;
+    /// Whether `entry` is this authority's entry in the bundle.
+    fn publishes(&self, entry: &Self::Published) -> bool;
+    /// The tainted flag of a bundle entry.
+    fn tainted(entry: &mut Self::Published) -> &mut bool;
+    fn slot(&self) -> Slot;
+    fn status(&self) -> SlotStatus;
+    fn set_status(&mut self, status: SlotStatus);
+    /// X.509: hex subject key ID; JWT: the `kid`.
+    fn authority_id(&self) -> String;
+    fn state(&self) -> AuthorityState;
+    /// Whether the authority is still valid at `now`.
+    fn valid_at(&self, now: SystemTime) -> bool;
+    /// When to prepare and when to activate this authority's successor.
+    fn thresholds(&self) -> (SystemTime, SystemTime);
+    /// Logs that this authority was activated.
+    fn log_activated(&self);
+}
+
+/// The messages of taint and revoke that name the kind of authority.
+struct KindText {
+    not_found: &'static str,
+    already_tainted: &'static str,
+    revoke_untainted: &'static str,
+}
+
+impl SlotAuthority for X509Slot {
+    type Published = ds::X509Authority;
+    const TEXT: KindText = KindText {
+        not_found: "no ca found with provided authority ID",
+        already_tainted: "root CA is already tainted",
+        revoke_untainted: "it is not possible to revoke an untainted root CA",
+    };
+    fn pair(slots: &Slots) -> &Pair<Self> {
+        &slots.x509
+    }
+    fn pair_mut(slots: &mut Slots) -> &mut Pair<Self> {
+        &mut slots.x509
+    }
+    fn published(bundle: &mut ds::Bundle) -> &mut Vec<ds::X509Authority> {
+        &mut bundle.x509_authorities
+    }
+    fn publishes(&self, entry: &ds::X509Authority) -> bool {
+        entry.der == self.authority.cert_der()
+    }
+    fn tainted(entry: &mut ds::X509Authority) -> &mut bool {
+        &mut entry.tainted
+    }
+    fn slot(&self) -> Slot {
+        self.slot
+    }
+    fn status(&self) -> SlotStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: SlotStatus) {
+        self.status = status;
+    }
+    fn authority_id(&self) -> String {
+        self.id()
+    }
+    fn state(&self) -> AuthorityState {
+        X509Slot::state(self)
+    }
+    fn valid_at(&self, now: SystemTime) -> bool {
+        self.not_after() > now
+    }
+    fn thresholds(&self) -> (SystemTime, SystemTime) {
+        thresholds(self.not_before(), self.not_after())
+    }
+    fn log_activated(&self) {
+        tracing::info!(slot = self.slot.name(), authority_id = %self.id(), "X509 CA activated");
+    }
+}
+
+impl SlotAuthority for JwtSlot {
+    type Published = ds::JwtAuthority;
+    const TEXT: KindText = KindText {
+        not_found: "no JWT authority found with provided authority ID",
+        already_tainted: "JWT authority is already tainted",
+        revoke_untainted: "it is not possible to revoke an untainted JWT authority",
+    };
+    fn pair(slots: &Slots) -> &Pair<Self> {
+        &slots.jwt
+    }
+    fn pair_mut(slots: &mut Slots) -> &mut Pair<Self> {
+        &mut slots.jwt
+    }
+    fn published(bundle: &mut ds::Bundle) -> &mut Vec<ds::JwtAuthority> {
+        &mut bundle.jwt_authorities
+    }
+    fn publishes(&self, entry: &ds::JwtAuthority) -> bool {
+        entry.key_id == self.kid
+    }
+    fn tainted(entry: &mut ds::JwtAuthority) -> &mut bool {
+        &mut entry.tainted
+    }
+    fn slot(&self) -> Slot {
+        self.slot
+    }
+    fn status(&self) -> SlotStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: SlotStatus) {
+        self.status = status;
+    }
+    fn authority_id(&self) -> String {
+        self.kid.clone()
+    }
+    fn state(&self) -> AuthorityState {
+        JwtSlot::state(self)
+    }
+    fn valid_at(&self, now: SystemTime) -> bool {
+        self.not_after > to_unix_secs(now)
+    }
+    fn thresholds(&self) -> (SystemTime, SystemTime) {
+        thresholds(
+            from_unix_secs(self.issued_at),
+            from_unix_secs(self.not_after),
+        )
+    }
+    fn log_activated(&self) {
+        tracing::info!(slot = self.slot.name(), authority_id = %self.kid, "JWT key activated");
+    }
+}
+
+/// The two slots of one kind of authority: the current (active) one and the next one, which
+/// holds a PREPARED authority or the OLD one that was active before.
+#[derive(Debug)]
+struct Pair<A> {
+    current: Option<A>,
+    next: Option<A>,
+}
+
+impl<A> Default for Pair<A> {
+    fn default() -> Self {
+        Pair {
+            current: None,
+            next: None,
+        }
+    }
+}
+
+impl<A: SlotAuthority> Pair<A> {
+    /// Both slots, current first.
+    fn iter(&self) -> impl Iterator<Item = &A> {
+        [&self.current, &self.next].into_iter().flatten()
+    }
+
+    /// The next slot's authority when it is prepared.
+    fn prepared(&self) -> Option<&A> {
+        self.next
+            .as_ref()
+            .filter(|n| n.status() == SlotStatus::Prepared)
+    }
+
+    /// The slot a new authority is prepared in.
+    fn next_slot(&self) -> Slot {
+        self.current.as_ref().map_or(Slot::A, |c| c.slot().other())
+    }
+
+    /// Active, prepared and old authorities.
+    fn states(
+        &self,
+    ) -> (
+        Option<AuthorityState>,
+        Option<AuthorityState>,
+        Option<AuthorityState>,
+    ) {
+        let active = self.current.as_ref().map(A::state);
+        let old = self
+            .next
+            .as_ref()
+            .filter(|n| n.status() == SlotStatus::Old)
+            .map(A::state);
+        (active, self.prepared().map(A::state), old)
+    }
+
+    /// Makes the next slot's authority current and the current one old.
+    fn activate(&mut self) {
+        if let Some(mut next) = self.next.take() {
+            next.set_status(SlotStatus::Active);
+            next.log_activated();
+            if let Some(mut old) = self.current.take() {
+                old.set_status(SlotStatus::Old);
+                self.next = Some(old);
+            }
+            self.current = Some(next);
+        }
+    }
+
+    /// Activates the prepared authority, which must be `authority_id`; returns the new
+    /// current authority.
+    fn activate_prepared(&mut self, authority_id: &str) -> Result<Option<AuthorityState>, CaError> {
+        match self.prepared() {
+            None => {
+                return Err(CaError::InvalidRequest(
+                    "no prepared authority found".into(),
+                ));
+            }
+            Some(n) if n.authority_id() != authority_id => {
+                return Err(CaError::InvalidRequest(format!(
+                    "unexpected authority ID {authority_id:?}: the prepared authority is {:?}",
+                    n.authority_id()
+                )));
+            }
+            Some(_) => {}
+        }
+        self.activate();
+        Ok(self.current.as_ref().map(A::state))
+    }
+
+    /// The old authority `authority_id`, the only one that may be tainted or revoked.
+    fn old(&self, authority_id: &str) -> Result<&A, CaError> {
+        if authority_id.is_empty() {
+            return Err(CaError::InvalidRequest("no authority ID provided".into()));
+        }
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.authority_id() == authority_id)
+        {
+            return Err(CaError::InvalidRequest(
+                "unable to use current authority: only the old authority can be tainted or revoked"
+                    .into(),
+            ));
+        }
+        match self.next.as_ref() {
+            Some(n) if n.status() == SlotStatus::Old && n.authority_id() == authority_id => Ok(n),
+            Some(n) if n.authority_id() == authority_id => Err(CaError::InvalidRequest(
+                "only the old authority can be tainted or revoked".into(),
+            )),
+            _ => Err(CaError::NotFound(format!(
+                "no old authority with ID {authority_id:?}"
+            ))),
+        }
+    }
+
+    /// One rotation check at `now`: replaces an expired current authority (with the prepared
+    /// one when it is still valid, else with a new one from `prepare`), otherwise prepares and
+    /// activates the successor at the thresholds. Returns whether anything changed.
+    async fn rotate<F, Fut>(&mut self, now: SystemTime, prepare: F) -> Result<bool, CaError>
+    where
+        F: FnOnce(Slot) -> Fut,
+        Fut: Future<Output = Result<A, CaError>>,
+    {
+        let Some(cur) = self.current.clone().filter(|c| c.valid_at(now)) else {
+            if !self.prepared().is_some_and(|n| n.valid_at(now)) {
+                self.next = Some(prepare(self.next_slot()).await?);
+            }
+            self.activate();
+            return Ok(true);
+        };
+        let mut changed = false;
+        let (prepare_at, activate_at) = cur.thresholds();
+        if self.prepared().is_none() && now >= prepare_at {
+            self.next = Some(prepare(cur.slot().other()).await?);
+            changed = true;
+        }
+        if self.prepared().is_some() && now >= activate_at {
+            self.activate();
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slots {
-    x509_current: Option<X509Slot>,
-    x509_next: Option<X509Slot>,
-    jwt_current: Option<JwtSlot>,
-    jwt_next: Option<JwtSlot>,
+    x509: Pair<X509Slot>,
+    jwt: Pair<JwtSlot>,
 }
 
 #[derive(Debug, Default)]
@@ -437,87 +712,11 @@ impl CaManager {
     pub async fn rotate(&self) -> Result<(), CaError> {
         let now = self.clock.now();
         let mut slots = self.slots.lock().await;
-        let mut changed = false;
-
-        // X.509
-        let current_ok = slots
-            .x509_current
-            .as_ref()
-            .is_some_and(|c| c.not_after() > now);
-        if !current_ok {
-            let next_ok = slots
-                .x509_next
-                .as_ref()
-                .is_some_and(|n| n.status == SlotStatus::Prepared && n.not_after() > now);
-            if !next_ok {
-                let slot = slots
-                    .x509_current
-                    .as_ref()
-                    .map_or(Slot::A, |c| c.slot.other());
-                slots.x509_next = Some(self.prepare_x509(slot).await?);
-            }
-            Self::activate_x509_locked(&mut slots);
-            changed = true;
-        } else if let Some(cur) = slots.x509_current.clone() {
-            let (prepare_at, activate_at) = thresholds(cur.not_before(), cur.not_after());
-            let have_prepared = slots
-                .x509_next
-                .as_ref()
-                .is_some_and(|n| n.status == SlotStatus::Prepared);
-            if !have_prepared && now >= prepare_at {
-                slots.x509_next = Some(self.prepare_x509(cur.slot.other()).await?);
-                changed = true;
-            }
-            let have_prepared = slots
-                .x509_next
-                .as_ref()
-                .is_some_and(|n| n.status == SlotStatus::Prepared);
-            if have_prepared && now >= activate_at {
-                Self::activate_x509_locked(&mut slots);
-                changed = true;
-            }
-        }
-
-        // JWT
-        let now_s = to_unix_secs(now);
-        let current_ok = slots
-            .jwt_current
-            .as_ref()
-            .is_some_and(|c| c.not_after > now_s);
-        if !current_ok {
-            let next_ok = slots
-                .jwt_next
-                .as_ref()
-                .is_some_and(|n| n.status == SlotStatus::Prepared && n.not_after > now_s);
-            if !next_ok {
-                let slot = slots
-                    .jwt_current
-                    .as_ref()
-                    .map_or(Slot::A, |c| c.slot.other());
-                slots.jwt_next = Some(self.prepare_jwt(slot).await?);
-            }
-            Self::activate_jwt_locked(&mut slots);
-            changed = true;
-        } else if let Some(cur) = slots.jwt_current.clone() {
-            let (prepare_at, activate_at) =
-                thresholds(from_unix_secs(cur.issued_at), from_unix_secs(cur.not_after));
-            let have_prepared = slots
-                .jwt_next
-                .as_ref()
-                .is_some_and(|n| n.status == SlotStatus::Prepared);
-            if !have_prepared && now >= prepare_at {
-                slots.jwt_next = Some(self.prepare_jwt(cur.slot.other()).await?);
-                changed = true;
-            }
-            let have_prepared = slots
-                .jwt_next
-                .as_ref()
-                .is_some_and(|n| n.status == SlotStatus::Prepared);
-            if have_prepared && now >= activate_at {
-                Self::activate_jwt_locked(&mut slots);
-                changed = true;
-            }
-        }
+        let mut changed = slots
+            .x509
+            .rotate(now, |slot| self.prepare_x509(slot))
+            .await?;
+        changed |= slots.jwt.rotate(now, |slot| self.prepare_jwt(slot)).await?;
 
         if changed {
             self.publish_active(&slots);
@@ -743,16 +942,7 @@ impl CaManager {
         Option<AuthorityState>,
         Option<AuthorityState>,
     ) {
-        let slots = self.slots.lock().await;
-        let active = slots.x509_current.as_ref().map(X509Slot::state);
-        let next = slots.x509_next.as_ref();
-        let prepared = next
-            .filter(|n| n.status == SlotStatus::Prepared)
-            .map(X509Slot::state);
-        let old = next
-            .filter(|n| n.status == SlotStatus::Old)
-            .map(X509Slot::state);
-        (active, prepared, old)
+        self.slots.lock().await.x509.states()
     }
 
     /// Active, prepared and old JWT authorities.
@@ -763,30 +953,14 @@ impl CaManager {
         Option<AuthorityState>,
         Option<AuthorityState>,
     ) {
-        let slots = self.slots.lock().await;
-        let active = slots.jwt_current.as_ref().map(JwtSlot::state);
-        let next = slots.jwt_next.as_ref();
-        let prepared = next
-            .filter(|n| n.status == SlotStatus::Prepared)
-            .map(JwtSlot::state);
-        let old = next
-            .filter(|n| n.status == SlotStatus::Old)
-            .map(JwtSlot::state);
-        (active, prepared, old)
+        self.slots.lock().await.jwt.states()
     }
 
     /// Prepares a new X.509 authority in the next slot (replacing an old one).
     pub async fn prepare_x509_authority(&self) -> Result<AuthorityState, CaError> {
         let mut slots = self.slots.lock().await;
-        let slot = slots
-            .x509_current
-            .as_ref()
-            .map_or(Slot::A, |c| c.slot.other());
-        let prepared = self.prepare_x509(slot).await?;
-        let state = prepared.state();
-        slots.x509_next = Some(prepared);
-        self.save_journal(&slots).await?;
-        Ok(state)
+        let prepared = self.prepare_x509(slots.x509.next_slot()).await?;
+        self.keep_prepared(&mut slots, prepared).await
     }
 
     /// Activates the prepared X.509 authority `authority_id`.
@@ -794,30 +968,7 @@ impl CaManager {
         &self,
         authority_id: &str,
     ) -> Result<AuthorityState, CaError> {
-        let mut slots = self.slots.lock().await;
-        let next = slots
-            .x509_next
-            .as_ref()
-            .filter(|n| n.status == SlotStatus::Prepared);
-        match next {
-            None => {
-                return Err(CaError::InvalidRequest(
-                    "no prepared authority found".into(),
-                ));
-            }
-            Some(n) if n.id() != authority_id => {
-                return Err(CaError::InvalidRequest(format!(
-                    "unexpected authority ID {authority_id:?}: the prepared authority is {:?}",
-                    n.id()
-                )));
-            }
-            Some(_) => {}
-        }
-        Self::activate_x509_locked(&mut slots);
-        let state = slots.x509_current.as_ref().map(X509Slot::state);
-        self.publish_active(&slots);
-        self.save_journal(&slots).await?;
-        drop(slots);
+        let state = self.activate_prepared::<X509Slot>(authority_id).await?;
         self.maybe_rotate_server_svid(self.clock.now(), true)?;
         state.ok_or(CaError::NoX509Authority)
     }
@@ -832,35 +983,7 @@ impl CaManager {
                 "local authority can't be tainted if there is an upstream authority".into(),
             ));
         }
-        let slots = self.slots.lock().await;
-        let old = Self::old_x509(&slots, authority_id)?;
-        let der = old.authority.cert_der().to_vec();
-        let state = old.state();
-        drop(slots);
-        let mut found = false;
-        let mut already = false;
-        self.datastore
-            .modify_bundle(&self.config.trust_domain, |b| {
-                for a in &mut b.x509_authorities {
-                    if a.der == der {
-                        found = true;
-                        already = a.tainted;
-                        a.tainted = true;
-                    }
-                }
-                Ok(found && !already)
-            })
-            .await?;
-        if !found {
-            return Err(CaError::NotFound(
-                "no ca found with provided authority ID".into(),
-            ));
-        }
-        if already {
-            return Err(CaError::InvalidRequest("root CA is already tainted".into()));
-        }
-        self.notify_bundle().await;
-        Ok(state)
+        self.taint_old::<X509Slot>(authority_id).await
     }
 
     /// Removes the tainted old X.509 authority `authority_id` from the bundle.
@@ -873,53 +996,14 @@ impl CaManager {
                 "local authority can't be revoked if there is an upstream authority".into(),
             ));
         }
-        let slots = self.slots.lock().await;
-        let old = Self::old_x509(&slots, authority_id)?;
-        let der = old.authority.cert_der().to_vec();
-        let state = old.state();
-        drop(slots);
-        let mut tainted = None;
-        self.datastore
-            .modify_bundle(&self.config.trust_domain, |b| {
-                tainted = b
-                    .x509_authorities
-                    .iter()
-                    .find(|a| a.der == der)
-                    .map(|a| a.tainted);
-                if tainted == Some(true) {
-                    b.x509_authorities.retain(|a| a.der != der);
-                    Ok(true)
-                } else {
-                    Ok(false)
-                }
-            })
-            .await?;
-        match tainted {
-            None => Err(CaError::NotFound(
-                "no ca found with provided authority ID".into(),
-            )),
-            Some(false) => Err(CaError::InvalidRequest(
-                "it is not possible to revoke an untainted root CA".into(),
-            )),
-            Some(true) => {
-                self.notify_bundle().await;
-                Ok(state)
-            }
-        }
+        self.revoke_old::<X509Slot>(authority_id).await
     }
 
     /// Prepares a new JWT authority in the next slot.
     pub async fn prepare_jwt_authority(&self) -> Result<AuthorityState, CaError> {
         let mut slots = self.slots.lock().await;
-        let slot = slots
-            .jwt_current
-            .as_ref()
-            .map_or(Slot::A, |c| c.slot.other());
-        let prepared = self.prepare_jwt(slot).await?;
-        let state = prepared.state();
-        slots.jwt_next = Some(prepared);
-        self.save_journal(&slots).await?;
-        Ok(state)
+        let prepared = self.prepare_jwt(slots.jwt.next_slot()).await?;
+        self.keep_prepared(&mut slots, prepared).await
     }
 
     /// Activates the prepared JWT authority `authority_id`.
@@ -927,63 +1011,13 @@ impl CaManager {
         &self,
         authority_id: &str,
     ) -> Result<AuthorityState, CaError> {
-        let mut slots = self.slots.lock().await;
-        let next = slots
-            .jwt_next
-            .as_ref()
-            .filter(|n| n.status == SlotStatus::Prepared);
-        match next {
-            None => {
-                return Err(CaError::InvalidRequest(
-                    "no prepared authority found".into(),
-                ));
-            }
-            Some(n) if n.kid != authority_id => {
-                return Err(CaError::InvalidRequest(format!(
-                    "unexpected authority ID {authority_id:?}: the prepared authority is {:?}",
-                    n.kid
-                )));
-            }
-            Some(_) => {}
-        }
-        Self::activate_jwt_locked(&mut slots);
-        let state = slots.jwt_current.as_ref().map(JwtSlot::state);
-        self.publish_active(&slots);
-        self.save_journal(&slots).await?;
+        let state = self.activate_prepared::<JwtSlot>(authority_id).await?;
         state.ok_or(CaError::NoJwtAuthority)
     }
 
     /// Taints the old JWT authority `authority_id` in the bundle.
     pub async fn taint_jwt_authority(&self, authority_id: &str) -> Result<AuthorityState, CaError> {
-        let slots = self.slots.lock().await;
-        let state = Self::old_jwt(&slots, authority_id)?.state();
-        drop(slots);
-        let mut found = false;
-        let mut already = false;
-        self.datastore
-            .modify_bundle(&self.config.trust_domain, |b| {
-                for k in &mut b.jwt_authorities {
-                    if k.key_id == authority_id {
-                        found = true;
-                        already = k.tainted;
-                        k.tainted = true;
-                    }
-                }
-                Ok(found && !already)
-            })
-            .await?;
-        if !found {
-            return Err(CaError::NotFound(
-                "no JWT authority found with provided authority ID".into(),
-            ));
-        }
-        if already {
-            return Err(CaError::InvalidRequest(
-                "JWT authority is already tainted".into(),
-            ));
-        }
-        self.notify_bundle().await;
-        Ok(state)
+        self.taint_old::<JwtSlot>(authority_id).await
     }
 
     /// Removes the tainted old JWT authority `authority_id` from the bundle.
@@ -991,19 +1025,86 @@ impl CaManager {
         &self,
         authority_id: &str,
     ) -> Result<AuthorityState, CaError> {
-        let slots = self.slots.lock().await;
-        let state = Self::old_jwt(&slots, authority_id)?.state();
-        drop(slots);
+        self.revoke_old::<JwtSlot>(authority_id).await
+    }
+
+    /// Puts the just prepared authority in the next slot (the lock is held since it was
+    /// prepared) and saves the journal.
+    async fn keep_prepared<A: SlotAuthority>(
+        &self,
+        slots: &mut Slots,
+        prepared: A,
+    ) -> Result<AuthorityState, CaError> {
+        let state = prepared.state();
+        A::pair_mut(slots).next = Some(prepared);
+        self.save_journal(slots).await?;
+        Ok(state)
+    }
+
+    /// Activates the prepared authority `authority_id`, publishes it and saves the journal;
+    /// returns the new current authority.
+    async fn activate_prepared<A: SlotAuthority>(
+        &self,
+        authority_id: &str,
+    ) -> Result<Option<AuthorityState>, CaError> {
+        let mut slots = self.slots.lock().await;
+        let state = A::pair_mut(&mut slots).activate_prepared(authority_id)?;
+        self.publish_active(&slots);
+        self.save_journal(&slots).await?;
+        Ok(state)
+    }
+
+    /// Marks the old authority `authority_id` tainted in the bundle.
+    async fn taint_old<A: SlotAuthority>(
+        &self,
+        authority_id: &str,
+    ) -> Result<AuthorityState, CaError> {
+        let old = A::pair(&*self.slots.lock().await)
+            .old(authority_id)?
+            .clone();
+        let mut found = false;
+        let mut already = false;
+        self.datastore
+            .modify_bundle(&self.config.trust_domain, |b| {
+                for entry in A::published(b) {
+                    if old.publishes(entry) {
+                        found = true;
+                        let tainted = A::tainted(entry);
+                        already = *tainted;
+                        *tainted = true;
+                    }
+                }
+                Ok(found && !already)
+            })
+            .await?;
+        if !found {
+            return Err(CaError::NotFound(A::TEXT.not_found.into()));
+        }
+        if already {
+            return Err(CaError::InvalidRequest(A::TEXT.already_tainted.into()));
+        }
+        self.notify_bundle().await;
+        Ok(old.state())
+    }
+
+    /// Removes the tainted old authority `authority_id` from the bundle.
+    async fn revoke_old<A: SlotAuthority>(
+        &self,
+        authority_id: &str,
+    ) -> Result<AuthorityState, CaError> {
+        let old = A::pair(&*self.slots.lock().await)
+            .old(authority_id)?
+            .clone();
         let mut tainted = None;
         self.datastore
             .modify_bundle(&self.config.trust_domain, |b| {
-                tainted = b
-                    .jwt_authorities
-                    .iter()
-                    .find(|k| k.key_id == authority_id)
-                    .map(|k| k.tainted);
+                let entries = A::published(b);
+                tainted = entries
+                    .iter_mut()
+                    .find(|e| old.publishes(e))
+                    .map(|e| *A::tainted(e));
                 if tainted == Some(true) {
-                    b.jwt_authorities.retain(|k| k.key_id != authority_id);
+                    entries.retain(|e| !old.publishes(e));
                     Ok(true)
                 } else {
                     Ok(false)
@@ -1011,66 +1112,12 @@ impl CaManager {
             })
             .await?;
         match tainted {
-            None => Err(CaError::NotFound(
-                "no JWT authority found with provided authority ID".into(),
-            )),
-            Some(false) => Err(CaError::InvalidRequest(
-                "it is not possible to revoke an untainted JWT authority".into(),
-            )),
+            None => Err(CaError::NotFound(A::TEXT.not_found.into())),
+            Some(false) => Err(CaError::InvalidRequest(A::TEXT.revoke_untainted.into())),
             Some(true) => {
                 self.notify_bundle().await;
-                Ok(state)
+                Ok(old.state())
             }
-        }
-    }
-
-    fn old_x509<'a>(slots: &'a Slots, authority_id: &str) -> Result<&'a X509Slot, CaError> {
-        if authority_id.is_empty() {
-            return Err(CaError::InvalidRequest("no authority ID provided".into()));
-        }
-        if slots
-            .x509_current
-            .as_ref()
-            .is_some_and(|c| c.id() == authority_id)
-        {
-            return Err(CaError::InvalidRequest(
-                "unable to use current authority: only the old authority can be tainted or revoked"
-                    .into(),
-            ));
-        }
-        match slots.x509_next.as_ref() {
-            Some(n) if n.status == SlotStatus::Old && n.id() == authority_id => Ok(n),
-            Some(n) if n.id() == authority_id => Err(CaError::InvalidRequest(
-                "only the old authority can be tainted or revoked".into(),
-            )),
-            _ => Err(CaError::NotFound(format!(
-                "no old authority with ID {authority_id:?}"
-            ))),
-        }
-    }
-
-    fn old_jwt<'a>(slots: &'a Slots, authority_id: &str) -> Result<&'a JwtSlot, CaError> {
-        if authority_id.is_empty() {
-            return Err(CaError::InvalidRequest("no authority ID provided".into()));
-        }
-        if slots
-            .jwt_current
-            .as_ref()
-            .is_some_and(|c| c.kid == authority_id)
-        {
-            return Err(CaError::InvalidRequest(
-                "unable to use current authority: only the old authority can be tainted or revoked"
-                    .into(),
-            ));
-        }
-        match slots.jwt_next.as_ref() {
-            Some(n) if n.status == SlotStatus::Old && n.kid == authority_id => Ok(n),
-            Some(n) if n.kid == authority_id => Err(CaError::InvalidRequest(
-                "only the old authority can be tainted or revoked".into(),
-            )),
-            _ => Err(CaError::NotFound(format!(
-                "no old authority with ID {authority_id:?}"
-            ))),
         }
     }
 
@@ -1173,34 +1220,10 @@ impl CaManager {
         Ok(prepared)
     }
 
-    fn activate_x509_locked(slots: &mut Slots) {
-        if let Some(mut next) = slots.x509_next.take() {
-            next.status = SlotStatus::Active;
-            tracing::info!(slot = next.slot.name(), authority_id = %next.id(), "X509 CA activated");
-            if let Some(mut old) = slots.x509_current.take() {
-                old.status = SlotStatus::Old;
-                slots.x509_next = Some(old);
-            }
-            slots.x509_current = Some(next);
-        }
-    }
-
-    fn activate_jwt_locked(slots: &mut Slots) {
-        if let Some(mut next) = slots.jwt_next.take() {
-            next.status = SlotStatus::Active;
-            tracing::info!(slot = next.slot.name(), authority_id = %next.kid, "JWT key activated");
-            if let Some(mut old) = slots.jwt_current.take() {
-                old.status = SlotStatus::Old;
-                slots.jwt_next = Some(old);
-            }
-            slots.jwt_current = Some(next);
-        }
-    }
-
     fn publish_active(&self, slots: &Slots) {
         self.active.store(Arc::new(Active {
-            x509: slots.x509_current.clone(),
-            jwt: slots.jwt_current.clone(),
+            x509: slots.x509.current.clone(),
+            jwt: slots.jwt.current.clone(),
         }));
     }
 
@@ -1272,10 +1295,7 @@ impl CaManager {
 
     async fn save_journal(&self, slots: &Slots) -> Result<(), CaError> {
         let mut j = Journal::default();
-        for s in [&slots.x509_current, &slots.x509_next]
-            .into_iter()
-            .flatten()
-        {
+        for s in slots.x509.iter() {
             j.x509.push(X509Record {
                 slot: s.slot.name().to_string(),
                 status: s.status.as_str().to_string(),
@@ -1284,7 +1304,7 @@ impl CaManager {
                 upstream_authority_id: s.upstream_authority_id.clone(),
             });
         }
-        for s in [&slots.jwt_current, &slots.jwt_next].into_iter().flatten() {
+        for s in slots.jwt.iter() {
             j.jwt.push(JwtRecord {
                 slot: s.slot.name().to_string(),
                 status: s.status.as_str().to_string(),
@@ -1346,9 +1366,9 @@ impl CaManager {
                 upstream_authority_id: r.upstream_authority_id.clone(),
             };
             if status == SlotStatus::Active {
-                slots.x509_current = Some(s);
+                slots.x509.current = Some(s);
             } else {
-                slots.x509_next = Some(s);
+                slots.x509.next = Some(s);
             }
         }
         for r in &journal.jwt {
@@ -1371,20 +1391,22 @@ impl CaManager {
                 not_after: r.not_after,
             };
             if status == SlotStatus::Active {
-                slots.jwt_current = Some(s);
+                slots.jwt.current = Some(s);
             } else {
-                slots.jwt_next = Some(s);
+                slots.jwt.next = Some(s);
             }
         }
         self.publish_active(&slots);
         tracing::info!(
             x509_authority_id = slots
-                .x509_current
+                .x509
+                .current
                 .as_ref()
                 .map(|s| s.id())
                 .unwrap_or_default(),
             jwt_authority_id = slots
-                .jwt_current
+                .jwt
+                .current
                 .as_ref()
                 .map(|s| s.kid.clone())
                 .unwrap_or_default(),

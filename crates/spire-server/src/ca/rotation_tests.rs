@@ -570,3 +570,126 @@ async fn clock_jump_backward_keeps_the_ca_and_issues_consistent_times() {
     assert_eq!(cur.unwrap().authority_id, active.authority_id);
     assert!(prepared.is_some());
 }
+
+/// The refusals of the LocalAuthority operations, word for word, for both kinds of authority.
+#[tokio::test]
+async fn manual_operations_refuse_with_spire_messages() {
+    fn msg<T: std::fmt::Debug>(r: Result<T, CaError>) -> (bool, String) {
+        match r.unwrap_err() {
+            CaError::InvalidRequest(m) => (true, m),
+            CaError::NotFound(m) => (false, m),
+            other => panic!("unexpected error {other:?}"),
+        }
+    }
+    let f = fixture().await;
+    let ca = start(&f, None).await;
+    let a = ca.x509_states().await.0.unwrap().authority_id;
+    let ja = ca.jwt_states().await.0.unwrap().authority_id;
+
+    // Nothing prepared yet.
+    let none = (true, "no prepared authority found".to_string());
+    assert_eq!(msg(ca.activate_x509_authority(&a).await), none);
+    assert_eq!(msg(ca.activate_jwt_authority(&ja).await), none);
+    assert_eq!(ca.x509_states().await.1, None);
+    assert_eq!(ca.jwt_states().await.1, None);
+
+    // A prepared authority activates only by its own ID.
+    let b = ca.prepare_x509_authority().await.unwrap().authority_id;
+    let jb = ca.prepare_jwt_authority().await.unwrap().authority_id;
+    assert_eq!(ca.x509_states().await.1.unwrap().authority_id, b);
+    assert_eq!(ca.jwt_states().await.1.unwrap().authority_id, jb);
+    assert_eq!(
+        msg(ca.activate_x509_authority("x").await),
+        (
+            true,
+            format!("unexpected authority ID \"x\": the prepared authority is {b:?}")
+        )
+    );
+    assert_eq!(
+        msg(ca.activate_jwt_authority("x").await),
+        (
+            true,
+            format!("unexpected authority ID \"x\": the prepared authority is {jb:?}")
+        )
+    );
+    // Only the old authority can be tainted or revoked.
+    let prepared_only = (
+        true,
+        "only the old authority can be tainted or revoked".to_string(),
+    );
+    assert_eq!(msg(ca.taint_x509_authority(&b).await), prepared_only);
+    assert_eq!(msg(ca.revoke_jwt_authority(&jb).await), prepared_only);
+    let current = (
+        true,
+        "unable to use current authority: only the old authority can be tainted or revoked"
+            .to_string(),
+    );
+    assert_eq!(msg(ca.taint_x509_authority(&a).await), current);
+    assert_eq!(msg(ca.revoke_jwt_authority(&ja).await), current);
+    let empty = (true, "no authority ID provided".to_string());
+    assert_eq!(msg(ca.revoke_x509_authority("").await), empty);
+    assert_eq!(msg(ca.taint_jwt_authority("").await), empty);
+    assert_eq!(
+        msg(ca.taint_jwt_authority("x").await),
+        (false, "no old authority with ID \"x\"".to_string())
+    );
+
+    ca.activate_x509_authority(&b).await.unwrap();
+    ca.activate_jwt_authority(&jb).await.unwrap();
+    let (active, prepared, old) = ca.x509_states().await;
+    assert_eq!(
+        (
+            active.unwrap().authority_id,
+            prepared,
+            old.unwrap().authority_id
+        ),
+        (b.clone(), None, a.clone())
+    );
+    let (active, prepared, old) = ca.jwt_states().await;
+    assert_eq!(
+        (
+            active.unwrap().authority_id,
+            prepared,
+            old.unwrap().authority_id
+        ),
+        (jb.clone(), None, ja.clone())
+    );
+    assert_eq!(
+        msg(ca.revoke_x509_authority(&a).await),
+        (
+            true,
+            "it is not possible to revoke an untainted root CA".to_string()
+        )
+    );
+    assert_eq!(
+        msg(ca.revoke_jwt_authority(&ja).await),
+        (
+            true,
+            "it is not possible to revoke an untainted JWT authority".to_string()
+        )
+    );
+    assert_eq!(ca.taint_x509_authority(&a).await.unwrap().authority_id, a);
+    assert_eq!(ca.taint_jwt_authority(&ja).await.unwrap().authority_id, ja);
+    assert_eq!(
+        msg(ca.taint_x509_authority(&a).await),
+        (true, "root CA is already tainted".to_string())
+    );
+    assert_eq!(
+        msg(ca.taint_jwt_authority(&ja).await),
+        (true, "JWT authority is already tainted".to_string())
+    );
+    assert_eq!(ca.revoke_x509_authority(&a).await.unwrap().authority_id, a);
+    assert_eq!(ca.revoke_jwt_authority(&ja).await.unwrap().authority_id, ja);
+    // Gone from the bundle while the old slot still holds them.
+    assert_eq!(
+        msg(ca.taint_x509_authority(&a).await),
+        (false, "no ca found with provided authority ID".to_string())
+    );
+    assert_eq!(
+        msg(ca.revoke_jwt_authority(&ja).await),
+        (
+            false,
+            "no JWT authority found with provided authority ID".to_string()
+        )
+    );
+}
