@@ -17,7 +17,7 @@ use spire_proto::server::{entry as epb, svid as spb};
 use spire_proto::types;
 use tonic::Code;
 
-use crate::common::{Agent, Server, TD, WAIT, attest_token, register_me, uds_channel};
+use crate::common::{Agent, Server, WAIT, attest_token, entry, register_me, uds_channel};
 
 /// An attested agent with one authorized entry (returned with its ID).
 async fn agent_with_entry(server: &Server) -> (Agent, String) {
@@ -211,21 +211,6 @@ async fn garbage_and_stalled_connections_do_not_stop_the_server() {
     attest_token(&server, &server.token()).await.unwrap();
     assert!(server.is_running());
     drop((idle, stalled));
-}
-
-fn entry(path: &str, selectors: Vec<types::Selector>) -> types::Entry {
-    types::Entry {
-        spiffe_id: Some(types::Spiffeid {
-            trust_domain: TD.into(),
-            path: path.into(),
-        }),
-        parent_id: Some(types::Spiffeid {
-            trust_domain: TD.into(),
-            path: "/node".into(),
-        }),
-        selectors,
-        ..Default::default()
-    }
 }
 
 fn sel(value: String) -> types::Selector {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spire_crypto::{KeyType, PrivateKey};
-use spire_proto::server::agent as apb;
+use spire_proto::server::{agent as apb, entry as epb};
 use spire_proto::types;
 use spire_spiffe::SystemClock;
 use spire_testkit::{
@@ -83,15 +83,12 @@ impl Server {
     pub fn wait_ready(&mut self) {
         let sock = self.sock();
         let proc = self.proc.as_mut().unwrap();
-        wait_until_sync(WAIT, "the server's local API answers", || {
-            assert!(proc.is_running(), "spire-server exited:\n{}", proc.logs());
-            run_cli(
-                bin_path("spire-server"),
-                ["healthcheck", "-socketPath", sock.as_str()],
-            )
-            .success()
-        })
-        .unwrap();
+        wait_healthy(
+            proc,
+            "spire-server",
+            &sock,
+            "the server's local API answers",
+        );
     }
 
     /// SIGKILL, no cleanup.
@@ -181,6 +178,55 @@ impl Server {
     pub fn agent_config(&self, dir: &Path) -> AgentConfig {
         let bundle = self.write_bundle();
         self.cfg.agent_config(dir).trust_bundle(bundle)
+    }
+}
+
+/// Waits until `proc` (the binary `bin`, which must keep running) passes `healthcheck` on the
+/// socket `sock`; `what` names the wait.
+pub fn wait_healthy(proc: &mut Process, bin: &str, sock: &str, what: &str) {
+    wait_until_sync(WAIT, what, || {
+        assert!(proc.is_running(), "{bin} exited:\n{}", proc.logs());
+        run_cli(bin_path(bin), ["healthcheck", "-socketPath", sock]).success()
+    })
+    .unwrap();
+}
+
+/// An entry for `path` of the trust domain, child of `/node`, with `selectors`.
+pub fn entry(path: &str, selectors: Vec<types::Selector>) -> types::Entry {
+    types::Entry {
+        spiffe_id: Some(types::Spiffeid {
+            trust_domain: TD.into(),
+            path: path.into(),
+        }),
+        parent_id: Some(types::Spiffeid {
+            trust_domain: TD.into(),
+            path: "/node".into(),
+        }),
+        selectors,
+        ..Default::default()
+    }
+}
+
+/// The SPIFFE ID path of every entry, through ListEntries in pages of 500 (one item per
+/// entry listed, duplicates included).
+pub async fn entry_paths(c: &mut epb::entry_client::EntryClient<Channel>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_entries(epb::ListEntriesRequest {
+                page_size: 500,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.entries.into_iter().map(|e| e.spiffe_id.unwrap().path));
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
     }
 }
 
@@ -319,16 +365,12 @@ impl AgentProc {
         .unwrap();
         let mut a = AgentProc { cfg, proc };
         let sock = a.socket();
-        let proc = &mut a.proc;
-        wait_until_sync(WAIT, "agent healthcheck passes", || {
-            assert!(proc.is_running(), "spire-agent exited:\n{}", proc.logs());
-            run_cli(
-                bin_path("spire-agent"),
-                ["healthcheck", "-socketPath", sock.as_str()],
-            )
-            .success()
-        })
-        .unwrap();
+        wait_healthy(
+            &mut a.proc,
+            "spire-agent",
+            &sock,
+            "agent healthcheck passes",
+        );
         a
     }
 
@@ -338,14 +380,7 @@ impl AgentProc {
 
     /// The agent's own SPIFFE ID, from `spire-server agent list`.
     pub fn id(server: &Server) -> String {
-        let out = server.ok(&["agent", "list"]);
-        out.lines()
-            .find_map(|l| {
-                l.split_once(':')
-                    .filter(|(k, _)| k.trim() == "SPIFFE ID")
-                    .map(|(_, v)| v.trim().to_owned())
-            })
-            .unwrap()
+        cli_field(&server.ok(&["agent", "list"]), "SPIFFE ID")
     }
 }
 
@@ -369,11 +404,15 @@ pub fn register_me(server: &Server, spiffe_id: &str, parent: &str, extra: &[&str
         uid.as_str(),
     ];
     args.extend_from_slice(extra);
-    let out = server.ok(&args);
+    cli_field(&server.ok(&args), "Entry ID")
+}
+
+/// The value of the first `<key> : <value>` line in a CLI's pretty output.
+fn cli_field(out: &str, key: &str) -> String {
     out.lines()
         .find_map(|l| {
             l.split_once(':')
-                .filter(|(k, _)| k.trim() == "Entry ID")
+                .filter(|(k, _)| k.trim() == key)
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap()

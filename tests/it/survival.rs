@@ -34,24 +34,18 @@ use spire_proto::workload as wl;
 use spire_testkit::{Cli, bin_path};
 use tonic::Code;
 
-use crate::common::{AgentProc, Server, TD, WAIT, register_me, uds_channel, workload_request};
+use crate::common::{
+    self, AgentProc, Server, TD, WAIT, register_me, uds_channel, workload_request,
+};
 
 fn entry(path: &str) -> types::Entry {
-    types::Entry {
-        spiffe_id: Some(types::Spiffeid {
-            trust_domain: TD.into(),
-            path: path.into(),
-        }),
-        parent_id: Some(types::Spiffeid {
-            trust_domain: TD.into(),
-            path: "/node".into(),
-        }),
-        selectors: vec![types::Selector {
+    common::entry(
+        path,
+        vec![types::Selector {
             r#type: "unix".into(),
             value: "uid:1000".into(),
         }],
-        ..Default::default()
-    }
+    )
 }
 
 /// Creates one entry; Ok(true) created, Ok(false) already there, Err: no answer.
@@ -78,25 +72,10 @@ async fn create(
 async fn all_paths(server: &Server) -> HashMap<String, usize> {
     let mut c = epb::entry_client::EntryClient::new(uds_channel(&server.cfg.socket_path).await);
     let mut out = HashMap::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .list_entries(epb::ListEntriesRequest {
-                page_size: 500,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for e in page.entries {
-            *out.entry(e.spiffe_id.unwrap().path).or_insert(0) += 1;
-        }
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
+    for path in common::entry_paths(&mut c).await {
+        *out.entry(path).or_insert(0) += 1;
     }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -524,16 +503,12 @@ async fn full_data_dir_is_a_clear_write_error_and_keeps_what_was_acknowledged() 
     args.push(conf.into());
     let mut proc = spire_testkit::Process::start("unshare", args).unwrap();
     let sock = cfg.socket_path.display().to_string();
-    spire_testkit::wait_until(WAIT, "the server's local API answers", async || {
-        assert!(proc.is_running(), "spire-server exited:\n{}", proc.logs());
-        spire_testkit::run_cli(
-            bin_path("spire-server"),
-            ["healthcheck", "-socketPath", sock.as_str()],
-        )
-        .success()
-    })
-    .await
-    .unwrap();
+    common::wait_healthy(
+        &mut proc,
+        "spire-server",
+        &sock,
+        "the server's local API answers",
+    );
 
     let mut c = epb::entry_client::EntryClient::new(uds_channel(&cfg.socket_path).await);
     let mut acknowledged = Vec::new();
@@ -572,24 +547,7 @@ async fn full_data_dir_is_a_clear_write_error_and_keeps_what_was_acknowledged() 
     );
     assert!(proc.is_running(), "spire-server died:\n{}", proc.logs());
     // Nothing acknowledged is lost, the failed write left nothing behind, nothing duplicated.
-    let mut listed: Vec<String> = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .list_entries(epb::ListEntriesRequest {
-                page_size: 500,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        listed.extend(page.entries.into_iter().map(|e| e.spiffe_id.unwrap().path));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let mut listed = common::entry_paths(&mut c).await;
     listed.sort();
     acknowledged.sort();
     assert_eq!(listed, acknowledged);
