@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use spire_datastore::{AttestedNode, Bundle, ChangeFollower, ChangeKind, DataStore, Entry};
+use spire_datastore::{
+    AttestedNode, BULK_PAGE, Bundle, ChangeFollower, ChangeKind, DataStore, Entry,
+};
 use spire_spiffe::{Clock, SpiffeId, TrustDomain};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -185,16 +187,24 @@ impl AuthorizedEntries {
     pub async fn load(&self, ds: &DataStore) -> Result<ChangeFollower, IndexError> {
         let seq = ds.local_write_seq();
         let start = ds.latest_change_id().await?;
-        let entries = ds.list_all_entries().await?;
-        let nodes = ds.list_all_nodes_with_selectors().await?;
+        let server = server_id(&self.trust_domain);
+        // Entries and agents are read at the same time on two connections, each indexed as
+        // its pages arrive (no intermediate list of a million entries); the agents go into a
+        // separate index whose maps are then moved over.
+        let mut fresh = Index::new(&server);
+        let mut agents = Index::new(&server);
+        let (entries, nodes) = tokio::join!(
+            ds.for_each_entry(BULK_PAGE, |e| {
+                fresh.upsert_entry(e);
+            }),
+            ds.for_each_node(BULK_PAGE, |n| {
+                agents.upsert_agent(n);
+            }),
+        );
+        entries?;
+        nodes?;
+        fresh.absorb_agents(agents);
         let bundle = ds.get_bundle(&self.trust_domain).await?;
-        let mut fresh = Index::new(&server_id(&self.trust_domain));
-        for e in entries {
-            fresh.upsert_entry(e);
-        }
-        for n in nodes {
-            fresh.upsert_agent(n);
-        }
         tracing::info!(
             entries = fresh.entry_count(),
             agents = fresh.agent_count(),
