@@ -5,18 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spire_crypto::{KeyType, PrivateKey};
-use spire_datastore::{Entry, NodeFilter};
+use spire_datastore::{AttestedNode, Entry, NodeFilter};
 use spire_proto::server::{agent as apb, entry as epb, svid as spb};
 use spire_proto::spire_rs::agent as wpb;
 use spire_proto::types;
 use spire_server::ServerState;
 use spire_spiffe::{Selector, Selectors, SpiffeId, SystemClock};
 use spire_testkit::{IssuedCert, LeafSpec, TestCa};
-use spire_tls::{BundleSet, ClientOptions, Identity, PeerMatcher, ServerAuth, SharedIdentity};
+use spire_tls::{BundleSet, Identity};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+use crate::common::{self, Agent, InProcess, selector_strings};
 
 const TD: &str = "example.org";
 const WAIT: Duration = Duration::from_secs(20);
@@ -25,15 +27,8 @@ struct Server {
     state: Arc<ServerState>,
     addr: String,
     bundles: BundleSet,
+    _run: InProcess,
     _dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.state.shutdown.cancel();
-        self.task.abort();
-    }
 }
 
 async fn start(x509pop_ca: Option<&TestCa>) -> Server {
@@ -62,58 +57,23 @@ async fn start_full(
         let (ca_path, _) = ca.write(dir.path(), "x509pop-ca").unwrap();
         cfg = cfg.x509pop(ca_path);
     }
-    let addr = cfg.server_address();
-    let text = cfg.render();
-    let config = spire_config::ServerConfig::parse(
-        &text,
-        "server.conf",
-        &spire_config::ServerOverrides::default(),
-    )
-    .unwrap();
-    let state = spire_server::server::build_state(config, Arc::new(SystemClock), None)
-        .await
-        .unwrap();
-    let run_state = Arc::clone(&state);
-    let task = tokio::spawn(async move {
-        let _ = spire_server::server::run(run_state, Vec::new()).await;
-    });
-    let bundle = state.ca.bundle().await.unwrap().unwrap();
+    let run = InProcess::start(&cfg, Arc::new(SystemClock), WAIT).await;
+    let bundle = run.state.ca.bundle().await.unwrap().unwrap();
     let td: spire_spiffe::TrustDomain = TD.parse().unwrap();
     let bundles =
         BundleSet::with_roots(td, bundle.x509_authorities.iter().map(|a| a.der.clone())).unwrap();
-    let server = Server {
-        state,
-        addr,
+    Server {
+        state: Arc::clone(&run.state),
+        addr: cfg.server_address(),
         bundles,
+        _run: run,
         _dir: dir,
-        task,
-    };
-    spire_testkit::wait_until(WAIT, "the TCP listener accepts connections", async || {
-        tokio::net::TcpStream::connect(&server.addr).await.is_ok()
-    })
-    .await
-    .unwrap();
-    server
+    }
 }
 
 impl Server {
     async fn channel(&self, identity: Option<Identity>) -> Channel {
-        let shared = match identity {
-            Some(i) => SharedIdentity::new(i),
-            None => SharedIdentity::empty(),
-        };
-        let cfg = spire_tls::client_config(
-            ServerAuth::Verify {
-                bundles: self.bundles.clone(),
-                expected: PeerMatcher::SpireServer(TD.parse().unwrap()),
-            },
-            ClientOptions {
-                identity: shared,
-                clock: Arc::new(SystemClock),
-            },
-        )
-        .unwrap();
-        spire_tls::connect(&self.addr, cfg).await.unwrap()
+        common::tls_channel(&self.addr, TD, self.bundles.clone(), identity).await
     }
 
     async fn token(&self, token: &str, ttl: i64) {
@@ -129,6 +89,28 @@ impl Server {
         let e = Entry::new(id(spiffe), id(parent), sels(selectors));
         self.state.datastore.create_entry(&e).await.unwrap()
     }
+
+    /// The stored attested node `id` (which must exist).
+    async fn node(&self, id: &SpiffeId) -> AttestedNode {
+        self.state
+            .datastore
+            .get_attested_node(id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn node_count(&self) -> i64 {
+        self.state
+            .datastore
+            .count_attested_nodes(&NodeFilter::default())
+            .await
+            .unwrap()
+    }
+
+    async fn ban(&self, id: &SpiffeId) {
+        self.state.datastore.ban_attested_node(id).await.unwrap();
+    }
 }
 
 fn id(s: &str) -> SpiffeId {
@@ -141,36 +123,6 @@ fn sels(list: &[&str]) -> Selectors {
         .collect()
 }
 
-/// An attested agent: its key, SVID chain and the identity to present.
-struct Agent {
-    key: PrivateKey,
-    chain: Vec<Vec<u8>>,
-    reattestable: bool,
-}
-
-impl Agent {
-    fn id(&self) -> SpiffeId {
-        spire_crypto::spiffe_id_from_cert(&self.chain[0]).unwrap()
-    }
-
-    fn identity(&self) -> Identity {
-        Identity::from_der(
-            self.chain.clone(),
-            self.key.to_pkcs8_der().unwrap().to_vec(),
-        )
-        .unwrap()
-    }
-
-    fn serial(&self) -> String {
-        serial_of(&self.chain[0])
-    }
-}
-
-fn serial_of(der: &[u8]) -> String {
-    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
-    c.tbs_certificate.serial.to_string()
-}
-
 /// Runs AttestAgent; `answer` computes the response to each challenge.
 async fn attest(
     server: &Server,
@@ -178,53 +130,7 @@ async fn attest(
     payload: Vec<u8>,
     answer: impl Fn(&[u8]) -> Vec<u8>,
 ) -> Result<Agent, Status> {
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let csr = spire_crypto::create_csr(&key, None).unwrap();
-    let mut client = apb::agent_client::AgentClient::new(server.channel(None).await);
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(apb::AttestAgentRequest {
-        step: Some(apb::attest_agent_request::Step::Params(
-            apb::attest_agent_request::Params {
-                data: Some(types::AttestationData {
-                    r#type: kind.into(),
-                    payload,
-                }),
-                params: Some(apb::AgentX509svidParams { csr }),
-            },
-        )),
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .attest_agent(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    loop {
-        let msg = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::internal("stream ended early"))?;
-        match msg.step {
-            Some(apb::attest_agent_response::Step::Challenge(c)) => {
-                tx.send(apb::AttestAgentRequest {
-                    step: Some(apb::attest_agent_request::Step::ChallengeResponse(answer(
-                        &c,
-                    ))),
-                })
-                .await
-                .unwrap();
-            }
-            Some(apb::attest_agent_response::Step::Result(r)) => {
-                let svid = r.svid.unwrap();
-                return Ok(Agent {
-                    key,
-                    chain: svid.cert_chain,
-                    reattestable: r.reattestable,
-                });
-            }
-            None => return Err(Status::internal("empty step")),
-        }
-    }
+    common::attest(server.channel(None).await, kind, payload, |c| Ok(answer(c))).await
 }
 
 async fn attest_token(server: &Server, token: &str) -> Result<Agent, Status> {
@@ -284,13 +190,62 @@ async fn attest_x509pop(
 }
 
 async fn authorized_ids(server: &Server, agent: &Agent) -> Result<Vec<String>, Status> {
-    let mut c = epb::entry_client::EntryClient::new(server.channel(Some(agent.identity())).await);
-    let r = c
-        .get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None })
+    common::authorized_ids(server.channel(Some(agent.identity())).await).await
+}
+
+/// BatchNewX509SVID as `agent` for one entry, with a fresh key's CSR.
+async fn new_x509svid(
+    server: &Server,
+    agent: &Agent,
+    entry_id: &str,
+) -> Result<spb::BatchNewX509svidResponse, Status> {
+    let mut svid = spb::svid_client::SvidClient::new(server.channel(Some(agent.identity())).await);
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    svid.batch_new_x509svid(spb::BatchNewX509svidRequest {
+        params: vec![spb::NewX509svidParams {
+            entry_id: entry_id.to_owned(),
+            csr: spire_crypto::create_csr(&key, None).unwrap(),
+        }],
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// RenewAgent as `agent` with a CSR for `key`.
+async fn renew(
+    server: &Server,
+    agent: &Agent,
+    key: &PrivateKey,
+) -> Result<types::X509svid, Status> {
+    let mut client =
+        apb::agent_client::AgentClient::new(server.channel(Some(agent.identity())).await);
+    let r = client
+        .renew_agent(apb::RenewAgentRequest {
+            params: Some(apb::AgentX509svidParams {
+                csr: spire_crypto::create_csr(key, None).unwrap(),
+            }),
+        })
         .await?;
-    let mut ids: Vec<String> = r.into_inner().entries.into_iter().map(|e| e.id).collect();
-    ids.sort();
-    Ok(ids)
+    Ok(r.into_inner().svid.unwrap())
+}
+
+/// Opens a Watch stream as `agent` from `known_revision`.
+async fn open_watch(
+    server: &Server,
+    agent: &Agent,
+    known_revision: u64,
+    agent_version: &str,
+) -> tonic::Streaming<wpb::WatchResponse> {
+    let mut watch =
+        wpb::watch_client::WatchClient::new(server.channel(Some(agent.identity())).await);
+    watch
+        .watch(wpb::WatchRequest {
+            known_revision,
+            agent_version: agent_version.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// Waits until the index shows the agent exactly `want` entries.
@@ -330,13 +285,7 @@ async fn join_token_attests_once_and_not_after_expiry() {
         "spiffe://example.org/spire/agent/join_token/tok-1"
     );
     assert!(!agent.reattestable);
-    let node = server
-        .state
-        .datastore
-        .get_attested_node(&agent.id())
-        .await
-        .unwrap()
-        .unwrap();
+    let node = server.node(&agent.id()).await;
     assert_eq!(node.attestation_type, "join_token");
     assert_eq!(node.cert_serial_number, agent.serial());
     assert!(!node.can_reattest);
@@ -356,12 +305,7 @@ async fn join_token_attests_once_and_not_after_expiry() {
     assert!(expired.message().contains("expired"), "{expired:?}");
     let unknown = attest_token(&server, "never-made").await.err().unwrap();
     assert_eq!(unknown.code(), Code::InvalidArgument);
-    let count = server
-        .state
-        .datastore
-        .count_attested_nodes(&NodeFilter::default())
-        .await
-        .unwrap();
+    let count = server.node_count().await;
     assert_eq!(count, 1);
 }
 
@@ -380,13 +324,7 @@ async fn x509pop_attests_with_selectors_and_rejects_bad_proofs() {
         )
     );
     assert!(agent.reattestable);
-    let node = server
-        .state
-        .datastore
-        .get_attested_node(&agent.id())
-        .await
-        .unwrap()
-        .unwrap();
+    let node = server.node(&agent.id()).await;
     let got: Vec<String> = node.selectors.iter().map(|s| s.to_string()).collect();
     for want in [
         "x509pop:subject:cn:node1".to_string(),
@@ -399,13 +337,7 @@ async fn x509pop_attests_with_selectors_and_rejects_bad_proofs() {
 
     // Re-attestation of the same node works and replaces the SVID serial.
     let again = attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
-    let node = server
-        .state
-        .datastore
-        .get_attested_node(&agent.id())
-        .await
-        .unwrap()
-        .unwrap();
+    let node = server.node(&agent.id()).await;
     assert_eq!(node.cert_serial_number, again.serial());
 
     // A certificate from a CA the server does not trust.
@@ -427,21 +359,11 @@ async fn x509pop_attests_with_selectors_and_rejects_bad_proofs() {
             .contains("challenge response verification failed"),
         "{e:?}"
     );
-    let count = server
-        .state
-        .datastore
-        .count_attested_nodes(&NodeFilter::default())
-        .await
-        .unwrap();
+    let count = server.node_count().await;
     assert_eq!(count, 1);
 
     // A banned node cannot re-attest.
-    server
-        .state
-        .datastore
-        .ban_attested_node(&agent.id())
-        .await
-        .unwrap();
+    server.ban(&agent.id()).await;
     let e = attest_x509pop(&server, &cert, &cert.key_pem)
         .await
         .err()
@@ -552,13 +474,7 @@ async fn agents_only_get_svids_for_their_entries() {
         })
         .await
         .unwrap();
-    let node = server
-        .state
-        .datastore
-        .get_attested_node(&a.id())
-        .await
-        .unwrap()
-        .unwrap();
+    let node = server.node(&a.id()).await;
     assert_eq!(node.agent_version, "9.9.9");
 }
 
@@ -572,41 +488,18 @@ async fn banned_agent_is_refused_on_its_next_call() {
         .await;
     wait_authorized(&server, &a, &[&e1.id]).await;
 
-    let mut watch = wpb::watch_client::WatchClient::new(server.channel(Some(a.identity())).await);
-    let mut stream = watch
-        .watch(wpb::WatchRequest {
-            known_revision: 0,
-            agent_version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open_watch(&server, &a, 0, "").await;
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.changes, vec![wpb::Change::Unspecified as i32]);
 
-    server
-        .state
-        .datastore
-        .ban_attested_node(&a.id())
-        .await
-        .unwrap();
+    server.ban(&a.id()).await;
     let e = authorized_ids(&server, &a).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(
         denied_reason(&e),
         types::permission_denied_details::Reason::AgentBanned as i32
     );
-    let mut svid = spb::svid_client::SvidClient::new(server.channel(Some(a.identity())).await);
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let e = svid
-        .batch_new_x509svid(spb::BatchNewX509svidRequest {
-            params: vec![spb::NewX509svidParams {
-                entry_id: e1.id.clone(),
-                csr: spire_crypto::create_csr(&key, None).unwrap(),
-            }],
-        })
-        .await
-        .unwrap_err();
+    let e = new_x509svid(&server, &a, &e1.id).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // The Watch stream ends with PermissionDenied.
@@ -675,18 +568,7 @@ async fn entries_reach_agents_through_node_aliases() {
     let ids = authorized_ids(&server, &agent).await.unwrap();
     assert!(!ids.contains(&alias.id));
 
-    let mut svid = spb::svid_client::SvidClient::new(server.channel(Some(agent.identity())).await);
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let resp = svid
-        .batch_new_x509svid(spb::BatchNewX509svidRequest {
-            params: vec![spb::NewX509svidParams {
-                entry_id: w2.id.clone(),
-                csr: spire_crypto::create_csr(&key, None).unwrap(),
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = new_x509svid(&server, &agent, &w2.id).await.unwrap();
     assert_eq!(resp.results[0].status.as_ref().unwrap().code, 0);
 }
 
@@ -790,15 +672,7 @@ async fn watch_announces_new_entries_for_the_agent() {
     server.token("w2", 600).await;
     let a = attest_token(&server, "w1").await.unwrap();
     let b = attest_token(&server, "w2").await.unwrap();
-    let mut watch = wpb::watch_client::WatchClient::new(server.channel(Some(a.identity())).await);
-    let mut stream = watch
-        .watch(wpb::WatchRequest {
-            known_revision: 0,
-            agent_version: "test".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open_watch(&server, &a, 0, "test").await;
     let first = stream.message().await.unwrap().unwrap();
     let start_rev = first.revision;
 
@@ -833,14 +707,7 @@ async fn watch_announces_new_entries_for_the_agent() {
     wait_authorized(&server, &a, &[&mine.id]).await;
 
     // Reconnecting with the current revision: nothing to do.
-    let mut again = watch
-        .watch(wpb::WatchRequest {
-            known_revision: rev,
-            agent_version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut again = open_watch(&server, &a, rev, "").await;
     let first = again.message().await.unwrap().unwrap();
     assert_eq!(first.changes, vec![wpb::Change::None as i32]);
 }
@@ -851,19 +718,8 @@ async fn renew_rotates_the_serial_and_retires_the_old_svid() {
     server.token("renew", 600).await;
     let a = attest_token(&server, "renew").await.unwrap();
     let old_serial = a.serial();
-    let mut client = apb::agent_client::AgentClient::new(server.channel(Some(a.identity())).await);
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let svid = client
-        .renew_agent(apb::RenewAgentRequest {
-            params: Some(apb::AgentX509svidParams {
-                csr: spire_crypto::create_csr(&key, None).unwrap(),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .svid
-        .unwrap();
+    let svid = renew(&server, &a, &key).await.unwrap();
     let renewed = Agent {
         key,
         chain: svid.cert_chain,
@@ -871,25 +727,13 @@ async fn renew_rotates_the_serial_and_retires_the_old_svid() {
     };
     assert_eq!(renewed.id(), a.id());
     assert_ne!(renewed.serial(), old_serial);
-    let node = server
-        .state
-        .datastore
-        .get_attested_node(&a.id())
-        .await
-        .unwrap()
-        .unwrap();
+    let node = server.node(&a.id()).await;
     assert_eq!(node.cert_serial_number, old_serial);
     assert_eq!(node.new_cert_serial_number, renewed.serial());
 
     // First use of the new SVID makes it current; the old one is then refused.
     authorized_ids(&server, &renewed).await.unwrap();
-    let node = server
-        .state
-        .datastore
-        .get_attested_node(&a.id())
-        .await
-        .unwrap()
-        .unwrap();
+    let node = server.node(&a.id()).await;
     assert_eq!(node.cert_serial_number, renewed.serial());
     assert!(node.new_cert_serial_number.is_empty());
     let e = authorized_ids(&server, &a).await.unwrap_err();
@@ -905,16 +749,8 @@ async fn reattestable_agents_must_reattest_instead_of_renewing() {
     let server = start(Some(&ca)).await;
     let cert = ca.issue_leaf("n");
     let a = attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
-    let mut client = apb::agent_client::AgentClient::new(server.channel(Some(a.identity())).await);
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let e = client
-        .renew_agent(apb::RenewAgentRequest {
-            params: Some(apb::AgentX509svidParams {
-                csr: spire_crypto::create_csr(&key, None).unwrap(),
-            }),
-        })
-        .await
-        .unwrap_err();
+    let e = renew(&server, &a, &key).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(
         denied_reason(&e),
@@ -934,6 +770,14 @@ async fn cli(server: &Server, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn agent_cli_shows_bans_and_evicts_real_agents() {
     let ca = TestCa::new("node CA");
@@ -944,11 +788,7 @@ async fn agent_cli_shows_bans_and_evicts_real_agents() {
     let xp = attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
 
     let out = cli(&server, &["agent", "list", "-output", "json"]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let agents = v["agents"].as_array().unwrap();
     assert_eq!(agents.len(), 2);
@@ -967,18 +807,7 @@ async fn agent_cli_shows_bans_and_evicts_real_agents() {
     let x = find(xp.id().path());
     assert_eq!(x["attestation_type"], "x509pop");
     assert_eq!(x["can_reattest"], true);
-    let sel: Vec<String> = x["selectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}:{}",
-                s["type"].as_str().unwrap(),
-                s["value"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let sel = selector_strings(&x["selectors"]);
     assert!(
         sel.contains(&"x509pop:subject:cn:node1".to_string()),
         "{sel:?}"
@@ -996,11 +825,7 @@ async fn agent_cli_shows_bans_and_evicts_real_agents() {
 
     // Ban through the CLI: the agent's next call is refused.
     let out = cli(&server, &["agent", "ban", "-spiffeID", jt.id().as_str()]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let e = authorized_ids(&server, &jt).await.unwrap_err();
     assert_eq!(
         denied_reason(&e),
@@ -1014,11 +839,7 @@ async fn agent_cli_shows_bans_and_evicts_real_agents() {
             &["agent", "evict", "-spiffeID", agent.id().as_str()],
         )
         .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
     }
     attest_x509pop(&server, &cert, &cert.key_pem).await.unwrap();
     assert_eq!(
@@ -1031,14 +852,20 @@ async fn agent_cli_shows_bans_and_evicts_real_agents() {
     );
 }
 
-/// An X509-SVID for `spiffe` signed by the server's CA (as if the agent had fetched it).
-fn mint(server: &Server, spiffe: &str) -> Identity {
+/// A key and an X509-SVID chain for `spiffe` signed by the server's CA.
+fn server_svid(server: &Server, spiffe: &str) -> (PrivateKey, Vec<Vec<u8>>) {
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let chain = server
         .state
         .ca
         .sign_x509_svid(key.public_key(), &id(spiffe), &[], None)
         .unwrap();
+    (key, chain)
+}
+
+/// An X509-SVID for `spiffe` signed by the server's CA (as if the agent had fetched it).
+fn mint(server: &Server, spiffe: &str) -> Identity {
+    let (key, chain) = server_svid(server, spiffe);
     Identity::from_der(chain, key.to_pkcs8_der().unwrap().to_vec()).unwrap()
 }
 
@@ -1132,53 +959,33 @@ async fn x509pop_spiffe_mode_trusts_the_servers_own_svids() {
         &["NodeAttestor \"x509pop\" {\n  plugin_data {\n    mode = \"spiffe\"\n  }\n}"],
     )
     .await;
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let chain = server
-        .state
-        .ca
-        .sign_x509_svid(
-            key.public_key(),
-            &id("spiffe://example.org/spire-exchange/node7"),
-            &[],
-            None,
-        )
+    let agent = attest_with_server_svid(&server, "spiffe://example.org/spire-exchange/node7")
+        .await
         .unwrap();
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let payload = serde_json::to_vec(&serde_json::json!({
-        "certificates": chain.iter().map(|c| b64.encode(c)).collect::<Vec<_>>()
-    }))
-    .unwrap();
-    let pem = key.to_pkcs8_pem().unwrap().to_string();
-    let agent = attest(&server, "x509pop", payload, move |c| {
-        x509pop_answer(&pem, c)
-    })
-    .await
-    .unwrap();
     assert_eq!(
         agent.id().as_str(),
         "spiffe://example.org/spire/agent/x509pop/node7"
     );
 
     // An SVID outside the prefix is refused.
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let chain = server
-        .state
-        .ca
-        .sign_x509_svid(key.public_key(), &id("spiffe://example.org/web"), &[], None)
+    let e = attest_with_server_svid(&server, "spiffe://example.org/web")
+        .await
+        .err()
         .unwrap();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+/// x509pop (`spiffe` mode) with an X509-SVID for `spiffe` signed by the server's own CA.
+async fn attest_with_server_svid(server: &Server, spiffe: &str) -> Result<Agent, Status> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (key, chain) = server_svid(server, spiffe);
     let payload = serde_json::to_vec(&serde_json::json!({
         "certificates": chain.iter().map(|c| b64.encode(c)).collect::<Vec<_>>()
     }))
     .unwrap();
     let pem = key.to_pkcs8_pem().unwrap().to_string();
-    let e = attest(&server, "x509pop", payload, move |c| {
-        x509pop_answer(&pem, c)
-    })
-    .await
-    .err()
-    .unwrap();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    attest(server, "x509pop", payload, move |c| x509pop_answer(&pem, c)).await
 }
 
 #[tokio::test]
@@ -1196,11 +1003,7 @@ async fn token_generated_with_spiffe_id_gives_the_agent_an_alias() {
         ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = v["value"].as_str().unwrap().to_string();
     let agent = attest_token(&server, &token).await.unwrap();

@@ -6,164 +6,66 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spire_testkit::{
-    Cli, CliOutput, LeafSpec, Process, ServerConfig, TestCa, free_port, temp_dir, wait_until_sync,
-};
+use spire_testkit::{LeafSpec, ServerConfig, TestCa, free_port, temp_dir, wait_until_sync};
 
-const BIN: &str = env!("CARGO_BIN_EXE_spire-server");
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::common::{AgentProc, ServerProc};
+
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Fields drop in order: the process (printing its logs on a failure) before its directory.
-struct Server {
-    process: Process,
-    dir: tempfile::TempDir,
-    config: ServerConfig,
-    socket: PathBuf,
+/// Starts a server of `td` with `federation` (HCL body of the `federation` block) and
+/// `SSL_CERT_FILE` pointing at `web_roots` when given.
+fn start_server(td: &str, federation: &str, web_roots: Option<&Path>) -> ServerProc {
+    start_server_in(temp_dir(), td, federation, web_roots)
 }
 
-impl Server {
-    /// Starts a server of `td` with `federation` (HCL body of the `federation` block) and
-    /// `SSL_CERT_FILE` pointing at `web_roots` when given.
-    fn start(td: &str, federation: &str, web_roots: Option<&Path>) -> Server {
-        let dir = temp_dir();
-        Self::start_in(dir, td, federation, web_roots)
-    }
-
-    fn start_in(
-        dir: tempfile::TempDir,
-        td: &str,
-        federation: &str,
-        web_roots: Option<&Path>,
-    ) -> Server {
-        let config = ServerConfig::new(td, dir.path());
-        let text = config.render().replacen(
-            "server {\n",
-            &format!("server {{\n    federation {{\n{federation}\n    }}\n"),
-            1,
-        );
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let path = dir.path().join("server.conf");
-        std::fs::write(&path, text).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("-config").arg(&path);
+fn start_server_in(
+    dir: tempfile::TempDir,
+    td: &str,
+    federation: &str,
+    web_roots: Option<&Path>,
+) -> ServerProc {
+    let config = ServerConfig::new(td, dir.path());
+    let text = config.render().replacen(
+        "server {\n",
+        &format!("server {{\n    federation {{\n{federation}\n    }}\n"),
+        1,
+    );
+    ServerProc::start(&format!("spire-server-{td}"), dir, config, &text, |cmd| {
         match web_roots {
             Some(p) => cmd.env("SSL_CERT_FILE", p),
             None => cmd.env_remove("SSL_CERT_FILE"),
         };
-        let process =
-            Process::spawn_logging_to(&format!("spire-server-{td}"), cmd, &dir.path().join("logs"))
-                .unwrap();
-        let socket = config.socket_path.clone();
-        let s = Server {
-            dir,
-            config,
-            socket,
-            process,
-        };
-        wait_until_sync(START_TIMEOUT, "server healthy", || {
-            s.run(&["healthcheck"]).status.success()
-        })
-        .unwrap();
-        s
-    }
+    })
+}
 
-    fn run(&self, args: &[&str]) -> CliOutput {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-socketPath", self.socket.to_str().unwrap()]);
-        Cli::new(BIN)
-            .args(&all)
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}\n{}\n{}",
-            out.stdout,
-            out.stderr,
-            self.process.log_report()
-        );
-        out.stdout
-    }
-
+/// Federation views of a server process.
+impl ServerProc {
     /// The stored bundle of `td` (PEM), if any.
     fn federated(&self, td: &str) -> Option<String> {
         let out = self.run(&["bundle", "list", "-id", &format!("spiffe://{td}")]);
         out.status.success().then_some(out.stdout)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// Starts an agent of this server's trust domain (join token aliased to
     /// `spiffe://<td>/node`) and waits until it is healthy.
-    fn agent(&self) -> Agent {
-        let td = self.config.trust_domain.clone();
-        let bundle = self.path("agent-bundle.pem");
-        std::fs::write(&bundle, self.ok(&["bundle", "show"])).unwrap();
-        let out = self.ok(&[
-            "token",
-            "generate",
-            "-spiffeID",
-            &format!("spiffe://{td}/node"),
-        ]);
-        let token = out.trim().strip_prefix("Token:").unwrap().trim().to_owned();
-        let dir = self.path("agent");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = self
-            .config
-            .agent_config(&dir)
-            .trust_bundle(&bundle)
-            .join_token(&token);
-        let conf = config.write(&dir.join("agent.conf")).unwrap();
-        let mut cmd = Command::new(spire_testkit::bin_path("spire-agent"));
-        cmd.arg("run").arg("-config").arg(&conf);
-        let process =
-            Process::spawn_logging_to(&format!("spire-agent-{td}"), cmd, &dir.join("logs"))
-                .unwrap();
-        let agent = Agent { config, process };
-        wait_until_sync(START_TIMEOUT, "agent healthy", || {
-            Cli::new(spire_testkit::bin_path("spire-agent"))
-                .args(["healthcheck", "-socketPath"])
-                .arg(&agent.config.socket_path)
-                .run()
-                .unwrap()
-                .status
-                .success()
-        })
-        .unwrap();
-        agent
+    fn td_agent(&self) -> AgentProc {
+        let td = &self.config.trust_domain;
+        self.agent(&format!("spire-agent-{td}"), &format!("spiffe://{td}/node"))
     }
 
     /// Registers `id` for processes of the current uid under this server's agent.
     fn workload_entry(&self, id: &str, federates_with: &[&str]) {
-        let td = &self.config.trust_domain;
-        let uid = format!("unix:uid:{}", nix::unistd::getuid().as_raw());
-        let parent = format!("spiffe://{td}/node");
-        let mut args = vec![
-            "entry",
-            "create",
-            "-spiffeID",
-            id,
-            "-parentID",
-            &parent,
-            "-selector",
-            &uid,
-        ];
+        let parent = format!("spiffe://{}/node", self.config.trust_domain);
+        let mut extra = Vec::new();
         for td in federates_with {
-            args.extend(["-federatesWith", td]);
+            extra.extend(["-federatesWith", td]);
         }
-        self.ok(&args);
+        self.register_uid(&parent, id, &extra);
     }
+
     fn log_count(&self, needle: &str) -> usize {
         self.process.logs().matches(needle).count()
     }
@@ -176,48 +78,8 @@ impl Server {
     }
 }
 
-struct Agent {
-    config: spire_testkit::AgentConfig,
-    process: Process,
-}
-
-impl Agent {
-    /// Runs the Go spiffe-client against this agent's Workload API.
-    fn go(&self, go: &Path, args: &[&str]) -> CliOutput {
-        Cli::new(go)
-            .args(args)
-            .env("SPIFFE_ENDPOINT_SOCKET", self.config.endpoint_socket())
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    }
-
-    /// `spire-agent api fetch x509` (pretty) on this agent's socket.
-    fn fetch(&self) -> String {
-        Cli::new(spire_testkit::bin_path("spire-agent"))
-            .args(["api", "fetch", "x509", "-socketPath"])
-            .arg(&self.config.socket_path)
-            .run()
-            .unwrap()
-            .stdout
-    }
-
-    /// Waits until the Workload API serves `id`.
-    fn wait_for_svid(&self, id: &str) {
-        wait_until_sync(WAIT, &format!("{id} is served"), || {
-            let out = Cli::new(spire_testkit::bin_path("spire-agent"))
-                .args(["api", "fetch", "x509", "-socketPath"])
-                .arg(&self.config.socket_path)
-                .run()
-                .unwrap();
-            out.status.success() && out.stdout.contains(id)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.process.log_report()));
-    }
-}
-
 /// Waits until `server` holds `td`'s bundle equal to `want` (PEM).
-fn wait_bundle(server: &Server, td: &str, want: &str) {
+fn wait_bundle(server: &ServerProc, td: &str, want: &str) {
     wait_until_sync(WAIT, &format!("bundle of {td} replicated"), || {
         server.federated(td).as_deref() == Some(want)
     })
@@ -236,26 +98,54 @@ fn federation_block(port: u16, profile: &str, federates_with: &str) -> String {
     )
 }
 
+/// The `https_spiffe` profile block of a bundle endpoint.
+const HTTPS_SPIFFE_PROFILE: &str = "            profile \"https_spiffe\" {}";
+
+/// The `https_web` profile block serving `cert` / `key` (re-read every second when `sync`).
+fn https_web_profile(cert: &Path, key: &Path, sync: bool) -> String {
+    let sync = if sync {
+        "                    file_sync_interval = \"1s\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "            profile \"https_web\" {{\n                serving_cert_file {{\n                    cert_file_path = \"{}\"\n                    key_file_path = \"{}\"\n{sync}                }}\n            }}",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// A Web CA for https_web endpoints, written to `<dir>/web-roots.pem` (for `SSL_CERT_FILE`).
+fn web_ca_in(dir: &tempfile::TempDir) -> (TestCa, PathBuf) {
+    let web_ca = TestCa::new("Federation Test Web CA");
+    let web_roots = dir.path().join("web-roots.pem");
+    std::fs::write(&web_roots, web_ca.root_pem()).unwrap();
+    (web_ca, web_roots)
+}
+
+/// A `localhost` serving certificate of `web_ca`, written to `<dir>/endpoint.*`: (cert, key).
+fn endpoint_cert(web_ca: &TestCa, dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
+    web_ca
+        .issue(&LeafSpec::new("localhost").dns("localhost"))
+        .write(dir.path(), "endpoint")
+        .unwrap()
+}
+
 #[test]
 fn two_trust_domains_federate_both_ways() {
     // The Web CA that B's https_web endpoint certificate chains to; A trusts it.
-    let web_ca = TestCa::new("Federation Test Web CA");
     let dir_b = temp_dir();
-    let web_roots = dir_b.path().join("web-roots.pem");
-    std::fs::write(&web_roots, web_ca.root_pem()).unwrap();
-    let (cert, key) = web_ca
-        .issue(&LeafSpec::new("localhost").dns("localhost"))
-        .write(dir_b.path(), "endpoint")
-        .unwrap();
+    let (web_ca, web_roots) = web_ca_in(&dir_b);
+    let (cert, key) = endpoint_cert(&web_ca, &dir_b);
 
     let port_a = free_port();
     let port_b = free_port();
     // A: https_spiffe endpoint; statically federates with B over https_web.
-    let a = Server::start(
+    let a = start_server(
         "a.test",
         &federation_block(
             port_a,
-            "            profile \"https_spiffe\" {}",
+            HTTPS_SPIFFE_PROFILE,
             &format!(
                 "        federates_with \"b.test\" {{\n            bundle_endpoint_url = \"https://localhost:{port_b}\"\n            bundle_endpoint_profile \"https_web\" {{}}\n        }}"
             ),
@@ -263,18 +153,10 @@ fn two_trust_domains_federate_both_ways() {
         Some(&web_roots),
     );
     // B: https_web endpoint with a certificate file; its relationship with A is dynamic.
-    let b = Server::start_in(
+    let b = start_server_in(
         dir_b,
         "b.test",
-        &federation_block(
-            port_b,
-            &format!(
-                "            profile \"https_web\" {{\n                serving_cert_file {{\n                    cert_file_path = \"{}\"\n                    key_file_path = \"{}\"\n                    file_sync_interval = \"1s\"\n                }}\n            }}",
-                cert.display(),
-                key.display()
-            ),
-            "",
-        ),
+        &federation_block(port_b, &https_web_profile(&cert, &key, true), ""),
         None,
     );
 
@@ -671,10 +553,8 @@ fn bundle_json(td: &str, ca: &[u8], seq: u64) -> Vec<u8> {
 
 #[test]
 fn bad_endpoint_answers_keep_the_last_good_bundle() {
-    let web_ca = TestCa::new("Federation Test Web CA");
     let dir = temp_dir();
-    let web_roots = dir.path().join("web-roots.pem");
-    std::fs::write(&web_roots, web_ca.root_pem()).unwrap();
+    let (web_ca, web_roots) = web_ca_in(&dir);
     let good_cert = web_ca.issue(&LeafSpec::new("localhost").dns("localhost"));
     let now = time::OffsetDateTime::now_utc();
     let expired_cert = web_ca.issue(
@@ -687,7 +567,7 @@ fn bad_endpoint_answers_keep_the_last_good_bundle() {
     let good = bundle_json("c.test", &c_ca, 1);
     let fake = FakeEndpoint::start(&good_cert, Answer::Body(good.clone()));
 
-    let a = Server::start_in(dir, "a.test", "", Some(&web_roots));
+    let a = start_server_in(dir, "a.test", "", Some(&web_roots));
     // Created from a JSON file, as `-data` takes it.
     let data = a.path("relationships.json");
     std::fs::write(
@@ -809,39 +689,30 @@ fn workloads_of_federated_domains_talk_mtls() {
     let Some(go) = spire_testkit::go_client() else {
         return;
     };
-    let web_ca = TestCa::new("Federation Test Web CA");
     let dir_b = temp_dir();
-    let web_roots = dir_b.path().join("web-roots.pem");
-    std::fs::write(&web_roots, web_ca.root_pem()).unwrap();
-    let (cert, key) = web_ca
-        .issue(&LeafSpec::new("localhost").dns("localhost"))
-        .write(dir_b.path(), "endpoint")
-        .unwrap();
+    let (web_ca, web_roots) = web_ca_in(&dir_b);
+    let (cert, key) = endpoint_cert(&web_ca, &dir_b);
     let port_a = free_port();
     let port_b = free_port();
     // A's relationship with B is dynamic (created below), B's with A static.
-    let a = Server::start(
+    let a = start_server(
         "a.test",
-        &federation_block(port_a, "            profile \"https_spiffe\" {}", ""),
+        &federation_block(port_a, HTTPS_SPIFFE_PROFILE, ""),
         Some(&web_roots),
     );
-    let b = Server::start_in(
+    let b = start_server_in(
         dir_b,
         "b.test",
         &federation_block(
             port_b,
-            &format!(
-                "            profile \"https_web\" {{\n                serving_cert_file {{\n                    cert_file_path = \"{}\"\n                    key_file_path = \"{}\"\n                }}\n            }}",
-                cert.display(),
-                key.display()
-            ),
+            &https_web_profile(&cert, &key, false),
             &format!(
                 "        federates_with \"a.test\" {{\n            bundle_endpoint_url = \"https://127.0.0.1:{port_a}\"\n            bundle_endpoint_profile \"https_spiffe\" {{\n                endpoint_spiffe_id = \"spiffe://a.test/spire/server\"\n            }}\n        }}"
             ),
         ),
         None,
     );
-    let c = Server::start("c.test", "", None);
+    let c = start_server("c.test", "", None);
     // B's static https_spiffe relationship needs A's bundle to start with.
     let bootstrap = b.path("a-bundle.pem");
     std::fs::write(&bootstrap, a.ok(&["bundle", "show"])).unwrap();
@@ -866,9 +737,9 @@ fn workloads_of_federated_domains_talk_mtls() {
     wait_bundle(&a, "b.test", &b.ok(&["bundle", "show"]));
     wait_bundle(&b, "a.test", &a.ok(&["bundle", "show"]));
 
-    let agent_a = a.agent();
-    let agent_b = b.agent();
-    let agent_c = c.agent();
+    let agent_a = a.td_agent();
+    let agent_b = b.td_agent();
+    let agent_c = c.td_agent();
     let client_a = "spiffe://a.test/client";
     let server_b = "spiffe://b.test/server";
     let client_c = "spiffe://c.test/client";
@@ -879,32 +750,7 @@ fn workloads_of_federated_domains_talk_mtls() {
     agent_b.wait_for_svid(server_b);
     agent_c.wait_for_svid(client_c);
 
-    let mut server_cmd = Command::new(&go);
-    server_cmd
-        .args([
-            "mtls-server",
-            "-addr",
-            "127.0.0.1:0",
-            "-allow-id",
-            client_a,
-            "-timeout",
-            "120s",
-        ])
-        .env("SPIFFE_ENDPOINT_SOCKET", agent_b.config.endpoint_socket());
-    let mut server = Process::spawn("go-mtls-server", server_cmd).unwrap();
-    let mut addr = String::new();
-    wait_until_sync(WAIT, "the mTLS server listens", || {
-        let out = server.stdout();
-        match out.lines().find(|l| l.contains("\"listening\"")) {
-            Some(line) => {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                addr = v["addr"].as_str().unwrap().to_owned();
-                true
-            }
-            None => false,
-        }
-    })
-    .unwrap();
+    let (mut server, addr) = agent_b.go_mtls_server(&go, client_a);
 
     // C has no bundle for B: its client refuses B's server certificate.
     let refused = agent_c.go(

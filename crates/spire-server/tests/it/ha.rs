@@ -14,17 +14,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spire_crypto::{KeyType, PrivateKey};
-use spire_proto::server::{agent as apb, entry as epb};
-use spire_proto::types;
 use spire_server::ServerState;
 use spire_spiffe::{Clock as _, SpiffeId, SystemClock};
 use spire_testkit::{CliOutput, DataStoreConfig, KeyManagerConfig, Process};
-use spire_tls::{BundleSet, ClientOptions, Identity, PeerMatcher, ServerAuth, SharedIdentity};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use spire_tls::{BundleSet, Identity};
 use tonic::Status;
 use tonic::transport::Channel;
+
+use crate::common::{self, Agent, InProcess};
 
 const TD: &str = "example.org";
 const BIN: &str = env!("CARGO_BIN_EXE_spire-server");
@@ -37,15 +34,8 @@ struct Node {
     state: Arc<ServerState>,
     addr: String,
     sock: String,
+    _run: InProcess,
     _dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.state.shutdown.cancel();
-        self.task.abort();
-    }
 }
 
 async fn start(name: &'static str, ds: DataStoreConfig) -> Node {
@@ -61,35 +51,16 @@ async fn start_with_clock(
     let cfg = spire_testkit::ServerConfig::new(TD, dir.path())
         .datastore(ds)
         .key_manager(KeyManagerConfig::Disk(dir.path().join("data/keys.json")));
-    let addr = cfg.server_address();
-    let sock = cfg.socket_path.to_str().unwrap().to_owned();
-    let config = spire_config::ServerConfig::parse(
-        &cfg.render(),
-        "server.conf",
-        &spire_config::ServerOverrides::default(),
-    )
-    .unwrap();
-    let state = spire_server::server::build_state(config, clock, None)
-        .await
-        .unwrap();
-    let run_state = Arc::clone(&state);
-    let task = tokio::spawn(async move {
-        let _ = spire_server::server::run(run_state, Vec::new()).await;
-    });
+    let run = InProcess::start(&cfg, clock, WAIT).await;
     let node = Node {
         name,
+        addr: cfg.server_address(),
+        sock: cfg.socket_path.to_str().unwrap().to_owned(),
         cfg,
-        state,
-        addr,
-        sock,
+        state: Arc::clone(&run.state),
+        _run: run,
         _dir: dir,
-        task,
     };
-    spire_testkit::wait_until(WAIT, "the TCP listener accepts connections", async || {
-        tokio::net::TcpStream::connect(&node.addr).await.is_ok()
-    })
-    .await
-    .unwrap();
     let sock = node.sock.clone();
     spire_testkit::wait_until(WAIT, "the local API answers", async || {
         let sock = sock.clone();
@@ -138,87 +109,19 @@ fn cli(args: &[&str]) -> CliOutput {
 
 /// A client channel to `node` trusting `bundle` (which must hold the node's CA).
 async fn channel(node: &Node, bundle: &[Vec<u8>], identity: Option<Identity>) -> Channel {
-    let shared = match identity {
-        Some(i) => SharedIdentity::new(i),
-        None => SharedIdentity::empty(),
-    };
     let bundles = BundleSet::with_roots(TD.parse().unwrap(), bundle.iter().cloned()).unwrap();
-    let cfg = spire_tls::client_config(
-        ServerAuth::Verify {
-            bundles,
-            expected: PeerMatcher::SpireServer(TD.parse().unwrap()),
-        },
-        ClientOptions {
-            identity: shared,
-            clock: Arc::new(SystemClock),
-        },
-    )
-    .unwrap();
-    spire_tls::connect(&node.addr, cfg).await.unwrap()
-}
-
-/// An agent attested with a join token: its key and SVID chain.
-struct Agent {
-    key: PrivateKey,
-    chain: Vec<Vec<u8>>,
-}
-
-impl Agent {
-    fn id(&self) -> SpiffeId {
-        spire_crypto::spiffe_id_from_cert(&self.chain[0]).unwrap()
-    }
-
-    fn identity(&self) -> Identity {
-        Identity::from_der(
-            self.chain.clone(),
-            self.key.to_pkcs8_der().unwrap().to_vec(),
-        )
-        .unwrap()
-    }
+    common::tls_channel(&node.addr, TD, bundles, identity).await
 }
 
 /// AttestAgent with `join_token` against `node`, as SPIRE's agent runs it.
 async fn attest_token(node: &Node, bundle: &[Vec<u8>], token: &str) -> Result<Agent, Status> {
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let csr = spire_crypto::create_csr(&key, None).unwrap();
-    let mut client = apb::agent_client::AgentClient::new(channel(node, bundle, None).await);
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(apb::AttestAgentRequest {
-        step: Some(apb::attest_agent_request::Step::Params(
-            apb::attest_agent_request::Params {
-                data: Some(types::AttestationData {
-                    r#type: "join_token".into(),
-                    payload: token.as_bytes().to_vec(),
-                }),
-                params: Some(apb::AgentX509svidParams { csr }),
-            },
-        )),
-    })
+    common::attest(
+        channel(node, bundle, None).await,
+        "join_token",
+        token.as_bytes().to_vec(),
+        |_| Err(Status::internal("join_token does not challenge")),
+    )
     .await
-    .unwrap();
-    let mut stream = client
-        .attest_agent(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let msg = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::internal("stream ended early"))?;
-    match msg.step {
-        Some(apb::attest_agent_response::Step::Result(r)) => {
-            let svid = r
-                .svid
-                .ok_or_else(|| Status::internal("result without SVID"))?;
-            Ok(Agent {
-                key,
-                chain: svid.cert_chain,
-            })
-        }
-        Some(apb::attest_agent_response::Step::Challenge(_)) => {
-            Err(Status::internal("join_token does not challenge"))
-        }
-        None => Err(Status::internal("empty step")),
-    }
 }
 
 /// The IDs of the entries `node` authorizes for `agent` (GetAuthorizedEntries over mTLS).
@@ -227,12 +130,51 @@ async fn authorized_ids(
     bundle: &[Vec<u8>],
     agent: &Agent,
 ) -> Result<Vec<String>, Status> {
-    let mut c =
-        epb::entry_client::EntryClient::new(channel(node, bundle, Some(agent.identity())).await);
-    let r = c
-        .get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None })
-        .await?;
-    Ok(r.into_inner().entries.into_iter().map(|e| e.id).collect())
+    common::authorized_ids(channel(node, bundle, Some(agent.identity())).await).await
+}
+
+/// The join token in the output of `token generate`.
+fn token_of(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Token: "))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Starts `spire-agent run -config <conf> -joinToken <token>` and returns it with a runner of
+/// `spire-agent <args> -socketPath <socket>`.
+fn start_agent(
+    conf: &std::path::Path,
+    token: &str,
+    socket: &std::path::Path,
+) -> (
+    Process,
+    Arc<impl Fn(&[&str]) -> CliOutput + Send + Sync + 'static>,
+) {
+    let agent_bin = spire_testkit::bin_path("spire-agent");
+    let agent = Process::start(
+        &agent_bin,
+        [
+            "run",
+            "-config",
+            conf.to_str().unwrap(),
+            "-joinToken",
+            token,
+        ],
+    )
+    .unwrap();
+    let sock = socket.display().to_string();
+    let agent_cli = move |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-socketPath", sock.as_str()]);
+        spire_testkit::Cli::new(&agent_bin)
+            .args(all)
+            .timeout(Duration::from_secs(60))
+            .run()
+            .unwrap()
+    };
+    (agent, Arc::new(agent_cli))
 }
 
 /// Hex subject key IDs of the certificates in PEM `text`.
@@ -293,13 +235,7 @@ async fn two_servers_share_one_database(backend: &str, ds: DataStoreConfig) {
         .collect();
 
     // An agent attests to B with a token generated on B.
-    let out = cli_ok(&b, &["token", "generate", "-ttl", "600"]).await;
-    let token = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Token: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = token_of(&cli_ok(&b, &["token", "generate", "-ttl", "600"]).await);
     let agent = attest_token(&b, &roots, &token).await.unwrap();
     let agent_id = agent.id().to_string();
     assert!(authorized_ids(&b, &roots, &agent).await.unwrap().is_empty());
@@ -403,38 +339,10 @@ async fn real_agent_on_b_serves_entry_from_a(backend: &str, a: &Node, b: &Node, 
         .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
         .collect();
     std::fs::write(&bundle_path, pem::encode_many(&pems)).unwrap();
-    let out = cli_ok(b, &["token", "generate", "-ttl", "600"]).await;
-    let token = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Token: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = token_of(&cli_ok(b, &["token", "generate", "-ttl", "600"]).await);
     let agent_cfg = b.cfg.agent_config(dir.path()).trust_bundle(&bundle_path);
     let conf = agent_cfg.write(&dir.path().join("agent.conf")).unwrap();
-    let agent_bin = spire_testkit::bin_path("spire-agent");
-    let _agent = Process::start(
-        &agent_bin,
-        [
-            "run",
-            "-config",
-            conf.to_str().unwrap(),
-            "-joinToken",
-            token.as_str(),
-        ],
-    )
-    .unwrap();
-    let sock = agent_cfg.socket_path.display().to_string();
-    let agent_cli = move |args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-socketPath", sock.as_str()]);
-        spire_testkit::Cli::new(&agent_bin)
-            .args(all)
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    };
-    let agent_cli = Arc::new(agent_cli);
+    let (_agent, agent_cli) = start_agent(&conf, &token, &agent_cfg.socket_path);
     {
         let agent_cli = Arc::clone(&agent_cli);
         spire_testkit::wait_until(WAIT, "the agent is healthy", async || {
@@ -484,29 +392,8 @@ async fn real_agent_on_b_serves_entry_from_a(backend: &str, a: &Node, b: &Node, 
     );
 }
 
-/// A fresh database named `spire_ha_<unique>`.
-fn unique_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("spire_ha_{}_{nanos}", std::process::id())
-}
-
 fn postgres_database() -> Option<String> {
-    let admin = spire_testkit::postgres_url()?;
-    let name = unique_name();
-    let out = Command::new("psql")
-        .args([admin.as_str(), "-XAtqc", &format!("CREATE DATABASE {name}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "CREATE DATABASE failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    Some(format!("{base}/{name}"))
+    common::postgres_database("spire_ha")
 }
 
 /// A fresh MariaDB database, returned as a Go MySQL DSN (the form SPIRE configs use).
@@ -517,7 +404,7 @@ fn mysql_database() -> Option<String> {
     let (user, rest) = rest.split_once('@').unwrap();
     let (hostport, _) = rest.split_once('/').unwrap();
     let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "3306"));
-    let name = unique_name();
+    let name = common::unique_db_name("spire_ha");
     let out = Command::new("mariadb")
         .args([
             "--no-defaults",
@@ -532,11 +419,7 @@ fn mysql_database() -> Option<String> {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "CREATE DATABASE failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_created(&out);
     Some(format!(
         "{user}@tcp({host}:{port})/{name}?parseTime=true&charset=utf8mb4"
     ))
@@ -687,43 +570,14 @@ async fn agent_fails_over_to_another_server(backend: &str, ds: DataStoreConfig, 
     let bundle_path = dir.path().join("bundle.pem");
     std::fs::write(&bundle_path, &bundle_pem).unwrap();
 
-    let out = a.cli_ok(&["token", "generate", "-ttl", "600"]).await;
-    let token = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Token: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = token_of(&a.cli_ok(&["token", "generate", "-ttl", "600"]).await);
     let mut agent_cfg = a.cfg.agent_config(dir.path()).trust_bundle(&bundle_path);
     let (a_addr, b_addr) = (a.cfg.server_address(), b.cfg.server_address());
     agent_cfg.server_address = format!("{a_addr},{b_addr}");
     let conf = agent_cfg.write(&dir.path().join("agent.conf")).unwrap();
+    let (mut agent, agent_cli) = start_agent(&conf, &token, &agent_cfg.socket_path);
     let agent_bin = spire_testkit::bin_path("spire-agent");
-    let mut agent = Process::start(
-        &agent_bin,
-        [
-            "run",
-            "-config",
-            conf.to_str().unwrap(),
-            "-joinToken",
-            token.as_str(),
-        ],
-    )
-    .unwrap();
     let sock = agent_cfg.socket_path.display().to_string();
-    let agent_cli = {
-        let agent_bin = agent_bin.clone();
-        let sock = sock.clone();
-        Arc::new(move |args: &[&str]| {
-            let mut all: Vec<&str> = args.to_vec();
-            all.extend(["-socketPath", sock.as_str()]);
-            spire_testkit::Cli::new(&agent_bin)
-                .args(all)
-                .timeout(Duration::from_secs(60))
-                .run()
-                .unwrap()
-        })
-    };
     agent
         .wait_for_log("Connected to the server", WAIT)
         .await

@@ -88,6 +88,16 @@ impl Server {
         out.stdout
     }
 
+    /// Runs `args`, asserting that it fails with `want` in its stderr.
+    fn fails_with(&self, args: &[&str], want: &str) {
+        let out = self.run(args);
+        assert!(
+            !out.status.success() && out.stderr.contains(want),
+            "{}",
+            out.stderr
+        );
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-output", "json"]);
@@ -96,6 +106,17 @@ impl Server {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// `x509 mint -spiffeID <spiffe> <extra> -write <dir>/<name>`: returns that directory.
+    fn mint_into(&self, name: &str, spiffe: &str, extra: &[&str]) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = vec!["x509", "mint", "-spiffeID", spiffe];
+        args.extend_from_slice(extra);
+        args.extend(["-write", dir.to_str().unwrap()]);
+        self.ok(&args);
+        dir
     }
 }
 
@@ -120,35 +141,20 @@ fn openssl(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `openssl verify <args>` succeeds.
+fn assert_verifies(args: &[&str]) {
+    let mut all = vec!["verify"];
+    all.extend_from_slice(args);
+    let v = openssl(&all);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
 fn entry_count(s: &Server) -> i64 {
     s.json(&["entry", "count"])["count"].as_i64().unwrap()
 }
 
-/// A fresh PostgreSQL database on `SPIRE_TEST_POSTGRES_URL` (created with psql), or `None`
-/// when no server is configured outside CI (under `CI=true` the testkit fails instead).
 fn postgres_database() -> Option<String> {
-    let admin = spire_testkit::postgres_url()?;
-    let name = format!("spire_server_it_{}", uuid_like());
-    let out = Command::new("psql")
-        .args([admin.as_str(), "-XAtqc", &format!("CREATE DATABASE {name}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "CREATE DATABASE failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    Some(format!("{base}/{name}"))
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}_{nanos}", std::process::id())
+    crate::common::postgres_database("spire_server_it")
 }
 
 #[test]
@@ -172,6 +178,20 @@ fn bundle_mint_and_restart_on_postgres() {
     bundle_mint_and_restart(Server::new(|c| c.datastore(DataStoreConfig::Postgres(url))));
 }
 
+/// `entry create` of the round trip's entry (the same SPIFFE ID, parent and selectors).
+const WEB_ENTRY: [&str; 10] = [
+    "entry",
+    "create",
+    "-spiffeID",
+    "spiffe://example.org/web",
+    "-parentID",
+    "spiffe://example.org/spire/agent/join_token/abc",
+    "-selector",
+    "unix:uid:1000",
+    "-selector",
+    "k8s:ns:prod",
+];
+
 fn entry_round_trip(s: Server) {
     // Federated bundle needed for -federatesWith.
     let fed = TestCa::new("fed root");
@@ -186,38 +206,32 @@ fn entry_round_trip(s: Server) {
     ]);
 
     let out = s.ok(&[
-        "entry",
-        "create",
-        "-spiffeID",
-        "spiffe://example.org/web",
-        "-parentID",
-        "spiffe://example.org/spire/agent/join_token/abc",
-        "-selector",
-        "unix:uid:1000",
-        "-selector",
-        "k8s:ns:prod",
-        "-x509SVIDTTL",
-        "300",
-        "-jwtSVIDTTL",
-        "60",
-        "-dns",
-        "web.example.org",
-        "-dns",
-        "www.example.org",
-        "-federatesWith",
-        "spiffe://fed.org",
-        "-admin",
-        "-downstream",
-        "-storeSVID",
-        "-entryExpiry",
-        "4102444800",
-        "-hint",
-        "web",
-        "-entryID",
-        "my-entry-1",
-        "-jwtSVIDIncludeJTI",
-        "-disableX509SVIDPrefetch",
-    ]);
+        WEB_ENTRY.as_slice(),
+        &[
+            "-x509SVIDTTL",
+            "300",
+            "-jwtSVIDTTL",
+            "60",
+            "-dns",
+            "web.example.org",
+            "-dns",
+            "www.example.org",
+            "-federatesWith",
+            "spiffe://fed.org",
+            "-admin",
+            "-downstream",
+            "-storeSVID",
+            "-entryExpiry",
+            "4102444800",
+            "-hint",
+            "web",
+            "-entryID",
+            "my-entry-1",
+            "-jwtSVIDIncludeJTI",
+            "-disableX509SVIDPrefetch",
+        ],
+    ]
+    .concat());
     for want in [
         "Entry ID         : my-entry-1",
         "SPIFFE ID        : spiffe://example.org/web",
@@ -255,18 +269,7 @@ fn entry_round_trip(s: Server) {
     assert!(none["entries"].as_array().unwrap().is_empty());
 
     // Duplicate: AlreadyExists, carrying the existing entry.
-    let dup = s.run(&[
-        "entry",
-        "create",
-        "-spiffeID",
-        "spiffe://example.org/web",
-        "-parentID",
-        "spiffe://example.org/spire/agent/join_token/abc",
-        "-selector",
-        "unix:uid:1000",
-        "-selector",
-        "k8s:ns:prod",
-    ]);
+    let dup = s.run(&WEB_ENTRY);
     assert!(!dup.status.success());
     assert!(
         dup.stderr.contains("AlreadyExists") && dup.stderr.contains("my-entry-1"),
@@ -383,12 +386,7 @@ fn entry_round_trip(s: Server) {
     let out = s.ok(&["entry", "delete", "-entryID", "my-entry-1"]);
     assert!(out.contains("Deleted entry with ID: my-entry-1"));
     assert_eq!(entry_count(&s), 0);
-    let out = s.run(&["entry", "delete", "-entryID", "my-entry-1"]);
-    assert!(
-        !out.status.success() && out.stderr.contains("NotFound"),
-        "{}",
-        out.stderr
-    );
+    s.fails_with(&["entry", "delete", "-entryID", "my-entry-1"], "NotFound");
 }
 
 #[test]
@@ -488,29 +486,16 @@ fn bundle_mint_and_restart(mut s: Server) {
         .clone();
 
     // x509 mint -write verifies with openssl, one URI SAN, SPIRE's KU/EKU.
-    let out_dir = s.path("mint");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    s.ok(&[
-        "x509",
+    let out_dir = s.mint_into(
         "mint",
-        "-spiffeID",
         "spiffe://example.org/minted",
-        "-dns",
-        "m.example.org",
-        "-write",
-        out_dir.to_str().unwrap(),
-    ]);
-    let verify = openssl(&[
-        "verify",
+        &["-dns", "m.example.org"],
+    );
+    assert_verifies(&[
         "-CAfile",
         out_dir.join("bundle.pem").to_str().unwrap(),
         out_dir.join("svid.pem").to_str().unwrap(),
     ]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
     let text = openssl(&[
         "x509",
         "-in",
@@ -592,16 +577,7 @@ fn localauthority_rotation_through_the_cli() {
         .unwrap()
         .to_string();
     // An SVID signed by the old authority.
-    let dir1 = s.path("svid1");
-    std::fs::create_dir_all(&dir1).unwrap();
-    s.ok(&[
-        "x509",
-        "mint",
-        "-spiffeID",
-        "spiffe://example.org/a",
-        "-write",
-        dir1.to_str().unwrap(),
-    ]);
+    let dir1 = s.mint_into("svid1", "spiffe://example.org/a", &[]);
 
     let prepared = s.json(&["localauthority", "x509", "prepare"]);
     let new = prepared["prepared_authority"]["authority_id"]
@@ -618,31 +594,18 @@ fn localauthority_rotation_through_the_cli() {
         new.as_str()
     );
     // Both SVIDs verify against the bundle during the overlap.
-    let dir2 = s.path("svid2");
-    std::fs::create_dir_all(&dir2).unwrap();
-    s.ok(&[
-        "x509",
-        "mint",
-        "-spiffeID",
-        "spiffe://example.org/a",
-        "-write",
-        dir2.to_str().unwrap(),
-    ]);
+    let dir2 = s.mint_into("svid2", "spiffe://example.org/a", &[]);
     for d in [&dir1, &dir2] {
-        let v = openssl(&[
-            "verify",
+        assert_verifies(&[
             "-CAfile",
             s.path("b2.pem").to_str().unwrap(),
             d.join("svid.pem").to_str().unwrap(),
         ]);
-        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     }
     // Taint then revoke the old one; revoke before taint fails with a message.
-    let bad = s.run(&["localauthority", "x509", "revoke", "-authorityID", &old]);
-    assert!(
-        !bad.status.success() && bad.stderr.contains("untainted"),
-        "{}",
-        bad.stderr
+    s.fails_with(
+        &["localauthority", "x509", "revoke", "-authorityID", &old],
+        "untainted",
     );
     let t = s.ok(&["localauthority", "x509", "taint", "-authorityID", &old]);
     assert!(
@@ -664,12 +627,7 @@ fn localauthority_rotation_through_the_cli() {
             .count(),
         1
     );
-    let missing = s.run(&["localauthority", "x509", "activate"]);
-    assert!(
-        !missing.status.success() && missing.stderr.contains("-authorityID"),
-        "{}",
-        missing.stderr
-    );
+    s.fails_with(&["localauthority", "x509", "activate"], "-authorityID");
 
     // JWT authorities: same flow.
     let jwt_old = s.json(&["localauthority", "jwt", "show"])["active"]["authority_id"]
@@ -748,18 +706,7 @@ fn kill_during_batch_create_leaves_no_half_written_entry() {
     for e in list {
         let path = e["spiffe_id"]["path"].as_str().unwrap();
         let i: usize = path.trim_start_matches("/w/").parse().unwrap();
-        let mut sels: Vec<String> = e["selectors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                format!(
-                    "{}:{}",
-                    s["type"].as_str().unwrap(),
-                    s["value"].as_str().unwrap()
-                )
-            })
-            .collect();
+        let mut sels = crate::common::selector_strings(&e["selectors"]);
         sels.sort();
         assert_eq!(
             sels,
@@ -787,16 +734,7 @@ fn upstream_disk_svids_chain_to_the_upstream_root() {
     });
     let bundle = s.ok(&["bundle", "show"]);
     assert_eq!(bundle.trim(), root.cert_pem().trim());
-    let out_dir = s.path("mint");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    s.ok(&[
-        "x509",
-        "mint",
-        "-spiffeID",
-        "spiffe://example.org/up",
-        "-write",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out_dir = s.mint_into("mint", "spiffe://example.org/up", &[]);
     let chain = std::fs::read_to_string(out_dir.join("svid.pem")).unwrap();
     assert_eq!(
         chain.matches("BEGIN CERTIFICATE").count(),
@@ -807,15 +745,13 @@ fn upstream_disk_svids_chain_to_the_upstream_root() {
     let blocks = pem::parse_many(chain.as_bytes()).unwrap();
     std::fs::write(s.path("leaf.pem"), pem::encode(&blocks[0])).unwrap();
     std::fs::write(s.path("inter.pem"), pem::encode(&blocks[1])).unwrap();
-    let v = openssl(&[
-        "verify",
+    assert_verifies(&[
         "-CAfile",
         out_dir.join("bundle.pem").to_str().unwrap(),
         "-untrusted",
         s.path("inter.pem").to_str().unwrap(),
         s.path("leaf.pem").to_str().unwrap(),
     ]);
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     let _ = Path::new(".");
 }
 
@@ -827,27 +763,23 @@ fn agents_tokens_federated_bundles_and_logger() {
             .contains("No attested agents found")
     );
     assert_eq!(s.json(&["agent", "count"])["count"], 0);
-    let out = s.run(&[
-        "agent",
-        "show",
-        "-spiffeID",
-        "spiffe://example.org/spire/agent/x",
-    ]);
-    assert!(
-        !out.status.success() && out.stderr.contains("NotFound"),
-        "{}",
-        out.stderr
+    s.fails_with(
+        &[
+            "agent",
+            "show",
+            "-spiffeID",
+            "spiffe://example.org/spire/agent/x",
+        ],
+        "NotFound",
     );
-    let out = s.run(&[
-        "agent",
-        "evict",
-        "-spiffeID",
-        "spiffe://example.org/not-an-agent",
-    ]);
-    assert!(
-        !out.status.success() && out.stderr.contains("agent namespace"),
-        "{}",
-        out.stderr
+    s.fails_with(
+        &[
+            "agent",
+            "evict",
+            "-spiffeID",
+            "spiffe://example.org/not-an-agent",
+        ],
+        "agent namespace",
     );
 
     // Join token with an alias entry.
@@ -950,20 +882,18 @@ fn agents_tokens_federated_bundles_and_logger() {
         r#"{"keys":[{"use":"x509-svid","kty":"EC"}]}"#,
     )
     .unwrap();
-    let bad = s.run(&[
-        "bundle",
-        "set",
-        "-id",
-        "spiffe://bad.org",
-        "-format",
-        "spiffe",
-        "-path",
-        s.path("broken.json").to_str().unwrap(),
-    ]);
-    assert!(
-        !bad.status.success() && bad.stderr.contains("invalid SPIFFE bundle data"),
-        "{}",
-        bad.stderr
+    s.fails_with(
+        &[
+            "bundle",
+            "set",
+            "-id",
+            "spiffe://bad.org",
+            "-format",
+            "spiffe",
+            "-path",
+            s.path("broken.json").to_str().unwrap(),
+        ],
+        "invalid SPIFFE bundle data",
     );
 
     // Logger.
@@ -1007,16 +937,7 @@ fn ca_rotates_by_itself_with_a_short_ca_ttl() {
         .as_str()
         .unwrap()
         .to_string();
-    let old_dir = s.path("old");
-    std::fs::create_dir_all(&old_dir).unwrap();
-    s.ok(&[
-        "x509",
-        "mint",
-        "-spiffeID",
-        "spiffe://example.org/r",
-        "-write",
-        old_dir.to_str().unwrap(),
-    ]);
+    let old_dir = s.mint_into("old", "spiffe://example.org/r", &[]);
 
     let mut prepared = String::new();
     wait_until_sync(
@@ -1049,27 +970,16 @@ fn ca_rotates_by_itself_with_a_short_ca_ttl() {
         || s.json(&["localauthority", "x509", "show"])["active"]["authority_id"] != first.as_str(),
     )
     .unwrap();
-    let new_dir = s.path("new");
-    std::fs::create_dir_all(&new_dir).unwrap();
-    s.ok(&[
-        "x509",
-        "mint",
-        "-spiffeID",
-        "spiffe://example.org/r",
-        "-write",
-        new_dir.to_str().unwrap(),
-    ]);
+    let new_dir = s.mint_into("new", "spiffe://example.org/r", &[]);
     // Both SVIDs verify against the current bundle during the overlap.
     let bundle = new_dir.join("bundle.pem");
     for d in [&old_dir, &new_dir] {
-        let v = openssl(&[
-            "verify",
+        assert_verifies(&[
             "-no_check_time",
             "-CAfile",
             bundle.to_str().unwrap(),
             d.join("svid.pem").to_str().unwrap(),
         ]);
-        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     }
     assert!(!prepared.is_empty());
 }

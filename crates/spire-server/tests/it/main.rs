@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_protocol;
+mod common;
 mod federation;
 mod ha;
 mod local_api;

@@ -10,168 +10,30 @@
 //! PublishJWTAuthority while the downstream caller is let through.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use spire_proto::server::{bundle as bpb, svid as spb};
 use spire_proto::types;
-use spire_spiffe::SystemClock;
-use spire_testkit::{Cli, CliOutput, Process, ServerConfig, temp_dir, wait_until_sync};
-use spire_tls::{BundleSet, ClientOptions, Identity, PeerMatcher, ServerAuth, SharedIdentity};
+use spire_testkit::{ServerConfig, temp_dir, wait_until_sync};
+use spire_tls::{BundleSet, Identity};
 use tonic::Code;
 
-const BIN: &str = env!("CARGO_BIN_EXE_spire-server");
+use crate::common::{ServerProc, tls_channel};
+
 const TD: &str = "example.org";
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A `spire-server` process. Fields drop in order: the process before its directory.
-struct Server {
-    process: Process,
-    dir: tempfile::TempDir,
-    config: ServerConfig,
-}
-
-impl Server {
-    fn start(name: &str, extra_plugin: Option<String>) -> Server {
-        let dir = temp_dir();
-        let mut config = ServerConfig::new(TD, dir.path());
-        if let Some(p) = extra_plugin {
-            config = config.plugin(&p);
-        }
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let path = config.write(&dir.path().join("server.conf")).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("-config").arg(&path);
-        let process = Process::spawn_logging_to(name, cmd, &dir.path().join("logs")).unwrap();
-        let s = Server {
-            process,
-            dir,
-            config,
-        };
-        wait_until_sync(WAIT, &format!("{name} healthy"), || {
-            s.run(&["healthcheck"]).status.success()
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", s.process.log_report()));
-        s
+/// Starts a `spire-server` process named `name` with an extra plugin block.
+fn start_server(name: &str, extra_plugin: Option<String>) -> ServerProc {
+    let dir = temp_dir();
+    let mut config = ServerConfig::new(TD, dir.path());
+    if let Some(p) = extra_plugin {
+        config = config.plugin(&p);
     }
-
-    fn run(&self, args: &[&str]) -> CliOutput {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-socketPath", self.config.socket_path.to_str().unwrap()]);
-        Cli::new(BIN)
-            .args(&all)
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}\n{}\n{}",
-            out.stdout,
-            out.stderr,
-            self.process.log_report()
-        );
-        out.stdout
-    }
-
-    /// Starts an agent attested with a join token for `node_id` and waits until it is healthy.
-    fn agent(&self, name: &str, node_id: &str) -> Agent {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let bundle = dir.join("bootstrap.pem");
-        std::fs::write(&bundle, self.ok(&["bundle", "show"])).unwrap();
-        let out = self.ok(&["token", "generate", "-spiffeID", node_id]);
-        let token = out.trim().strip_prefix("Token:").unwrap().trim().to_owned();
-        let config = self
-            .config
-            .agent_config(&dir)
-            .trust_bundle(&bundle)
-            .join_token(&token);
-        let conf = config.write(&dir.join("agent.conf")).unwrap();
-        let mut cmd = Command::new(spire_testkit::bin_path("spire-agent"));
-        cmd.arg("run").arg("-config").arg(&conf);
-        let process = Process::spawn_logging_to(name, cmd, &dir.join("logs")).unwrap();
-        let agent = Agent {
-            socket: config.socket_path.clone(),
-            endpoint: config.endpoint_socket(),
-            process,
-        };
-        wait_until_sync(WAIT, &format!("{name} healthy"), || {
-            agent.run(&["healthcheck"]).status.success()
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_report()));
-        agent
-    }
-
-    /// Creates an entry for processes of this uid under `parent`.
-    fn entry(&self, parent: &str, id: &str, downstream: bool) {
-        let uid = format!("unix:uid:{}", nix::unistd::getuid().as_raw());
-        let mut args = vec![
-            "entry",
-            "create",
-            "-parentID",
-            parent,
-            "-spiffeID",
-            id,
-            "-selector",
-            &uid,
-        ];
-        if downstream {
-            args.push("-downstream");
-        }
-        self.ok(&args);
-    }
-
-    fn addr(&self) -> String {
-        self.config.server_address()
-    }
-}
-
-struct Agent {
-    process: Process,
-    socket: PathBuf,
-    endpoint: String,
-}
-
-impl Agent {
-    fn run(&self, args: &[&str]) -> CliOutput {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-socketPath", self.socket.to_str().unwrap()]);
-        Cli::new(spire_testkit::bin_path("spire-agent"))
-            .args(&all)
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    }
-
-    fn wait_for_svid(&self, id: &str) {
-        wait_until_sync(WAIT, &format!("{id} is served"), || {
-            let out = self.run(&["api", "fetch", "x509"]);
-            out.status.success() && out.stdout.contains(id)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.process.log_report()));
-    }
-
-    /// Writes `svid.0.pem`, `svid.0.key` and `bundle.0.pem` into `dir`.
-    fn write_svid(&self, dir: &Path) {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = self.run(&["api", "fetch", "x509", "-write", dir.to_str().unwrap()]);
-        assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-    }
-
-    fn go(&self, go: &Path, args: &[&str]) -> CliOutput {
-        Cli::new(go)
-            .args(args)
-            .env("SPIFFE_ENDPOINT_SOCKET", &self.endpoint)
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    }
+    let text = config.render();
+    ServerProc::start(name, dir, config, &text, |_| {})
 }
 
 fn certs(pem_text: &str) -> Vec<Vec<u8>> {
@@ -235,18 +97,8 @@ fn downstream_calls(root_addr: &str, roots: &[Vec<u8>], svid_dir: &Path) -> (Cod
     let identity = Identity::from_der(chain, key).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let cfg = spire_tls::client_config(
-            ServerAuth::Verify {
-                bundles: BundleSet::with_roots(TD.parse().unwrap(), roots.iter().cloned()).unwrap(),
-                expected: PeerMatcher::SpireServer(TD.parse().unwrap()),
-            },
-            ClientOptions {
-                identity: SharedIdentity::new(identity),
-                clock: Arc::new(SystemClock),
-            },
-        )
-        .unwrap();
-        let channel = spire_tls::connect(root_addr, cfg).await.unwrap();
+        let bundles = BundleSet::with_roots(TD.parse().unwrap(), roots.iter().cloned()).unwrap();
+        let channel = tls_channel(root_addr, TD, bundles, Some(identity)).await;
         let ca_key = spire_crypto::PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap();
         let csr = spire_crypto::create_csr(&ca_key, None).unwrap();
         let mut svid = spb::svid_client::SvidClient::new(channel.clone());
@@ -278,12 +130,12 @@ fn downstream_calls(root_addr: &str, roots: &[Vec<u8>], svid_dir: &Path) -> (Cod
 
 #[test]
 fn three_levels_validate_against_the_root_bundle() {
-    let root = Server::start("root-server", None);
+    let root = start_server("root-server", None);
     let root_agent = root.agent("root-agent", "spiffe://example.org/root-node");
-    root.entry(
+    root.register_uid(
         "spiffe://example.org/root-node",
         "spiffe://example.org/nested-server",
-        true,
+        &["-downstream"],
     );
     root_agent.wait_for_svid("spiffe://example.org/nested-server");
 
@@ -292,11 +144,11 @@ fn three_levels_validate_against_the_root_bundle() {
         .rsplit_once(':')
         .map(|(h, p)| (h.to_owned(), p.to_owned()))
         .unwrap();
-    let nested = Server::start(
+    let nested = start_server(
         "nested-server",
         Some(format!(
             "    UpstreamAuthority \"spire\" {{\n        plugin_data {{\n            server_address = \"{host}\"\n            server_port = \"{port}\"\n            workload_api_socket = \"{}\"\n        }}\n    }}",
-            root_agent.socket.display()
+            root_agent.config.socket_path.display()
         )),
     );
 
@@ -320,10 +172,10 @@ fn three_levels_validate_against_the_root_bundle() {
 
     // The nested agent and a workload under it.
     let nested_agent = nested.agent("nested-agent", "spiffe://example.org/nested-node");
-    nested.entry(
+    nested.register_uid(
         "spiffe://example.org/nested-node",
         "spiffe://example.org/nested-workload",
-        false,
+        &[],
     );
     nested_agent.wait_for_svid("spiffe://example.org/nested-workload");
     let out_dir = nested.dir.path().join("workload-svid");
@@ -418,35 +270,7 @@ fn three_levels_validate_against_the_root_bundle() {
     // chain, and the nested workload accepts the root-issued server; the root agent's
     // Workload API validates the nested JWT-SVID.
     if let Some(go) = spire_testkit::go_client() {
-        let mut server_cmd = Command::new(&go);
-        server_cmd
-            .args([
-                "mtls-server",
-                "-addr",
-                "127.0.0.1:0",
-                "-allow-id",
-                "spiffe://example.org/nested-workload",
-                "-timeout",
-                "120s",
-            ])
-            .env("SPIFFE_ENDPOINT_SOCKET", &root_agent.endpoint);
-        let server = Process::spawn("go-mtls-server", server_cmd).unwrap();
-        let mut addr = String::new();
-        wait_until_sync(WAIT, "the mTLS server listens", || {
-            match server
-                .stdout()
-                .lines()
-                .find(|l| l.contains("\"listening\""))
-            {
-                Some(line) => {
-                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                    addr = v["addr"].as_str().unwrap().to_owned();
-                    true
-                }
-                None => false,
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.log_report()));
+        let (server, addr) = root_agent.go_mtls_server(&go, "spiffe://example.org/nested-workload");
         let client = nested_agent.go(
             &go,
             &[
