@@ -8,23 +8,193 @@
 //! [`IdentitySnapshot::identities_for`], and send only when their view changed. JWT-SVIDs are
 //! minted on demand through [`JwtSvidSource`].
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
-use spire_spiffe::{Selectors, SpiffeId, TrustDomain};
+use spire_spiffe::{Selectors, SpiffeId, SpiffeIdError, TrustDomain};
+
+/// A registration entry ID, shared: the entry, the manager's map, the snapshot's map and the
+/// entry's SVID all hold the same allocation (cloning is a reference-count increment), so an
+/// agent holding many SVIDs does not keep several copies of every ID (BENCHMARKS.md P5).
+/// Ordered, compared and hashed as the string; a map keyed by `EntryId` is looked up by `&str`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId(Arc<str>);
+
+impl EntryId {
+    /// The ID as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for EntryId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for EntryId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for EntryId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for EntryId {
+    fn from(s: &str) -> Self {
+        EntryId(Arc::from(s))
+    }
+}
+
+impl From<String> for EntryId {
+    fn from(s: String) -> Self {
+        EntryId(Arc::from(s))
+    }
+}
+
+impl From<&String> for EntryId {
+    fn from(s: &String) -> Self {
+        EntryId(Arc::from(s.as_str()))
+    }
+}
+
+impl From<EntryId> for String {
+    fn from(id: EntryId) -> Self {
+        id.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for EntryId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for EntryId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for EntryId {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<EntryId> for str {
+    fn eq(&self, other: &EntryId) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<EntryId> for &str {
+    fn eq(&self, other: &EntryId) -> bool {
+        **self == *other.0
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl serde::Serialize for EntryId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A SPIFFE ID shared by reference count: an entry's SPIFFE ID is held once for the entry and
+/// its SVID, and entries with the same parent share one parent ID (BENCHMARKS.md P5).
+/// Dereferences to [`SpiffeId`]; compared, ordered and hashed as the ID.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedSpiffeId(Arc<SpiffeId>);
+
+impl SharedSpiffeId {
+    /// Whether both hold the same allocation.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl Deref for SharedSpiffeId {
+    type Target = SpiffeId;
+    fn deref(&self) -> &SpiffeId {
+        &self.0
+    }
+}
+
+impl AsRef<SpiffeId> for SharedSpiffeId {
+    fn as_ref(&self) -> &SpiffeId {
+        &self.0
+    }
+}
+
+impl From<SpiffeId> for SharedSpiffeId {
+    fn from(id: SpiffeId) -> Self {
+        SharedSpiffeId(Arc::new(id))
+    }
+}
+
+impl std::str::FromStr for SharedSpiffeId {
+    type Err = SpiffeIdError;
+    fn from_str(s: &str) -> Result<Self, SpiffeIdError> {
+        s.parse::<SpiffeId>().map(Self::from)
+    }
+}
+
+impl PartialEq<SpiffeId> for SharedSpiffeId {
+    fn eq(&self, other: &SpiffeId) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<SharedSpiffeId> for SpiffeId {
+    fn eq(&self, other: &SharedSpiffeId) -> bool {
+        *self == *other.0
+    }
+}
+
+impl fmt::Display for SharedSpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for SharedSpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
 
 /// An authorized registration entry as the agent knows it (after sync).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryView {
     /// The entry ID assigned by the server.
-    pub entry_id: String,
+    pub entry_id: EntryId,
     /// The SPIFFE ID a workload matching this entry receives.
-    pub spiffe_id: SpiffeId,
+    pub spiffe_id: SharedSpiffeId,
     /// The parent ID (agent or node alias).
-    pub parent_id: SpiffeId,
+    pub parent_id: SharedSpiffeId,
     /// The entry's selectors: a workload matches when these are a subset of its own.
     pub selectors: Selectors,
     /// Foreign trust domains whose bundles a matching workload receives.
@@ -53,9 +223,9 @@ pub struct EntryView {
 #[derive(Clone)]
 pub struct WorkloadX509Svid {
     /// The entry this SVID was issued for.
-    pub entry_id: String,
-    /// The SPIFFE ID in the certificate's URI SAN.
-    pub spiffe_id: SpiffeId,
+    pub entry_id: EntryId,
+    /// The SPIFFE ID in the certificate's URI SAN (the entry's, shared with it).
+    pub spiffe_id: SharedSpiffeId,
     /// DER certificates, leaf first (intermediates follow).
     pub cert_chain: Vec<Vec<u8>>,
     /// PKCS#8 DER private key. Never logged.
@@ -107,8 +277,8 @@ pub struct IdentitySnapshot {
     pub bundle: Option<Arc<BundleView>>,
     /// Federated bundles by trust domain.
     pub federated_bundles: BTreeMap<TrustDomain, Arc<BundleView>>,
-    /// All authorized entries with their SVIDs, keyed by entry ID.
-    pub identities: BTreeMap<String, Identity>,
+    /// All authorized entries with their SVIDs, keyed by entry ID (look up with `&str`).
+    pub identities: BTreeMap<EntryId, Identity>,
 }
 
 impl IdentitySnapshot {
@@ -152,7 +322,7 @@ impl IdentitySnapshot {
                 id.entry.hint.is_empty()
                     || oldest_by_hint
                         .get(id.entry.hint.as_str())
-                        .is_some_and(|(_, eid)| *eid == id.entry.entry_id)
+                        .is_some_and(|(_, eid)| *eid == id.entry.entry_id.as_str())
             })
             .collect()
     }

@@ -41,9 +41,9 @@ pub fn entry(e: &types::Entry) -> Result<EntryView, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let attrs = e.additional_attributes.unwrap_or_default();
     Ok(EntryView {
-        entry_id: e.id.clone(),
-        spiffe_id: spiffe_id(e.spiffe_id.as_ref())?,
-        parent_id: spiffe_id(e.parent_id.as_ref())?,
+        entry_id: e.id.as_str().into(),
+        spiffe_id: spiffe_id(e.spiffe_id.as_ref())?.into(),
+        parent_id: spiffe_id(e.parent_id.as_ref())?.into(),
         selectors,
         federates_with,
         hint: e.hint.clone(),

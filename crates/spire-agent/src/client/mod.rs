@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::attestor::node::NodeAttestor;
-use crate::identity::EntryView;
+use crate::identity::{EntryId, EntryView};
 
 /// Longest time one unary call may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -277,11 +277,16 @@ pub async fn get_bundle_on(channel: Channel) -> Result<Bundle, ClientError> {
 /// The outcome of one entry sync.
 #[derive(Debug, Default)]
 pub struct SyncedEntries {
-    /// All entries authorized now, by ID (unchanged ones are the caller's own `Arc`s).
-    pub entries: BTreeMap<String, Arc<EntryView>>,
+    /// All entries authorized now, by ID (unchanged ones are the caller's own `Arc`s, keyed by
+    /// their own shared ID).
+    pub entries: BTreeMap<EntryId, Arc<EntryView>>,
     /// How many entries were fetched in full (new or changed).
     pub fetched: usize,
 }
+
+/// The entries the agent already holds, looked up by ID: a sync keeps these (the same `Arc`)
+/// when the server's revision matches, and fetches the others.
+pub type CachedEntries<'a> = &'a (dyn Fn(&str) -> Option<Arc<EntryView>> + Sync);
 
 /// A per-item result of `BatchNewX509SVID`.
 pub type SvidResult = Result<IssuedSvid, String>;
@@ -431,7 +436,7 @@ impl ServerClient {
     /// unimplemented by the server.
     pub async fn sync_entries(
         &self,
-        cached: &BTreeMap<String, Arc<EntryView>>,
+        cached: CachedEntries<'_>,
     ) -> Result<SyncedEntries, ClientError> {
         if self.use_sync_authorized_entries {
             match self
@@ -451,7 +456,7 @@ impl ServerClient {
 
     async fn get_authorized(
         &self,
-        cached: &BTreeMap<String, Arc<EntryView>>,
+        cached: CachedEntries<'_>,
     ) -> Result<SyncedEntries, ClientError> {
         const OP: &str = "GetAuthorizedEntries";
         let mut c = entrypb::entry_client::EntryClient::new(self.channel());
@@ -470,7 +475,7 @@ impl ServerClient {
 
     async fn sync_authorized(
         &self,
-        cached: &BTreeMap<String, Arc<EntryView>>,
+        cached: CachedEntries<'_>,
     ) -> Result<SyncedEntries, ClientError> {
         const OP: &str = "SyncAuthorizedEntries";
         let (tx, rx) = tokio::sync::mpsc::channel::<entrypb::SyncAuthorizedEntriesRequest>(4);
@@ -501,9 +506,9 @@ impl ServerClient {
                     tracing::warn!(entry_id = %r.id, revision = r.revision_number, "Malformed entry revision from server");
                     continue;
                 }
-                match cached.get(&r.id) {
-                    Some(e) if !is_stale(e, r.revision_number, r.created_at) => {
-                        out.entries.insert(r.id.clone(), e.clone());
+                match cached(&r.id) {
+                    Some(e) if !is_stale(&e, r.revision_number, r.created_at) => {
+                        out.entries.insert(e.entry_id.clone(), e);
                     }
                     _ => {
                         need.insert(r.id.clone());
@@ -652,7 +657,7 @@ pub trait ServerApi: Send + Sync + 'static {
     /// Entry sync against `cached` (see [`ServerClient::sync_entries`]).
     fn sync_entries<'a>(
         &'a self,
-        cached: &'a BTreeMap<String, Arc<EntryView>>,
+        cached: CachedEntries<'a>,
     ) -> BoxFuture<'a, Result<SyncedEntries, ClientError>>;
     /// `GetBundle`.
     fn get_bundle(&self) -> BoxFuture<'_, Result<Bundle, ClientError>>;
@@ -688,7 +693,7 @@ impl ServerApi for ServerClient {
 
     fn sync_entries<'a>(
         &'a self,
-        cached: &'a BTreeMap<String, Arc<EntryView>>,
+        cached: CachedEntries<'a>,
     ) -> BoxFuture<'a, Result<SyncedEntries, ClientError>> {
         Box::pin(ServerClient::sync_entries(self, cached))
     }
@@ -751,13 +756,13 @@ fn is_stale(e: &EntryView, revision: i64, created_at: i64) -> bool {
 fn merge_full_entries(
     op: &'static str,
     entries: &[types::Entry],
-    cached: &BTreeMap<String, Arc<EntryView>>,
+    cached: CachedEntries<'_>,
     out: &mut SyncedEntries,
 ) {
     for e in entries {
         match convert::entry(e) {
             Ok(v) => {
-                let keep = cached.get(&v.entry_id).filter(|c| ***c == v).cloned();
+                let keep = cached(&v.entry_id).filter(|c| **c == v);
                 let arc = match keep {
                     Some(c) => c,
                     None => {

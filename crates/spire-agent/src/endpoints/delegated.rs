@@ -218,7 +218,7 @@ impl DelegatedIdentityService {
         }
         if let Some(id) = entries
             .iter()
-            .find(|id| self.delegates.contains(&id.entry.spiffe_id))
+            .find(|id| self.delegates.contains(&*id.entry.spiffe_id))
         {
             tracing::debug!(method, delegate_id = %id.entry.spiffe_id, "caller authorized as delegate");
             return Ok(());
@@ -469,7 +469,7 @@ mod tests {
 
     fn entry(id: &str, spiffe: &str, selectors: &[&str], federates: &[&str]) -> EntryView {
         EntryView {
-            entry_id: id.to_owned(),
+            entry_id: id.into(),
             spiffe_id: spiffe.parse().unwrap(),
             parent_id: "spiffe://example.org/node".parse().unwrap(),
             selectors: sel(selectors),

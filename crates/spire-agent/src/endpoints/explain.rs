@@ -54,7 +54,7 @@ pub fn explain(
         .entries_for(selectors)
         .into_iter()
         .map(|id| ExplainedEntry {
-            entry_id: id.entry.entry_id.clone(),
+            entry_id: id.entry.entry_id.to_string(),
             spiffe_id: id.entry.spiffe_id.to_string(),
             missing: Vec::new(),
             svid_signed: id.svid.is_some(),
@@ -70,7 +70,7 @@ pub fn explain(
             .values()
             .filter(|id| id.entry.selectors.iter().any(|s| kinds.contains(&s.kind())))
             .map(|id| ExplainedEntry {
-                entry_id: id.entry.entry_id.clone(),
+                entry_id: id.entry.entry_id.to_string(),
                 spiffe_id: id.entry.spiffe_id.to_string(),
                 missing: id
                     .entry

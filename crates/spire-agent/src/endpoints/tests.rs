@@ -58,7 +58,7 @@ impl JwtSvidSource for FakeJwt {
             Err(JwtSvidError::Unavailable("server down".into()))
         } else {
             let claims = JwtSvidClaims {
-                spiffe_id: entry.spiffe_id.clone(),
+                spiffe_id: (*entry.spiffe_id).clone(),
                 audience: audiences,
                 issued_at: now,
                 expires_at: exp,
@@ -66,7 +66,7 @@ impl JwtSvidSource for FakeJwt {
                 jwt_id: None,
             };
             Ok(JwtSvid {
-                spiffe_id: entry.spiffe_id.clone(),
+                spiffe_id: (*entry.spiffe_id).clone(),
                 token: sign_jwt_svid(self.key.as_ref(), "k1", None, &claims).unwrap(),
                 expires_at: exp,
                 hint: entry.hint.clone(),

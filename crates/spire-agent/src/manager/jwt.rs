@@ -119,7 +119,7 @@ impl JwtSvidSource for JwtCache {
         let mut aud = audiences;
         aud.sort();
         aud.dedup();
-        let key: CacheKey = (entry.spiffe_id.clone(), aud.clone());
+        let key: CacheKey = ((*entry.spiffe_id).clone(), aud.clone());
         let cacheable = !entry.jwt_svid_include_jti;
         let minter = self.minter.clone();
         let clock = self.clock.clone();
@@ -141,7 +141,7 @@ impl JwtSvidSource for JwtCache {
             {
                 return Ok(c.svid.clone());
             }
-            match minter.mint(entry.entry_id.clone(), aud).await {
+            match minter.mint(entry.entry_id.to_string(), aud).await {
                 Ok((token, issued_at, expires_at)) => {
                     let issued = if issued_at > 0 {
                         spire_spiffe::from_unix_secs(issued_at)
@@ -149,7 +149,7 @@ impl JwtSvidSource for JwtCache {
                         now
                     };
                     let svid = JwtSvid {
-                        spiffe_id: entry.spiffe_id.clone(),
+                        spiffe_id: (*entry.spiffe_id).clone(),
                         token,
                         expires_at: spire_spiffe::from_unix_secs(expires_at),
                         hint: entry.hint.clone(),

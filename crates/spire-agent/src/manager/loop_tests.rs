@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::client::{ServerApi, SvidResult, SyncedEntries, WatchStream};
+use crate::client::{CachedEntries, ServerApi, SvidResult, SyncedEntries, WatchStream};
 
 const SVID_TTL: Duration = Duration::from_secs(60);
 const AGENT_TTL: Duration = Duration::from_secs(200);
@@ -77,20 +77,20 @@ impl ServerApi for Fake {
 
     fn sync_entries<'a>(
         &'a self,
-        cached: &'a BTreeMap<String, Arc<EntryView>>,
+        cached: CachedEntries<'a>,
     ) -> BoxFuture<'a, Result<SyncedEntries, ClientError>> {
         Box::pin(async move {
             self.check()?;
             let mut out = SyncedEntries::default();
             for (id, e) in self.entries.lock().unwrap().iter() {
-                let arc = match cached.get(id) {
-                    Some(c) if **c == *e => c.clone(),
+                let arc = match cached(id) {
+                    Some(c) if *c == *e => c,
                     _ => {
                         out.fetched += 1;
                         Arc::new(e.clone())
                     }
                 };
-                out.entries.insert(id.clone(), arc);
+                out.entries.insert(arc.entry_id.clone(), arc);
             }
             Ok(out)
         })
@@ -160,8 +160,8 @@ impl ServerApi for Fake {
 fn entry(fake: &Fake, id: &str, revision: i64) -> EntryView {
     EntryView {
         entry_id: id.into(),
-        spiffe_id: SpiffeId::new(&fake.td, &format!("/{id}")).unwrap(),
-        parent_id: fake.agent_id.clone(),
+        spiffe_id: SpiffeId::new(&fake.td, &format!("/{id}")).unwrap().into(),
+        parent_id: fake.agent_id.clone().into(),
         selectors: Default::default(),
         federates_with: vec![],
         hint: String::new(),
@@ -325,6 +325,43 @@ async fn manager_rotates_renews_resigns_and_stops_when_banned() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(fake.signed.lock().unwrap().len(), before + 1);
+
+    // One allocation per entry ID: the snapshot's key, the entry and its SVID share it.
+    {
+        let s = rx.borrow();
+        let (key, id) = s.identities.get_key_value("e1").unwrap();
+        let svid = id.svid.as_ref().unwrap();
+        assert_eq!(key.as_ptr(), id.entry.entry_id.as_ptr());
+        assert_eq!(key.as_ptr(), svid.entry_id.as_ptr());
+        assert_eq!(svid.entry_id, "e1");
+    }
+
+    // A new entry gets its SVID; when the entry is deleted, its SVID goes with it and the
+    // other entry keeps its SVID (not re-signed).
+    let current = svid_of(&rx.borrow(), "e1").unwrap();
+    let before = fake.signed.lock().unwrap().len();
+    fake.entries
+        .lock()
+        .unwrap()
+        .insert("e2".into(), entry(&fake, "e2", 1));
+    wait_for(&mut rx, "SVID of a new entry", |s| {
+        svid_of(s, "e2").is_some()
+    })
+    .await;
+    fake.entries.lock().unwrap().remove("e2");
+    wait_for(&mut rx, "deleted entry gone with its SVID", |s| {
+        !s.identities.contains_key("e2")
+    })
+    .await;
+    let s = rx.borrow().clone();
+    assert_eq!(s.identities.len(), 1);
+    assert_eq!(svid_of(&s, "e1"), Some(current));
+    assert!(
+        s.x509_svids_for(&Selectors::default())
+            .iter()
+            .all(|v| v.entry_id == "e1")
+    );
     assert_eq!(fake.signed.lock().unwrap().len(), before + 1);
 
     // Banned: the next sync is refused; a non-reattestable agent stops and forgets its SVID.
@@ -558,16 +595,16 @@ fn signing_set_adds_subscribed_entries_beyond_the_limit() {
     m.insert("b".to_owned(), fake_entry("b", 2, &["k:2"]));
     m.insert("c".to_owned(), fake_entry("c", 3, &["k:2", "k:3"]));
     let subs: BTreeSet<Selectors> = [selectors(&["k:2", "k:9"])].into();
-    let (set, beyond) = signing_set(&m, 1, &subs);
+    let (set, beyond) = signing_set(m.values().map(|e| &**e), 1, &subs);
     assert_eq!(set.into_iter().collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(beyond, 1);
     let subs: BTreeSet<Selectors> = [selectors(&["k:2", "k:3"])].into();
-    let (set, beyond) = signing_set(&m, 1, &subs);
+    let (set, beyond) = signing_set(m.values().map(|e| &**e), 1, &subs);
     assert_eq!(set.len(), 3);
     assert_eq!(beyond, 2);
-    let (set, beyond) = signing_set(&m, 0, &subs);
+    let (set, beyond) = signing_set(m.values().map(|e| &**e), 0, &subs);
     assert_eq!((set.len(), beyond), (3, 0));
-    let (set, beyond) = signing_set(&m, 1, &BTreeSet::new());
+    let (set, beyond) = signing_set(m.values().map(|e| &**e), 1, &BTreeSet::new());
     assert_eq!((set.len(), beyond), (1, 0));
 }
 

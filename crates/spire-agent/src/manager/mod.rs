@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use spire_crypto::PrivateKey;
-use spire_spiffe::{Bundle, Clock, Selectors, SpiffeId, TrustDomain};
+use spire_spiffe::{Bundle, Clock, Selectors, TrustDomain};
 use spire_tls::{BundleSet, SharedIdentity};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::attestor::node::NodeAttestor;
 use crate::client::{self, ClientError, IssuedSvid, ServerApi};
 use crate::identity::{
-    BundleView, EntryView, Identity, IdentitySnapshot, SubscriberRegistry, WorkloadX509Svid,
+    BundleView, EntryId, EntryView, Identity, IdentitySnapshot, SharedSpiffeId, SubscriberRegistry,
+    WorkloadX509Svid,
 };
 use crate::storage::{self, AgentData};
 use keys::AgentKeyStore;
@@ -186,10 +187,45 @@ pub async fn attest_agent(
     Ok((attestation, key, channel))
 }
 
+/// One authorized entry and, once signed, its X509-SVID. The SVID lives in its entry's slot
+/// (no second map keyed by entry ID), so it goes when the entry goes, and the entry ID is held
+/// once for the entry, the map key, the SVID and the snapshot (BENCHMARKS.md P5).
+struct Slot {
+    entry: Arc<EntryView>,
+    svid: Option<SvidSlot>,
+}
+
 struct SvidSlot {
     svid: Arc<WorkloadX509Svid>,
+    /// The entry revision the SVID was signed for.
     revision: i64,
     deadline: SystemTime,
+}
+
+/// Makes the newly fetched entries (those not shared with anyone yet) that have the same
+/// parent ID as another entry hold that entry's parent ID allocation: most entries of an agent
+/// are parented to the agent itself or to a few node aliases.
+fn share_parent_ids<'a>(
+    fetched: &mut BTreeMap<EntryId, Arc<EntryView>>,
+    known: impl Iterator<Item = &'a Arc<EntryView>>,
+) {
+    let mut parents: BTreeSet<SharedSpiffeId> = BTreeSet::new();
+    for e in known {
+        if !parents.contains(&e.parent_id) {
+            parents.insert(e.parent_id.clone());
+        }
+    }
+    for e in fetched.values_mut() {
+        let Some(e) = Arc::get_mut(e) else {
+            continue;
+        };
+        match parents.get(&e.parent_id) {
+            Some(p) => e.parent_id = p.clone(),
+            None => {
+                parents.insert(e.parent_id.clone());
+            }
+        }
+    }
 }
 
 /// Most X509-SVIDs whose keys and CSRs are made and sent to the server at once (the server's
@@ -213,9 +249,12 @@ fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
 /// up to `max` (0 = no limit), except entries marked `disable_x509_svid_prefetch`. Entries
 /// beyond the limit, and entries with prefetch disabled, are signed only while a workload
 /// subscribes to them (see [`signing_set`]).
-pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> BTreeSet<String> {
-    let mut v: Vec<&Arc<EntryView>> = entries
-        .values()
+pub fn prefetch_set<'a>(
+    entries: impl IntoIterator<Item = &'a EntryView>,
+    max: usize,
+) -> BTreeSet<EntryId> {
+    let mut v: Vec<&EntryView> = entries
+        .into_iter()
         .filter(|e| !e.disable_x509_svid_prefetch)
         .collect();
     v.sort_by(|a, b| (a.created_at, &a.entry_id).cmp(&(b.created_at, &b.entry_id)));
@@ -230,22 +269,27 @@ pub fn prefetch_set(entries: &BTreeMap<String, Arc<EntryView>>, max: usize) -> B
 /// selectors are a subset of an active subscriber's selectors (`subscribers`), as SPIRE's LRU
 /// cache keeps SVIDs of subscribed entries beyond `x509_svid_cache_max_size`. Returns the set
 /// and how many of its entries are beyond the limit.
-pub fn signing_set(
-    entries: &BTreeMap<String, Arc<EntryView>>,
+pub fn signing_set<'a, I>(
+    entries: I,
     max: usize,
     subscribers: &BTreeSet<Selectors>,
-) -> (BTreeSet<String>, usize) {
-    let mut selected = prefetch_set(entries, max);
-    if selected.len() == entries.len() || subscribers.is_empty() {
+) -> (BTreeSet<EntryId>, usize)
+where
+    I: IntoIterator<Item = &'a EntryView>,
+    I::IntoIter: Clone,
+{
+    let entries = entries.into_iter();
+    let mut selected = prefetch_set(entries.clone(), max);
+    if subscribers.is_empty() || selected.len() == entries.clone().count() {
         return (selected, 0);
     }
     let mut beyond = 0;
-    for (id, e) in entries {
-        if selected.contains(id) {
+    for e in entries {
+        if selected.contains(&e.entry_id) {
             continue;
         }
         if subscribers.iter().any(|s| e.selectors.is_subset_of(s)) {
-            selected.insert(id.clone());
+            selected.insert(e.entry_id.clone());
             beyond += 1;
         }
     }
@@ -271,8 +315,8 @@ pub struct Manager {
     agent: AgentSvid,
     bundle: Bundle,
     federated: BTreeMap<TrustDomain, Bundle>,
-    entries: BTreeMap<String, Arc<EntryView>>,
-    svids: BTreeMap<String, SvidSlot>,
+    /// The authorized entries, each with its SVID once signed.
+    slots: BTreeMap<EntryId, Slot>,
     revision: u64,
     dirty: bool,
     sign_failures: u32,
@@ -285,7 +329,7 @@ impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
             .field("agent", &self.agent)
-            .field("entries", &self.entries.len())
+            .field("entries", &self.slots.len())
             .finish_non_exhaustive()
     }
 }
@@ -342,8 +386,7 @@ impl Manager {
             agent: parts.agent,
             bundle: parts.bundle,
             federated: BTreeMap::new(),
-            entries: BTreeMap::new(),
-            svids: BTreeMap::new(),
+            slots: BTreeMap::new(),
             revision: 0,
             dirty: true,
             sign_failures: 0,
@@ -488,7 +531,12 @@ impl Manager {
                     wait = wait.min(t.saturating_duration_since(tokio::time::Instant::now()));
                 }
                 None => {
-                    if let Some(t) = self.svids.values().map(|s| s.deadline).min() {
+                    if let Some(t) = self
+                        .slots
+                        .values()
+                        .filter_map(|s| s.svid.as_ref().map(|v| v.deadline))
+                        .min()
+                    {
                         wait = wait.min(rotation::until(now, t));
                     }
                 }
@@ -621,15 +669,17 @@ impl Manager {
     }
 
     async fn sync_entries(&mut self) -> Result<(), ManagerError> {
-        let synced = self.client.sync_entries(&self.entries).await?;
-        let now_entries = synced.entries;
+        let slots = &self.slots;
+        let cached = |id: &str| slots.get(id).map(|s| s.entry.clone());
+        let synced = self.client.sync_entries(&cached).await?;
+        let mut now_entries = synced.entries;
         tracing::debug!(
             total = now_entries.len(),
             fetched = synced.fetched,
             "Entries synced"
         );
         for (id, e) in &now_entries {
-            match self.entries.get(id) {
+            match self.slots.get(id.as_str()).map(|s| &s.entry) {
                 None => {
                     tracing::debug!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry created")
                 }
@@ -639,19 +689,30 @@ impl Manager {
                 _ => {}
             }
         }
-        for (id, e) in &self.entries {
+        for (id, s) in &self.slots {
             if !now_entries.contains_key(id) {
-                tracing::debug!(entry_id = %id, spiffe_id = %e.spiffe_id, "Entry deleted");
+                tracing::debug!(entry_id = %id, spiffe_id = %s.entry.spiffe_id, "Entry deleted");
             }
         }
-        let changed = now_entries.len() != self.entries.len()
+        let changed = now_entries.len() != self.slots.len()
             || now_entries.iter().any(|(id, e)| {
-                self.entries
-                    .get(id)
-                    .is_none_or(|old| !Arc::ptr_eq(old, e) && **old != **e)
+                self.slots
+                    .get(id.as_str())
+                    .is_none_or(|old| !Arc::ptr_eq(&old.entry, e) && *old.entry != **e)
             });
         if changed {
-            self.entries = now_entries;
+            share_parent_ids(&mut now_entries, self.slots.values().map(|s| &s.entry));
+            // Built in one go (a B-tree collected from sorted keys has full nodes); an entry
+            // keeps its SVID (re-signed later if the entry changed), and the SVID of a deleted
+            // entry goes with it.
+            let mut old = std::mem::take(&mut self.slots);
+            self.slots = now_entries
+                .into_iter()
+                .map(|(id, entry)| {
+                    let svid = old.remove(id.as_str()).and_then(|s| s.svid);
+                    (id, Slot { entry, svid })
+                })
+                .collect();
             self.dirty = true;
         }
 
@@ -700,9 +761,9 @@ impl Manager {
     /// `refresh`, otherwise only those not fetched yet.
     async fn sync_federated(&mut self, refresh: bool) -> Result<(), ManagerError> {
         let wanted: BTreeSet<TrustDomain> = self
-            .entries
+            .slots
             .values()
-            .flat_map(|e| e.federates_with.iter().cloned())
+            .flat_map(|s| s.entry.federates_with.iter().cloned())
             .filter(|td| *td != self.cfg.trust_domain)
             .collect();
         let mut federated = BTreeMap::new();
@@ -727,29 +788,35 @@ impl Manager {
 
     async fn sign_svids(&mut self) -> Result<(), ManagerError> {
         let max = self.cfg.x509_svid_cache_max_size;
-        let subscribers: BTreeSet<Selectors> = if max == 0 || self.entries.len() <= max {
+        let subscribers: BTreeSet<Selectors> = if max == 0 || self.slots.len() <= max {
             BTreeSet::new()
         } else {
             self.subscribers.selector_sets().into_iter().collect()
         };
-        let (selected, beyond) = signing_set(&self.entries, max, &subscribers);
-        let before = self.svids.len();
-        // Entries deleted, and entries beyond the limit that no workload subscribes to any
-        // more (SPIRE evicts those from its LRU cache).
-        self.svids.retain(|id, _| selected.contains(id));
-        if self.svids.len() != before {
+        let (selected, beyond) =
+            signing_set(self.slots.values().map(|s| &*s.entry), max, &subscribers);
+        // Entries beyond the limit that no workload subscribes to any more (SPIRE evicts those
+        // from its LRU cache). Deleted entries took their SVIDs with them at sync.
+        let mut evicted = 0usize;
+        for (id, slot) in &mut self.slots {
+            if slot.svid.is_some() && !selected.contains(id) {
+                slot.svid = None;
+                evicted += 1;
+            }
+        }
+        if evicted > 0 {
             tracing::debug!(
-                evicted = before - self.svids.len(),
-                cached = self.svids.len(),
+                evicted,
+                cached = self.cached_svids(),
                 max_size = max,
-                "Dropped X509-SVIDs of deleted or unsubscribed entries"
+                "Dropped X509-SVIDs of unsubscribed entries"
             );
             self.dirty = true;
         }
         if beyond > 0 {
             let unsigned = selected
                 .iter()
-                .filter(|id| !self.svids.contains_key(*id))
+                .filter(|id| self.slots.get(id.as_str()).is_none_or(|s| s.svid.is_none()))
                 .count();
             if unsigned > 0 {
                 tracing::debug!(
@@ -763,10 +830,10 @@ impl Manager {
         let now = self.clock.now();
         let mut todo: Vec<Arc<EntryView>> = Vec::new();
         for id in &selected {
-            let Some(entry) = self.entries.get(id) else {
+            let Some(Slot { entry, svid }) = self.slots.get(id.as_str()) else {
                 continue;
             };
-            let due = match self.svids.get(id) {
+            let due = match svid {
                 None => true,
                 Some(slot) => {
                     slot.revision != entry.revision_number
@@ -787,7 +854,7 @@ impl Manager {
         // so signing 10,000 SVIDs does not leave a 10,000-SVID transient high-water mark in
         // the allocator (BENCHMARKS.md P5), and SVIDs are published as each batch lands.
         for batch in todo.chunks(SIGN_BATCH) {
-            let ids: Vec<(String, SpiffeId)> = batch
+            let ids: Vec<(EntryId, SharedSpiffeId)> = batch
                 .iter()
                 .map(|e| (e.entry_id.clone(), e.spiffe_id.clone()))
                 .collect();
@@ -795,7 +862,7 @@ impl Manager {
                 ids.into_iter()
                     .map(|(id, sid)| {
                         let key = PrivateKey::generate(key_type).map_err(|e| e.to_string())?;
-                        let csr = spire_crypto::create_csr(&key, Some(&sid))
+                        let csr = spire_crypto::create_csr(&key, Some(&*sid))
                             .map_err(|e| e.to_string())?;
                         Ok::<_, String>((id, key, csr))
                     })
@@ -806,11 +873,11 @@ impl Manager {
             .map_err(|e| ManagerError::Crypto(format!("workload key or CSR: {e}")))?;
             let params: Vec<(String, Vec<u8>)> = made
                 .iter()
-                .map(|(id, _, csr)| (id.clone(), csr.clone()))
+                .map(|(id, _, csr)| (id.to_string(), csr.clone()))
                 .collect();
             let results = self.client.batch_new_x509_svid(params).await?;
             for ((id, key, _), result) in made.into_iter().zip(results) {
-                let Some(entry) = self.entries.get(&id).cloned() else {
+                let Some(entry) = self.slots.get(id.as_str()).map(|s| s.entry.clone()) else {
                     continue;
                 };
                 let issued = match result {
@@ -835,7 +902,10 @@ impl Manager {
                     rotation::random_jitter(),
                     self.cfg.availability_target,
                 );
-                let renewed = self.svids.contains_key(&id);
+                let Some(slot) = self.slots.get_mut(id.as_str()) else {
+                    continue;
+                };
+                let renewed = slot.svid.is_some();
                 tracing::info!(
                     entry_id = %id,
                     spiffe_id = %issued.spiffe_id,
@@ -843,25 +913,23 @@ impl Manager {
                     renewed,
                     "Issued X509-SVID"
                 );
-                self.svids.insert(
-                    id.clone(),
-                    SvidSlot {
-                        svid: Arc::new(WorkloadX509Svid {
-                            entry_id: id,
-                            spiffe_id: issued.spiffe_id,
-                            cert_chain: {
-                                let mut chain = issued.cert_chain;
-                                chain.shrink_to_fit();
-                                chain
-                            },
-                            private_key_pkcs8: Arc::new(pkcs8),
-                            not_before: issued.not_before,
-                            expires_at: issued.not_after,
-                        }),
-                        revision: entry.revision_number,
-                        deadline,
-                    },
-                );
+                slot.svid = Some(SvidSlot {
+                    svid: Arc::new(WorkloadX509Svid {
+                        entry_id: entry.entry_id.clone(),
+                        // The entry's own (shared) ID: equal, checked above.
+                        spiffe_id: entry.spiffe_id.clone(),
+                        cert_chain: {
+                            let mut chain = issued.cert_chain;
+                            chain.shrink_to_fit();
+                            chain
+                        },
+                        private_key_pkcs8: Arc::new(pkcs8),
+                        not_before: issued.not_before,
+                        expires_at: issued.not_after,
+                    }),
+                    revision: entry.revision_number,
+                    deadline,
+                });
                 self.dirty = true;
             }
             self.publish();
@@ -874,13 +942,19 @@ impl Manager {
         Ok(())
     }
 
+    /// How many entries have an X509-SVID.
+    fn cached_svids(&self) -> usize {
+        self.slots.values().filter(|s| s.svid.is_some()).count()
+    }
+
     fn publish(&mut self) {
         if !self.dirty {
             return;
         }
         self.dirty = false;
         self.revision += 1;
-        spire_telemetry::metrics::cached_x509_svids(self.svids.len());
+        let cached = self.cached_svids();
+        spire_telemetry::metrics::cached_x509_svids(cached);
         let view = |b: &Bundle| {
             Arc::new(BundleView {
                 trust_domain: b.trust_domain.clone(),
@@ -889,14 +963,14 @@ impl Manager {
             })
         };
         let identities = self
-            .entries
+            .slots
             .iter()
-            .map(|(id, e)| {
+            .map(|(id, s)| {
                 (
                     id.clone(),
                     Identity {
-                        entry: e.clone(),
-                        svid: self.svids.get(id).map(|s| s.svid.clone()),
+                        entry: s.entry.clone(),
+                        svid: s.svid.as_ref().map(|v| v.svid.clone()),
                     },
                 )
             })
@@ -915,7 +989,7 @@ impl Manager {
         tracing::debug!(
             revision = snapshot.revision,
             entries = snapshot.identities.len(),
-            svids = self.svids.len(),
+            svids = cached,
             "Identity snapshot published"
         );
         self.tx.send_replace(Arc::new(snapshot));
@@ -1055,6 +1129,28 @@ mod tests {
     }
 
     #[test]
+    fn fetched_entries_share_parent_ids() {
+        let known = entry("k", 1);
+        let mut fetched: BTreeMap<EntryId, Arc<EntryView>> = BTreeMap::new();
+        for id in ["a", "b"] {
+            fetched.insert(id.into(), entry(id, 2));
+        }
+        let mut other = (*entry("c", 3)).clone();
+        other.parent_id = "spiffe://td/other".parse().unwrap();
+        fetched.insert("c".into(), Arc::new(other));
+        // An entry shared with the cache keeps its own allocation.
+        let cached = entry("d", 4);
+        fetched.insert("d".into(), cached.clone());
+        share_parent_ids(&mut fetched, [&known].into_iter());
+        let p = |id: &str| fetched[id].parent_id.clone();
+        assert!(SharedSpiffeId::ptr_eq(&p("a"), &known.parent_id));
+        assert!(SharedSpiffeId::ptr_eq(&p("b"), &known.parent_id));
+        assert_eq!(p("c").as_str(), "spiffe://td/other");
+        assert!(!SharedSpiffeId::ptr_eq(&p("d"), &known.parent_id));
+        assert_eq!(p("d"), known.parent_id);
+    }
+
+    #[test]
     fn watch_changes_map_to_sync_scopes() {
         use spire_proto::spire_rs::agent::Change;
         assert_eq!(change_scope(&[]), SCOPE_ALL);
@@ -1076,11 +1172,15 @@ mod tests {
         for (id, t) in [("c", 1), ("a", 3), ("b", 2), ("d", 3)] {
             m.insert(id.to_owned(), entry(id, t));
         }
-        let all = prefetch_set(&m, 0);
+        let all = prefetch_set(m.values().map(|e| &**e), 0);
         assert_eq!(all.len(), 4);
-        let two: Vec<String> = prefetch_set(&m, 2).into_iter().collect();
+        let two: Vec<EntryId> = prefetch_set(m.values().map(|e| &**e), 2)
+            .into_iter()
+            .collect();
         assert_eq!(two, vec!["b".to_owned(), "c".to_owned()]);
-        let three: Vec<String> = prefetch_set(&m, 3).into_iter().collect();
+        let three: Vec<EntryId> = prefetch_set(m.values().map(|e| &**e), 3)
+            .into_iter()
+            .collect();
         assert_eq!(three, vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]);
     }
 
@@ -1094,14 +1194,16 @@ mod tests {
             .into_iter()
             .collect();
         m.insert("b".to_owned(), Arc::new(lazy));
-        let none: Vec<String> = prefetch_set(&m, 0).into_iter().collect();
+        let none: Vec<EntryId> = prefetch_set(m.values().map(|e| &**e), 0)
+            .into_iter()
+            .collect();
         assert_eq!(none, vec!["a".to_owned()]);
         let subscribed: BTreeSet<Selectors> =
             [["unix:uid:7".parse::<spire_spiffe::Selector>().unwrap()]
                 .into_iter()
                 .collect()]
             .into();
-        let (both, beyond) = signing_set(&m, 0, &subscribed);
+        let (both, beyond) = signing_set(m.values().map(|e| &**e), 0, &subscribed);
         assert_eq!(both.into_iter().collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(beyond, 1);
     }
