@@ -46,28 +46,16 @@ impl Audit {
 
     /// Records a successful operation (or batch item) with its request fields.
     pub(crate) fn emit_ok(&self, fields: &[(&str, String)]) {
-        if !self.enabled {
-            return;
-        }
-        tracing::info!(
-            target: "audit",
-            r#type = "audit",
-            request_id = %self.request_id,
-            method = self.method,
-            status = "success",
-            caller_uid = self.caller.uid,
-            caller_gid = self.caller.gid,
-            caller_pid = self.caller.pid,
-            caller_path = self.caller.path.as_deref(),
-            caller_addr = self.caller.addr.as_deref(),
-            caller_id = self.caller.id.as_deref(),
-            fields = %render(fields),
-            "API accessed"
-        );
+        self.record(None, fields);
     }
 
     /// Records a failed operation (or batch item).
     pub(crate) fn emit_error(&self, status: &Status, fields: &[(&str, String)]) {
+        self.record(Some(status), fields);
+    }
+
+    /// One audit line: success, or the `failure` with its code and message.
+    fn record(&self, failure: Option<&Status>, fields: &[(&str, String)]) {
         if !self.enabled {
             return;
         }
@@ -76,9 +64,9 @@ impl Audit {
             r#type = "audit",
             request_id = %self.request_id,
             method = self.method,
-            status = "error",
-            status_code = ?status.code(),
-            status_message = status.message(),
+            status = if failure.is_some() { "error" } else { "success" },
+            status_code = failure.map(|s| tracing::field::debug(s.code())),
+            status_message = failure.map(Status::message),
             caller_uid = self.caller.uid,
             caller_gid = self.caller.gid,
             caller_pid = self.caller.pid,
@@ -145,4 +133,89 @@ fn render(fields: &[(&str, String)]) -> String {
         let _ = write!(s, "{k}={v:?}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    use super::*;
+
+    /// Collects the recorded fields of every event as `name=value` strings.
+    #[derive(Clone, Default)]
+    struct Fields(Arc<Mutex<Vec<Vec<String>>>>);
+
+    struct Line(Vec<String>);
+
+    impl Visit for Line {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push(format!("{}={value:?}", field.name()));
+        }
+    }
+
+    impl Subscriber for Fields {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut line = Line(vec![format!("target={}", event.metadata().target())]);
+            event.record(&mut line);
+            self.0.lock().unwrap().push(line.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn success_and_error_lines_carry_their_fields() {
+        let fields = Fields::default();
+        let audit = Audit::new(true, "GetAgent", &Caller::local());
+        tracing::subscriber::with_default(fields.clone(), || {
+            audit.emit(&Ok::<_, Status>(()), &[("id", "a".to_string())]);
+            audit.emit_item(
+                &crate::pb::types::Status {
+                    code: tonic::Code::NotFound as i32,
+                    message: "agent not found".into(),
+                },
+                &[],
+            );
+            Audit::new(false, "GetAgent", &Caller::local()).emit_ok(&[]);
+        });
+        let lines = fields.0.lock().unwrap().clone();
+        let id = &audit.request_id;
+        assert_eq!(
+            lines,
+            vec![
+                vec![
+                    "target=audit".to_string(),
+                    "message=API accessed".into(),
+                    "type=\"audit\"".into(),
+                    format!("request_id={id}"),
+                    "method=\"GetAgent\"".into(),
+                    "status=\"success\"".into(),
+                    "fields=id=\"a\"".into(),
+                ],
+                vec![
+                    "target=audit".to_string(),
+                    "message=API accessed".into(),
+                    "type=\"audit\"".into(),
+                    format!("request_id={id}"),
+                    "method=\"GetAgent\"".into(),
+                    "status=\"error\"".into(),
+                    "status_code=NotFound".into(),
+                    "status_message=\"agent not found\"".into(),
+                    "fields=".into(),
+                ],
+            ]
+        );
+    }
 }
