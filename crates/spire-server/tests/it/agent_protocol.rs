@@ -9,6 +9,7 @@ use spire_datastore::{AttestedNode, Entry, NodeFilter};
 use spire_proto::server::{agent as apb, entry as epb, svid as spb};
 use spire_proto::spire_rs::agent as wpb;
 use spire_proto::types;
+use spire_proto::types::permission_denied_details::Reason;
 use spire_server::ServerState;
 use spire_spiffe::{Selector, Selectors, SpiffeId, SystemClock};
 use spire_testkit::{IssuedCert, LeafSpec, TestCa};
@@ -259,7 +260,13 @@ async fn wait_authorized(server: &Server, agent: &Agent, want: &[&str]) {
     .unwrap();
 }
 
-fn denied_reason(s: &Status) -> i32 {
+/// GetAuthorizedEntries as `agent` is refused: the reason it names.
+async fn refusal(server: &Server, agent: &Agent) -> Reason {
+    denied_reason(&authorized_ids(server, agent).await.unwrap_err())
+}
+
+/// The reason in a PermissionDenied status's details.
+fn denied_reason(s: &Status) -> Reason {
     #[derive(Clone, PartialEq, prost::Message)]
     struct RpcStatus {
         #[prost(int32, tag = "1")]
@@ -272,7 +279,7 @@ fn denied_reason(s: &Status) -> i32 {
     let rpc: RpcStatus = prost::Message::decode(s.details()).unwrap();
     let d: types::PermissionDeniedDetails =
         prost::Message::decode(rpc.details[0].value.as_slice()).unwrap();
-    d.reason
+    Reason::try_from(d.reason).unwrap()
 }
 
 #[tokio::test]
@@ -495,10 +502,7 @@ async fn banned_agent_is_refused_on_its_next_call() {
     server.ban(&a.id()).await;
     let e = authorized_ids(&server, &a).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(
-        denied_reason(&e),
-        types::permission_denied_details::Reason::AgentBanned as i32
-    );
+    assert_eq!(denied_reason(&e), Reason::AgentBanned);
     let e = new_x509svid(&server, &a, &e1.id).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
@@ -524,11 +528,7 @@ async fn banned_agent_is_refused_on_its_next_call() {
         .delete_attested_node(&a.id())
         .await
         .unwrap();
-    let e = authorized_ids(&server, &a).await.unwrap_err();
-    assert_eq!(
-        denied_reason(&e),
-        types::permission_denied_details::Reason::AgentNotAttested as i32
-    );
+    assert_eq!(refusal(&server, &a).await, Reason::AgentNotAttested);
 }
 
 #[tokio::test]
@@ -736,11 +736,7 @@ async fn renew_rotates_the_serial_and_retires_the_old_svid() {
     let node = server.node(&a.id()).await;
     assert_eq!(node.cert_serial_number, renewed.serial());
     assert!(node.new_cert_serial_number.is_empty());
-    let e = authorized_ids(&server, &a).await.unwrap_err();
-    assert_eq!(
-        denied_reason(&e),
-        types::permission_denied_details::Reason::AgentNotActive as i32
-    );
+    assert_eq!(refusal(&server, &a).await, Reason::AgentNotActive);
 }
 
 #[tokio::test]
@@ -752,10 +748,7 @@ async fn reattestable_agents_must_reattest_instead_of_renewing() {
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let e = renew(&server, &a, &key).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(
-        denied_reason(&e),
-        types::permission_denied_details::Reason::AgentMustReattest as i32
-    );
+    assert_eq!(denied_reason(&e), Reason::AgentMustReattest);
 }
 
 /// Runs the real `spire-server` CLI against the test server's local socket.
@@ -826,11 +819,7 @@ async fn agent_cli_shows_bans_and_evicts_real_agents() {
     // Ban through the CLI: the agent's next call is refused.
     let out = cli(&server, &["agent", "ban", "-spiffeID", jt.id().as_str()]).await;
     assert_success(&out);
-    let e = authorized_ids(&server, &jt).await.unwrap_err();
-    assert_eq!(
-        denied_reason(&e),
-        types::permission_denied_details::Reason::AgentBanned as i32
-    );
+    assert_eq!(refusal(&server, &jt).await, Reason::AgentBanned);
 
     // Evict: the x509pop agent re-attests; the join-token agent cannot (its token is spent).
     for agent in [&xp, &jt] {
@@ -903,10 +892,7 @@ async fn admin_and_downstream_callers_over_tcp() {
         .get_authorized_entries(epb::GetAuthorizedEntriesRequest { output_mask: None })
         .await
         .unwrap_err();
-    assert_eq!(
-        denied_reason(&e),
-        types::permission_denied_details::Reason::AgentNotAttested as i32
-    );
+    assert_eq!(denied_reason(&e), Reason::AgentNotAttested);
 
     // downstream = true entries make their SVIDs downstream callers.
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();

@@ -123,20 +123,43 @@ fn web_ca_in(dir: &tempfile::TempDir) -> (TestCa, PathBuf) {
     (web_ca, web_roots)
 }
 
-/// A `localhost` serving certificate of `web_ca`, written to `<dir>/endpoint.*`: (cert, key).
-fn endpoint_cert(web_ca: &TestCa, dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
-    web_ca
+/// B's side of an https_web bundle endpoint: B's directory, the Web CA (written to
+/// `web-roots.pem` there, for A's `SSL_CERT_FILE`) and B's `localhost` serving certificate
+/// and key files.
+struct WebEndpoint {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    roots: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn web_endpoint() -> WebEndpoint {
+    let dir = temp_dir();
+    let (ca, roots) = web_ca_in(&dir);
+    let (cert, key) = ca
         .issue(&LeafSpec::new("localhost").dns("localhost"))
         .write(dir.path(), "endpoint")
-        .unwrap()
+        .unwrap();
+    WebEndpoint {
+        dir,
+        ca,
+        roots,
+        cert,
+        key,
+    }
 }
 
 #[test]
 fn two_trust_domains_federate_both_ways() {
     // The Web CA that B's https_web endpoint certificate chains to; A trusts it.
-    let dir_b = temp_dir();
-    let (web_ca, web_roots) = web_ca_in(&dir_b);
-    let (cert, key) = endpoint_cert(&web_ca, &dir_b);
+    let WebEndpoint {
+        dir: dir_b,
+        ca: web_ca,
+        roots: web_roots,
+        cert,
+        key,
+    } = web_endpoint();
 
     let port_a = free_port();
     let port_b = free_port();
@@ -689,9 +712,13 @@ fn workloads_of_federated_domains_talk_mtls() {
     let Some(go) = spire_testkit::go_client() else {
         return;
     };
-    let dir_b = temp_dir();
-    let (web_ca, web_roots) = web_ca_in(&dir_b);
-    let (cert, key) = endpoint_cert(&web_ca, &dir_b);
+    let WebEndpoint {
+        dir: dir_b,
+        roots: web_roots,
+        cert,
+        key,
+        ..
+    } = web_endpoint();
     let port_a = free_port();
     let port_b = free_port();
     // A's relationship with B is dynamic (created below), B's with A static.

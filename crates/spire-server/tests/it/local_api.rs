@@ -108,6 +108,20 @@ impl Server {
         self.dir.path().join(name)
     }
 
+    /// Sets a bundle for `spiffe://fed.org` (a new CA, written to `fed.pem`).
+    fn set_fed_org_bundle(&self) {
+        let fed = TestCa::new("fed root");
+        std::fs::write(self.path("fed.pem"), fed.cert_pem()).unwrap();
+        self.ok(&[
+            "bundle",
+            "set",
+            "-id",
+            "spiffe://fed.org",
+            "-path",
+            self.path("fed.pem").to_str().unwrap(),
+        ]);
+    }
+
     /// `x509 mint -spiffeID <spiffe> <extra> -write <dir>/<name>`: returns that directory.
     fn mint_into(&self, name: &str, spiffe: &str, extra: &[&str]) -> PathBuf {
         let dir = self.path(name);
@@ -194,16 +208,7 @@ const WEB_ENTRY: [&str; 10] = [
 
 fn entry_round_trip(s: Server) {
     // Federated bundle needed for -federatesWith.
-    let fed = TestCa::new("fed root");
-    std::fs::write(s.path("fed.pem"), fed.cert_pem()).unwrap();
-    s.ok(&[
-        "bundle",
-        "set",
-        "-id",
-        "spiffe://fed.org",
-        "-path",
-        s.path("fed.pem").to_str().unwrap(),
-    ]);
+    s.set_fed_org_bundle();
 
     let out = s.ok(&[
         WEB_ENTRY.as_slice(),
@@ -799,16 +804,7 @@ fn agents_tokens_federated_bundles_and_logger() {
     );
 
     // Federated bundles: set, list, count, delete with modes.
-    let fed = TestCa::new("fed");
-    std::fs::write(s.path("fed.pem"), fed.cert_pem()).unwrap();
-    s.ok(&[
-        "bundle",
-        "set",
-        "-id",
-        "spiffe://fed.org",
-        "-path",
-        s.path("fed.pem").to_str().unwrap(),
-    ]);
+    s.set_fed_org_bundle();
     assert!(s.ok(&["bundle", "list"]).contains("fed.org"));
     assert_eq!(s.json(&["bundle", "count"])["count"], 2);
     let own = s.run(&[
