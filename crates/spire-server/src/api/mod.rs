@@ -104,6 +104,32 @@ impl Ctx {
             audit,
         })
     }
+
+    /// The caller's SPIFFE ID, which the agent- and downstream-facing RPCs always have.
+    pub(crate) fn caller_id(&self) -> Result<&spire_spiffe::SpiffeId, Status> {
+        self.caller
+            .spiffe_id()
+            .ok_or_else(|| Status::internal("caller ID missing from request context"))
+    }
+}
+
+/// Waits until `limiter` lets the caller make `n` more requests. A refusal keeps the limiter's
+/// code and names the `limit` ("renew agent", "JWT signing request", ...).
+pub(crate) async fn rate_limit(
+    limiter: &crate::authz::RateLimiter,
+    caller: &Caller,
+    n: usize,
+    limit: &str,
+) -> Result<(), Status> {
+    limiter.wait(caller, n).await.map_err(|s| {
+        Status::new(
+            s.code(),
+            format!(
+                "rejecting request due to {limit} rate limiting: {}",
+                s.message()
+            ),
+        )
+    })
 }
 
 /// A per-item `spire.api.types.Status` for success.

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::{Caller, Ctx, convert};
+use crate::api::{Caller, Ctx, convert, rate_limit};
 use crate::authz::serial_and_expiry;
 use crate::endpoints::tcp::{TcpContext, tcp_context};
 use crate::node_attestor::{AttestResult, join_token, k8s_psat, x509pop};
@@ -74,15 +74,7 @@ async fn run(
     mut inbound: Streaming<pb::AttestAgentRequest>,
     tx: &Outbound,
 ) -> Result<(String, String, pb::AttestAgentResponse), Status> {
-    tcp.limits.attest.wait(caller, 1).await.map_err(|s| {
-        Status::new(
-            s.code(),
-            format!(
-                "rejecting request due to attest agent rate limiting: {}",
-                s.message()
-            ),
-        )
-    })?;
+    rate_limit(&tcp.limits.attest, caller, 1, "attest agent").await?;
     let first = next(&mut inbound)
         .await
         .map_err(|e| {

@@ -7,7 +7,7 @@
 use spire_datastore::NodeUpdate;
 use tonic::{Request, Response, Status};
 
-use crate::api::Ctx;
+use crate::api::{Ctx, rate_limit};
 use crate::endpoints::tcp::tcp_context;
 use crate::pb::agent as pb;
 
@@ -22,24 +22,8 @@ pub(crate) async fn post_status(
     let tcp = tcp_context(&request)?;
     let req = request.into_inner();
     let result = async {
-        tcp.limits
-            .post_status
-            .wait(&ctx.caller, 1)
-            .await
-            .map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!(
-                        "rejecting request due to post status rate limiting: {}",
-                        s.message()
-                    ),
-                )
-            })?;
-        let id = ctx
-            .caller
-            .spiffe_id()
-            .cloned()
-            .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
+        rate_limit(&tcp.limits.post_status, &ctx.caller, 1, "post status").await?;
+        let id = ctx.caller_id()?.clone();
         if !req.agent_version.is_empty() {
             if req.agent_version.len() > MAX_VERSION_LEN {
                 return Err(Status::invalid_argument(

@@ -10,7 +10,7 @@ use spire_datastore::NodeUpdate;
 use spire_proto::types::permission_denied_details::Reason;
 use tonic::{Request, Response, Status};
 
-use crate::api::{Ctx, convert};
+use crate::api::{Ctx, convert, rate_limit};
 use crate::authz::{permission_denied, serial_and_expiry};
 use crate::endpoints::tcp::tcp_context;
 use crate::pb::agent as pb;
@@ -24,20 +24,8 @@ pub(crate) async fn renew_agent(
     let tcp = tcp_context(&request)?;
     let req = request.into_inner();
     let result = async {
-        tcp.limits.sign.wait(&ctx.caller, 1).await.map_err(|s| {
-            Status::new(
-                s.code(),
-                format!(
-                    "rejecting request due to renew agent rate limiting: {}",
-                    s.message()
-                ),
-            )
-        })?;
-        let id = ctx
-            .caller
-            .spiffe_id()
-            .cloned()
-            .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
+        rate_limit(&tcp.limits.sign, &ctx.caller, 1, "renew agent").await?;
+        let id = ctx.caller_id()?.clone();
         let node = ctx
             .state
             .datastore

@@ -41,10 +41,7 @@ async fn caller_entries(
     tcp: Result<Arc<TcpContext>, Status>,
 ) -> Result<Vec<Arc<Entry>>, Status> {
     let tcp = tcp?;
-    let id = ctx
-        .caller
-        .spiffe_id()
-        .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
+    let id = ctx.caller_id()?;
     // An agent syncing right after it attested through this server must see its node
     // selectors (node-alias entries), not an index that has not applied the attestation yet.
     tcp.index

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use crate::api::{Ctx, convert, item_status, ok_status};
+use crate::api::{Ctx, convert, item_status, ok_status, rate_limit};
 use crate::endpoints::tcp::tcp_context;
 use crate::pb::svid as pb;
 use crate::pb::types;
@@ -31,21 +31,18 @@ pub(crate) async fn batch_new_x509_svid(
         ctx.audit.emit_error(&s, &[]);
         return Err(s);
     }
-    if let Err(s) = tcp.limits.sign.wait(&ctx.caller, req.params.len()).await {
-        let s = Status::new(
-            s.code(),
-            format!(
-                "rejecting request due to certificate signing rate limiting: {}",
-                s.message()
-            ),
-        );
+    let limited = rate_limit(
+        &tcp.limits.sign,
+        &ctx.caller,
+        req.params.len(),
+        "certificate signing",
+    )
+    .await;
+    if let Err(s) = limited {
         ctx.audit.emit_error(&s, &[]);
         return Err(s);
     }
-    let agent = ctx
-        .caller
-        .spiffe_id()
-        .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
+    let agent = ctx.caller_id()?;
     let authorized = tcp.index.authorized_entries(agent);
     let by_id: HashMap<&str, _> = authorized.iter().map(|e| (e.id.as_str(), e)).collect();
     let mut results = Vec::with_capacity(req.params.len());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use crate::api::Ctx;
+use crate::api::{Ctx, rate_limit};
 use crate::endpoints::tcp::tcp_context;
 use crate::pb::svid as pb;
 
@@ -24,15 +24,7 @@ pub(crate) async fn new_downstream_x509_ca(
     let tcp = tcp_context(&request)?;
     let req = request.into_inner();
     let result = async {
-        tcp.limits.sign.wait(&ctx.caller, 1).await.map_err(|s| {
-            Status::new(
-                s.code(),
-                format!(
-                    "rejecting request due to downstream CA signing rate limiting: {}",
-                    s.message()
-                ),
-            )
-        })?;
+        rate_limit(&tcp.limits.sign, &ctx.caller, 1, "downstream CA signing").await?;
         if req.csr.is_empty() {
             return Err(Status::invalid_argument("missing CSR"));
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use crate::api::{Ctx, convert};
+use crate::api::{Ctx, convert, rate_limit};
 use crate::endpoints::tcp::tcp_context;
 use crate::pb::svid as pb;
 use crate::pb::types;
@@ -24,22 +24,11 @@ pub(crate) async fn new_jwt_svid(
     let tcp = tcp_context(&request)?;
     let req = request.into_inner();
     let result = async {
-        tcp.limits.sign.wait(&ctx.caller, 1).await.map_err(|s| {
-            Status::new(
-                s.code(),
-                format!(
-                    "rejecting request due to JWT signing request rate limiting: {}",
-                    s.message()
-                ),
-            )
-        })?;
+        rate_limit(&tcp.limits.sign, &ctx.caller, 1, "JWT signing request").await?;
         if ctx.state.config.disable_jwt_svids {
             return Err(Status::unimplemented("JWT functionality is disabled"));
         }
-        let agent = ctx
-            .caller
-            .spiffe_id()
-            .ok_or_else(|| Status::internal("caller ID missing from request context"))?;
+        let agent = ctx.caller_id()?;
         if req.entry_id.is_empty() {
             return Err(Status::invalid_argument("missing entry ID"));
         }
