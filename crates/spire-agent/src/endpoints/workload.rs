@@ -319,10 +319,15 @@ impl WorkloadService {
         );
     }
 
-    /// Spawns a stream task: `build` turns a snapshot into the next message, `Ok(None)` meaning
-    /// "nothing to send for this snapshot yet", `Err` ending the stream. `subscription` is held
-    /// until the stream ends.
-    fn spawn_stream<T, F>(
+    /// The stream of a streaming call: `build` turns a snapshot into the next message,
+    /// `Ok(None)` meaning "nothing to send for this snapshot yet", `Err` ending the stream.
+    /// `subscription` is held until the stream ends.
+    ///
+    /// No task of its own: the stream is polled by the task that serves the call, so the
+    /// first message is built and written without a hand-over to another task (each costs a
+    /// wake-up, under load a context switch). When the caller goes away the call's task
+    /// drops the stream, and with it the subscription.
+    fn snapshot_stream<T, F>(
         &self,
         caller: Caller,
         method: &'static str,
@@ -335,62 +340,104 @@ impl WorkloadService {
             + Send
             + 'static,
     {
-        let (tx, rx) = mpsc::channel::<Result<T, Status>>(4);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let _subscription = subscription;
-            let mut snaps = this.state.snapshots.clone();
-            let mut last: Option<T> = None;
-            let started = tokio::time::Instant::now();
-            loop {
-                let snap = snaps.borrow_and_update().clone();
-                let waited_out = started.elapsed() >= this.state.svid_wait;
-                let phase = Phase {
-                    may_wait: last.is_none() && !waited_out,
-                    sent_any: last.is_some(),
-                };
-                match build(&snap, &caller.selectors, phase) {
-                    Ok(Some(msg)) => {
-                        if last.as_ref() != Some(&msg) {
-                            last = Some(msg.clone());
-                            if tx.send(Ok(msg)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(StreamEnd::NoIdentity) => {
-                        this.explain_denial(&snap, &caller, method);
-                        let _ = tx.send(Err(no_identity())).await;
-                        return;
-                    }
-                    Err(StreamEnd::Status(s)) => {
-                        let _ = tx.send(Err(s)).await;
-                        return;
-                    }
-                }
-                // Wake for a new snapshot, the caller leaving, or (before the first message)
-                // the end of the SVID wait.
-                let wait_deadline =
-                    (last.is_none() && !waited_out).then(|| started + this.state.svid_wait);
+        let state = StreamState {
+            service: self.clone(),
+            caller,
+            method,
+            _subscription: subscription,
+            snaps: self.state.snapshots.clone(),
+            build,
+            last: None,
+            started: tokio::time::Instant::now(),
+            wait_deadline: None,
+            wait_first: false,
+            done: false,
+        };
+        Box::pin(futures::stream::unfold(state, StreamState::next))
+    }
+}
+
+/// What a stream of [`WorkloadService::snapshot_stream`] carries between messages.
+struct StreamState<T, F> {
+    service: WorkloadService,
+    caller: Caller,
+    method: &'static str,
+    _subscription: Option<SubscriptionGuard>,
+    snaps: watch::Receiver<Arc<IdentitySnapshot>>,
+    build: F,
+    /// The last message sent (an identical one is not sent again).
+    last: Option<T>,
+    started: tokio::time::Instant,
+    /// Before the first message: when the bounded wait for unsigned SVIDs runs out.
+    wait_deadline: Option<tokio::time::Instant>,
+    /// The current snapshot was handled: wait for the next one (or the deadline) first.
+    wait_first: bool,
+    /// An error was sent: the stream ends.
+    done: bool,
+}
+
+impl<T, F> StreamState<T, F>
+where
+    T: PartialEq + Clone,
+    F: Fn(&IdentitySnapshot, &Selectors, Phase) -> Result<Option<T>, StreamEnd>,
+{
+    /// The next item, and the state after it; `None` ends the stream.
+    async fn next(mut self) -> Option<(Result<T, Status>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if self.wait_first {
+                // Wake for a new snapshot or (before the first message) the end of the SVID
+                // wait.
+                let deadline = self.wait_deadline;
                 tokio::select! {
-                    changed = snaps.changed() => {
+                    changed = self.snaps.changed() => {
                         if changed.is_err() {
-                            let _ = tx.send(Err(Status::unavailable("agent is shutting down"))).await;
-                            return;
+                            self.done = true;
+                            return Some((Err(Status::unavailable("agent is shutting down")), self));
                         }
                     }
-                    () = tx.closed() => return,
                     () = async {
-                        match wait_deadline {
+                        match deadline {
                             Some(d) => tokio::time::sleep_until(d).await,
                             None => std::future::pending().await,
                         }
                     } => {}
                 }
             }
-        });
-        Box::pin(ReceiverStream::new(rx))
+            self.wait_first = true;
+            let snap = self.snaps.borrow_and_update().clone();
+            let svid_wait = self.service.state.svid_wait;
+            let waited_out = self.started.elapsed() >= svid_wait;
+            let phase = Phase {
+                may_wait: self.last.is_none() && !waited_out,
+                sent_any: self.last.is_some(),
+            };
+            let built = (self.build)(&snap, &self.caller.selectors, phase);
+            self.wait_deadline =
+                (self.last.is_none() && !waited_out).then(|| self.started + svid_wait);
+            match built {
+                Ok(Some(msg)) => {
+                    if self.last.as_ref() != Some(&msg) {
+                        self.last = Some(msg.clone());
+                        self.wait_deadline = None;
+                        return Some((Ok(msg), self));
+                    }
+                }
+                Ok(None) => {}
+                Err(StreamEnd::NoIdentity) => {
+                    self.service
+                        .explain_denial(&snap, &self.caller, self.method);
+                    self.done = true;
+                    return Some((Err(no_identity()), self));
+                }
+                Err(StreamEnd::Status(s)) => {
+                    self.done = true;
+                    return Some((Err(s), self));
+                }
+            }
+        }
     }
 }
 
@@ -425,7 +472,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         // Registered before the first snapshot is read: an entry beyond the cache limit gets
         // signed now, and the first answer waits (bounded) for it.
         let subscription = self.state.subscribers.register(caller.selectors.clone());
-        Ok(Response::new(self.spawn_stream(
+        Ok(Response::new(self.snapshot_stream(
             caller,
             "FetchX509SVID",
             Some(subscription),
@@ -460,7 +507,7 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let caller = self.attest(&request).await?;
         let allow = self.state.allow_unauthenticated_verifiers;
-        Ok(Response::new(self.spawn_stream(
+        Ok(Response::new(self.snapshot_stream(
             caller,
             "FetchX509Bundles",
             None,
@@ -540,7 +587,7 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let caller = self.attest(&request).await?;
         let allow = self.state.allow_unauthenticated_verifiers;
-        Ok(Response::new(self.spawn_stream(
+        Ok(Response::new(self.snapshot_stream(
             caller,
             "FetchJWTBundles",
             None,
