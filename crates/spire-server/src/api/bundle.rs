@@ -10,12 +10,10 @@ use spire_spiffe::TrustDomain;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, InvalidArgument};
-use super::{Ctx, Policy, item_status, ok_status};
+use super::{Ctx, Policy, pagination, rate_limit};
 use crate::pb::bundle as pb;
 use crate::pb::types;
 use crate::server::ServerState;
-
-const MAX_PAGE_SIZE: i32 = 1000;
 
 /// The Bundle service.
 #[derive(Debug, Clone)]
@@ -120,10 +118,8 @@ impl pb::bundle_server::Bundle for BundleService {
             .map_err(BundleError::ds("failed to count bundles"))
             .map(|n| pb::CountBundlesResponse {
                 count: i32::try_from(n).unwrap_or(i32::MAX),
-            })
-            .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+            });
+        ctx.respond(result, &[])
     }
 
     async fn get_bundle(
@@ -150,10 +146,8 @@ impl pb::bundle_server::Bundle for BundleService {
             };
             Ok::<_, BundleError>(convert::bundle_to_proto(&b, req.output_mask.as_ref()))
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn append_bundle(
@@ -183,10 +177,8 @@ impl pb::bundle_server::Bundle for BundleService {
                 .map_err(BundleError::ds("failed to append bundle"))?;
             Ok::<_, BundleError>(convert::bundle_to_proto(&b, req.output_mask.as_ref()))
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn publish_jwt_authority(
@@ -203,15 +195,7 @@ impl pb::bundle_server::Bundle for BundleService {
         let tcp = crate::endpoints::tcp::tcp_context(&request)?;
         let req = request.into_inner();
         let result = async {
-            tcp.limits.sign.wait(&ctx.caller, 1).await.map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!(
-                        "rejecting request due to key publishing rate limiting: {}",
-                        s.message()
-                    ),
-                )
-            })?;
+            rate_limit(&tcp.limits.sign, &ctx.caller, 1, "key publishing").await?;
             let key = req
                 .jwt_authority
                 .ok_or_else(|| BundleError::Invalid("missing JWT authority".into()))?;
@@ -232,8 +216,7 @@ impl pb::bundle_server::Bundle for BundleService {
             })
         }
         .await;
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        ctx.respond(result, &[])
     }
 
     async fn publish_wit_authority(
@@ -255,28 +238,14 @@ impl pb::bundle_server::Bundle for BundleService {
         )?;
         let req = request.into_inner();
         let result = async {
-            if req.page_size < 0 {
-                return Err(BundleError::Invalid(format!(
-                    "page_size {} must not be negative",
-                    req.page_size
-                )));
-            }
-            let size = if req.page_size == 0 {
-                0
-            } else {
-                req.page_size.min(MAX_PAGE_SIZE)
-            };
-            let page = ds::Pagination {
-                token: req.page_token.clone(),
-                page_size: size as u32,
-            };
+            let page = pagination(req.page_size, &req.page_token).map_err(BundleError::Invalid)?;
             let page = ctx
                 .state
                 .datastore
                 .list_bundles(&page)
                 .await
                 .map_err(BundleError::ds("failed to list bundles"))?;
-            Ok(pb::ListFederatedBundlesResponse {
+            Ok::<_, BundleError>(pb::ListFederatedBundlesResponse {
                 bundles: page
                     .items
                     .iter()
@@ -286,10 +255,8 @@ impl pb::bundle_server::Bundle for BundleService {
                 next_page_token: page.next_page_token,
             })
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn get_federated_bundle(
@@ -314,11 +281,8 @@ impl pb::bundle_server::Bundle for BundleService {
                 .ok_or(BundleError::NotFound)?;
             Ok::<_, BundleError>(convert::bundle_to_proto(&b, req.output_mask.as_ref()))
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit
-            .emit(&result, &[("trust_domain_id", req.trust_domain.clone())]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[("trust_domain_id", req.trust_domain.clone())])
     }
 
     async fn batch_create_federated_bundle(
@@ -343,15 +307,10 @@ impl pb::bundle_server::Bundle for BundleService {
                     .map_err(BundleError::ds("failed to create bundle"))
             }
             .await;
-            let (status, bundle) = match outcome {
-                Ok(created) => (
-                    ok_status(),
-                    Some(convert::bundle_to_proto(&created, req.output_mask.as_ref())),
-                ),
-                Err(e) => (item_status(&Status::from(e)), None),
-            };
-            ctx.audit
-                .emit_item(&status, &[("trust_domain_id", b.trust_domain.clone())]);
+            let outcome =
+                outcome.map(|saved| convert::bundle_to_proto(&saved, req.output_mask.as_ref()));
+            let (status, bundle) =
+                ctx.item(outcome, &[("trust_domain_id", b.trust_domain.clone())]);
             results.push(pb::batch_create_federated_bundle_response::Result {
                 status: Some(status),
                 bundle,
@@ -406,15 +365,10 @@ impl pb::bundle_server::Bundle for BundleService {
                     .map_err(BundleError::ds("failed to update bundle"))
             }
             .await;
-            let (status, bundle) = match outcome {
-                Ok(u) => (
-                    ok_status(),
-                    Some(convert::bundle_to_proto(&u, req.output_mask.as_ref())),
-                ),
-                Err(e) => (item_status(&Status::from(e)), None),
-            };
-            ctx.audit
-                .emit_item(&status, &[("trust_domain_id", b.trust_domain.clone())]);
+            let outcome =
+                outcome.map(|saved| convert::bundle_to_proto(&saved, req.output_mask.as_ref()));
+            let (status, bundle) =
+                ctx.item(outcome, &[("trust_domain_id", b.trust_domain.clone())]);
             results.push(pb::batch_update_federated_bundle_response::Result {
                 status: Some(status),
                 bundle,
@@ -447,15 +401,10 @@ impl pb::bundle_server::Bundle for BundleService {
                     .map_err(BundleError::ds("failed to set bundle"))
             }
             .await;
-            let (status, bundle) = match outcome {
-                Ok(s) => (
-                    ok_status(),
-                    Some(convert::bundle_to_proto(&s, req.output_mask.as_ref())),
-                ),
-                Err(e) => (item_status(&Status::from(e)), None),
-            };
-            ctx.audit
-                .emit_item(&status, &[("trust_domain_id", b.trust_domain.clone())]);
+            let outcome =
+                outcome.map(|saved| convert::bundle_to_proto(&saved, req.output_mask.as_ref()));
+            let (status, bundle) =
+                ctx.item(outcome, &[("trust_domain_id", b.trust_domain.clone())]);
             results.push(pb::batch_set_federated_bundle_response::Result {
                 status: Some(status),
                 bundle,
@@ -499,12 +448,7 @@ impl pb::bundle_server::Bundle for BundleService {
                     .map_err(BundleError::ds("failed to delete federated bundle"))
             }
             .await;
-            let status = match outcome {
-                Ok(()) => ok_status(),
-                Err(e) => item_status(&Status::from(e)),
-            };
-            ctx.audit
-                .emit_item(&status, &[("trust_domain_id", name.clone())]);
+            let (status, _) = ctx.item(outcome, &[("trust_domain_id", name.clone())]);
             results.push(pb::batch_delete_federated_bundle_response::Result {
                 status: Some(status),
                 trust_domain: name.clone(),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use spire_telemetry::LogLevel;
+use spire_telemetry::{LogHandle, LogLevel};
 use tonic::{Request, Response, Status};
 
 use super::{Ctx, Policy};
@@ -56,11 +56,15 @@ fn from_wire(l: i32) -> Result<LogLevel, Status> {
 }
 
 impl LoggerService {
+    fn log(&self) -> Result<&LogHandle, Status> {
+        self.state
+            .log
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("logging is not managed by this process"))
+    }
+
     fn current(&self) -> Result<types::Logger, Status> {
-        let log =
-            self.state.log.as_ref().ok_or_else(|| {
-                Status::failed_precondition("logging is not managed by this process")
-            })?;
+        let log = self.log()?;
         Ok(types::Logger {
             current_level: to_wire(log.level()) as i32,
             launch_level: to_wire(log.launch_level()) as i32,
@@ -75,9 +79,7 @@ impl pb::logger_server::Logger for LoggerService {
         request: Request<pb::GetLoggerRequest>,
     ) -> Result<Response<types::Logger>, Status> {
         let ctx = Ctx::new(&self.state, &request, "GetLogger", Policy::Local)?;
-        let r = self.current();
-        ctx.audit.emit(&r, &[]);
-        r.map(Response::new)
+        ctx.respond(self.current(), &[])
     }
 
     async fn set_log_level(
@@ -88,16 +90,13 @@ impl pb::logger_server::Logger for LoggerService {
         let level = request.into_inner().new_level;
         let r = (|| {
             let new = from_wire(level)?;
-            let log = ctx.state.log.as_ref().ok_or_else(|| {
-                Status::failed_precondition("logging is not managed by this process")
-            })?;
-            log.set_level(new)
+            self.log()?
+                .set_level(new)
                 .map_err(|e| Status::internal(format!("failed to set log level: {e}")))?;
             tracing::info!(new_level = new.as_str(), "Log level changed");
             self.current()
         })();
-        ctx.audit.emit(&r, &[("new_level", level.to_string())]);
-        r.map(Response::new)
+        ctx.respond(r, &[("new_level", level.to_string())])
     }
 
     async fn reset_log_level(
@@ -106,14 +105,11 @@ impl pb::logger_server::Logger for LoggerService {
     ) -> Result<Response<types::Logger>, Status> {
         let ctx = Ctx::new(&self.state, &request, "ResetLogLevel", Policy::Local)?;
         let r = (|| {
-            let log = ctx.state.log.as_ref().ok_or_else(|| {
-                Status::failed_precondition("logging is not managed by this process")
-            })?;
-            log.reset_level()
+            self.log()?
+                .reset_level()
                 .map_err(|e| Status::internal(format!("failed to reset log level: {e}")))?;
             self.current()
         })();
-        ctx.audit.emit(&r, &[]);
-        r.map(Response::new)
+        ctx.respond(r, &[])
     }
 }

@@ -23,7 +23,8 @@ pub mod watch;
 
 use std::sync::Arc;
 
-use tonic::Status;
+use spire_datastore as ds;
+use tonic::{Response, Status};
 
 pub use caller::{Caller, CallerKind};
 
@@ -111,6 +112,32 @@ impl Ctx {
             .spiffe_id()
             .ok_or_else(|| Status::internal("caller ID missing from request context"))
     }
+
+    /// Ends a unary RPC: audits `result` with the request's `fields` and makes it the response.
+    pub(crate) fn respond<T, E: Into<Status>>(
+        &self,
+        result: Result<T, E>,
+        fields: &[(&str, String)],
+    ) -> Result<Response<T>, Status> {
+        let result = result.map_err(Into::into);
+        self.audit.emit(&result, fields);
+        result.map(Response::new)
+    }
+
+    /// One item of a batch RPC: its per-item status, audited with the item's `fields`, and its
+    /// value when it succeeded.
+    pub(crate) fn item<T, E: Into<Status>>(
+        &self,
+        outcome: Result<T, E>,
+        fields: &[(&str, String)],
+    ) -> (crate::pb::types::Status, Option<T>) {
+        let (status, value) = match outcome {
+            Ok(v) => (ok_status(), Some(v)),
+            Err(e) => (item_status(&e.into()), None),
+        };
+        self.audit.emit_item(&status, fields);
+        (status, value)
+    }
 }
 
 /// Waits until `limiter` lets the caller make `n` more requests. A refusal keeps the limiter's
@@ -129,6 +156,22 @@ pub(crate) async fn rate_limit(
                 s.message()
             ),
         )
+    })
+}
+
+/// Largest page a List RPC returns.
+const MAX_PAGE_SIZE: i32 = 1000;
+
+/// The datastore page a List RPC asks for: `page_size` 0 asks for all remaining items,
+/// larger sizes are capped at [`MAX_PAGE_SIZE`]. A negative size is refused with the returned
+/// message (an invalid argument).
+pub(crate) fn pagination(page_size: i32, page_token: &str) -> Result<ds::Pagination, String> {
+    if page_size < 0 {
+        return Err(format!("page_size {page_size} must not be negative"));
+    }
+    Ok(ds::Pagination {
+        token: page_token.to_string(),
+        page_size: page_size.min(MAX_PAGE_SIZE) as u32,
     })
 }
 
@@ -214,6 +257,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pagination_caps_and_refuses_negative_sizes() {
+        let p = pagination(0, "t").unwrap();
+        assert_eq!((p.page_size, p.token.as_str()), (0, "t"));
+        assert_eq!(pagination(5, "").unwrap().page_size, 5);
+        assert_eq!(pagination(5000, "").unwrap().page_size, 1000);
+        assert_eq!(
+            pagination(-1, "").unwrap_err(),
+            "page_size -1 must not be negative"
+        );
     }
 
     #[test]

@@ -10,13 +10,11 @@ use spire_spiffe::{SpiffeId, TrustDomain};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::{Ctx, Policy, item_status, ok_status};
+use super::{Ctx, Policy, pagination};
 use crate::pb::types;
 use crate::server::ServerState;
 use spire_proto::server::trustdomain as pb;
 use types::federation_relationship::BundleEndpointProfile as WireProfile;
-
-const MAX_PAGE_SIZE: i32 = 1000;
 
 /// The TrustDomain service.
 #[derive(Debug, Clone)]
@@ -244,16 +242,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
         )?;
         let req = request.into_inner();
         let result = async {
-            if req.page_size < 0 {
-                return Err(TdError::Invalid(format!(
-                    "page_size {} must not be negative",
-                    req.page_size
-                )));
-            }
-            let page = ds::Pagination {
-                token: req.page_token.clone(),
-                page_size: req.page_size.min(MAX_PAGE_SIZE) as u32,
-            };
+            let page = pagination(req.page_size, &req.page_token).map_err(TdError::Invalid)?;
             let page = ctx
                 .state
                 .datastore
@@ -269,10 +258,8 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 next_page_token: page.next_page_token,
             })
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn get_federation_relationship(
@@ -300,10 +287,8 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 })?;
             Ok::<_, TdError>(to_proto(&rel, req.output_mask.as_ref()))
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &fields);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &fields)
     }
 
     async fn batch_create_federation_relationship(
@@ -330,24 +315,15 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                     .map_err(TdError::ds("failed to create federation relationship"))
             }
             .await;
-            let fields = [("trust_domain_id", r.trust_domain.clone())];
-            results.push(match outcome {
-                Ok(created) => {
-                    tracing::debug!(trust_domain = %created.trust_domain, "Federation relationship created");
-                    ctx.audit.emit_item(&ok_status(), &fields);
-                    pb::batch_create_federation_relationship_response::Result {
-                        status: Some(ok_status()),
-                        federation_relationship: Some(to_proto(&created, req.output_mask.as_ref())),
-                    }
-                }
-                Err(e) => {
-                    let status = item_status(&Status::from(e));
-                    ctx.audit.emit_item(&status, &fields);
-                    pb::batch_create_federation_relationship_response::Result {
-                        status: Some(status),
-                        federation_relationship: None,
-                    }
-                }
+            if let Ok(created) = &outcome {
+                tracing::debug!(trust_domain = %created.trust_domain, "Federation relationship created");
+            }
+            let outcome = outcome.map(|saved| to_proto(&saved, req.output_mask.as_ref()));
+            let (status, relationship) =
+                ctx.item(outcome, &[("trust_domain_id", r.trust_domain.clone())]);
+            results.push(pb::batch_create_federation_relationship_response::Result {
+                status: Some(status),
+                federation_relationship: relationship,
             });
         }
         Ok(Response::new(
@@ -387,23 +363,12 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                     .map_err(TdError::ds("failed to update federation relationship"))
             }
             .await;
-            let fields = [("trust_domain_id", r.trust_domain.clone())];
-            results.push(match outcome {
-                Ok(updated) => {
-                    ctx.audit.emit_item(&ok_status(), &fields);
-                    pb::batch_update_federation_relationship_response::Result {
-                        status: Some(ok_status()),
-                        federation_relationship: Some(to_proto(&updated, req.output_mask.as_ref())),
-                    }
-                }
-                Err(e) => {
-                    let status = item_status(&Status::from(e));
-                    ctx.audit.emit_item(&status, &fields);
-                    pb::batch_update_federation_relationship_response::Result {
-                        status: Some(status),
-                        federation_relationship: None,
-                    }
-                }
+            let outcome = outcome.map(|saved| to_proto(&saved, req.output_mask.as_ref()));
+            let (status, relationship) =
+                ctx.item(outcome, &[("trust_domain_id", r.trust_domain.clone())]);
+            results.push(pb::batch_update_federation_relationship_response::Result {
+                status: Some(status),
+                federation_relationship: relationship,
             });
         }
         Ok(Response::new(
@@ -434,12 +399,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 Ok::<_, TdError>(td)
             }
             .await;
-            let fields = [("trust_domain_id", name.clone())];
-            let status = match outcome {
-                Ok(_) => ok_status(),
-                Err(e) => item_status(&Status::from(e)),
-            };
-            ctx.audit.emit_item(&status, &fields);
+            let (status, _) = ctx.item(outcome, &[("trust_domain_id", name.clone())]);
             results.push(pb::batch_delete_federation_relationship_response::Result {
                 status: Some(status),
                 trust_domain: name.clone(),
@@ -473,10 +433,8 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 .map_err(|e| TdError::Refresh(crate::federation::error_chain(&e)))?;
             Ok::<_, TdError>(())
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &fields);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &fields)
     }
 }
 

@@ -13,12 +13,10 @@ use spire_datastore as ds;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::{Ctx, Policy};
+use super::{Ctx, Policy, pagination};
 use crate::pb::agent as pb;
 use crate::pb::types;
 use crate::server::ServerState;
-
-const MAX_PAGE_SIZE: i32 = 1000;
 
 /// The Agent service.
 #[derive(Debug, Clone)]
@@ -167,10 +165,8 @@ impl pb::agent_server::Agent for AgentService {
                 count: i32::try_from(n).unwrap_or(i32::MAX),
             })
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn list_agents(
@@ -180,12 +176,7 @@ impl pb::agent_server::Agent for AgentService {
         let ctx = Ctx::new(&self.state, &request, "ListAgents", Policy::AdminOrLocal)?;
         let req = request.into_inner();
         let result = async {
-            if req.page_size < 0 {
-                return Err(AgentError::Invalid(format!(
-                    "page_size {} must not be negative",
-                    req.page_size
-                )));
-            }
+            let page = pagination(req.page_size, &req.page_token).map_err(AgentError::Invalid)?;
             let f = match &req.filter {
                 Some(f) => node_filter(
                     &f.by_attestation_type,
@@ -196,22 +187,13 @@ impl pb::agent_server::Agent for AgentService {
                 )?,
                 None => ds::NodeFilter::default(),
             };
-            let size = if req.page_size == 0 {
-                0
-            } else {
-                req.page_size.min(MAX_PAGE_SIZE)
-            };
-            let page = ds::Pagination {
-                token: req.page_token.clone(),
-                page_size: size as u32,
-            };
             let page = ctx
                 .state
                 .datastore
                 .list_attested_nodes(&f, &page)
                 .await
                 .map_err(AgentError::ds("failed to list agents"))?;
-            Ok(pb::ListAgentsResponse {
+            Ok::<_, AgentError>(pb::ListAgentsResponse {
                 agents: page
                     .items
                     .iter()
@@ -220,10 +202,8 @@ impl pb::agent_server::Agent for AgentService {
                 next_page_token: page.next_page_token,
             })
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn get_agent(
@@ -243,11 +223,8 @@ impl pb::agent_server::Agent for AgentService {
                 .ok_or(AgentError::NotFound)?;
             Ok::<_, AgentError>(convert::agent_to_proto(&node, req.output_mask.as_ref()))
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit
-            .emit(&result, &[("id", printable_id(req.id.as_ref()))]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[("id", printable_id(req.id.as_ref()))])
     }
 
     async fn delete_agent(
@@ -266,11 +243,8 @@ impl pb::agent_server::Agent for AgentService {
             tracing::info!(spiffe_id = %id, "Agent deleted");
             Ok::<_, AgentError>(())
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit
-            .emit(&result, &[("id", printable_id(req.id.as_ref()))]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[("id", printable_id(req.id.as_ref()))])
     }
 
     async fn ban_agent(
@@ -289,11 +263,8 @@ impl pb::agent_server::Agent for AgentService {
             tracing::info!(spiffe_id = %id, "Agent banned");
             Ok::<_, AgentError>(())
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit
-            .emit(&result, &[("id", printable_id(req.id.as_ref()))]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[("id", printable_id(req.id.as_ref()))])
     }
 
     type AttestAgentStream = attest::AttestAgentStream;
@@ -376,10 +347,8 @@ impl pb::agent_server::Agent for AgentService {
                 expires_at,
             })
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[("ttl", req.ttl.to_string())]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[("ttl", req.ttl.to_string())])
     }
 
     async fn post_status(

@@ -12,13 +12,10 @@ use spire_spiffe::TrustDomain;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, InvalidArgument};
-use super::{Ctx, Policy, item_status, ok_status};
+use super::{Ctx, Policy, item_status, ok_status, pagination};
 use crate::pb::entry as pb;
 use crate::pb::types;
 use crate::server::ServerState;
-
-/// Default and maximum page size of ListEntries.
-const MAX_PAGE_SIZE: i32 = 1000;
 
 /// The Entry service.
 #[derive(Debug, Clone)]
@@ -161,6 +158,27 @@ fn id_fields(e: &types::Entry) -> Vec<(&'static str, String)> {
     v
 }
 
+/// The per-item status and entry of a batch create or update (`verb`): a similar entry that
+/// already exists is returned with ALREADY_EXISTS; other failures say what failed.
+fn entry_item(
+    outcome: Result<ds::Entry, EntryError>,
+    verb: &str,
+    mask: Option<&types::EntryMask>,
+) -> (types::Status, Option<types::Entry>) {
+    match outcome {
+        Ok(e) => (ok_status(), Some(convert::entry_to_proto(&e, mask))),
+        Err(EntryError::AlreadyExists(existing)) => (
+            item_status(&Status::already_exists("similar entry already exists")),
+            Some(convert::entry_to_proto(&existing, mask)),
+        ),
+        Err(e) => {
+            let status = Status::from(e);
+            let msg = format!("failed to {verb} entry: {}", status.message());
+            (item_status(&Status::new(status.code(), msg)), None)
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::entry_server::Entry for EntryService {
     async fn count_entries(
@@ -192,10 +210,8 @@ impl pb::entry_server::Entry for EntryService {
                 count: i32::try_from(n).unwrap_or(i32::MAX),
             })
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn list_entries(
@@ -205,12 +221,7 @@ impl pb::entry_server::Entry for EntryService {
         let ctx = Ctx::new(&self.state, &request, "ListEntries", Policy::AdminOrLocal)?;
         let req = request.into_inner();
         let result = async {
-            if req.page_size < 0 {
-                return Err(EntryError::Invalid(format!(
-                    "page_size {} must not be negative",
-                    req.page_size
-                )));
-            }
+            let page = pagination(req.page_size, &req.page_token).map_err(EntryError::Invalid)?;
             let f = match &req.filter {
                 Some(f) => filter_from_proto(
                     &ctx.state.trust_domain,
@@ -223,22 +234,13 @@ impl pb::entry_server::Entry for EntryService {
                 )?,
                 None => ds::EntryFilter::default(),
             };
-            let size = if req.page_size == 0 {
-                0
-            } else {
-                req.page_size.min(MAX_PAGE_SIZE)
-            };
-            let page = ds::Pagination {
-                token: req.page_token.clone(),
-                page_size: size as u32,
-            };
             let page = ctx
                 .state
                 .datastore
                 .list_entries(&f, &page)
                 .await
                 .map_err(EntryError::ds("failed to list entries"))?;
-            Ok(pb::ListEntriesResponse {
+            Ok::<_, EntryError>(pb::ListEntriesResponse {
                 entries: page
                     .items
                     .iter()
@@ -247,10 +249,8 @@ impl pb::entry_server::Entry for EntryService {
                 next_page_token: page.next_page_token,
             })
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[])
     }
 
     async fn get_entry(
@@ -272,10 +272,8 @@ impl pb::entry_server::Entry for EntryService {
                 .ok_or(EntryError::NotFound)?;
             Ok(convert::entry_to_proto(&e, req.output_mask.as_ref()))
         }
-        .await
-        .map_err(Status::from);
-        ctx.audit.emit(&result, &[("id", req.id.clone())]);
-        result.map(Response::new)
+        .await;
+        ctx.respond(result, &[("id", req.id.clone())])
     }
 
     async fn batch_create_entry(
@@ -300,27 +298,10 @@ impl pb::entry_server::Entry for EntryService {
                     .map_err(EntryError::ds("failed to create entry"))
             }
             .await;
-            let result = match outcome {
-                Ok(created) => pb::batch_create_entry_response::Result {
-                    status: Some(ok_status()),
-                    entry: Some(convert::entry_to_proto(&created, req.output_mask.as_ref())),
-                },
-                Err(EntryError::AlreadyExists(existing)) => {
-                    pb::batch_create_entry_response::Result {
-                        status: Some(item_status(&Status::already_exists(
-                            "similar entry already exists",
-                        ))),
-                        entry: Some(convert::entry_to_proto(&existing, req.output_mask.as_ref())),
-                    }
-                }
-                Err(e) => {
-                    let status = Status::from(e);
-                    let msg = format!("failed to create entry: {}", status.message());
-                    pb::batch_create_entry_response::Result {
-                        status: Some(item_status(&Status::new(status.code(), msg))),
-                        entry: None,
-                    }
-                }
+            let (status, entry) = entry_item(outcome, "create", req.output_mask.as_ref());
+            let result = pb::batch_create_entry_response::Result {
+                status: Some(status),
+                entry,
             };
             let mut fields = id_fields(wire);
             if let Some(e) = &result.entry {
@@ -370,27 +351,10 @@ impl pb::entry_server::Entry for EntryService {
                     .map_err(EntryError::ds("failed to update entry"))
             }
             .await;
-            let result = match outcome {
-                Ok(e) => pb::batch_update_entry_response::Result {
-                    status: Some(ok_status()),
-                    entry: Some(convert::entry_to_proto(&e, req.output_mask.as_ref())),
-                },
-                Err(EntryError::AlreadyExists(existing)) => {
-                    pb::batch_update_entry_response::Result {
-                        status: Some(item_status(&Status::already_exists(
-                            "similar entry already exists",
-                        ))),
-                        entry: Some(convert::entry_to_proto(&existing, req.output_mask.as_ref())),
-                    }
-                }
-                Err(e) => {
-                    let status = Status::from(e);
-                    let msg = format!("failed to update entry: {}", status.message());
-                    pb::batch_update_entry_response::Result {
-                        status: Some(item_status(&Status::new(status.code(), msg))),
-                        entry: None,
-                    }
-                }
+            let (status, entry) = entry_item(outcome, "update", req.output_mask.as_ref());
+            let result = pb::batch_update_entry_response::Result {
+                status: Some(status),
+                entry,
             };
             if let Some(st) = &result.status {
                 ctx.audit.emit_item(st, &id_fields(wire));
