@@ -202,6 +202,16 @@ where
     }
 }
 
+/// The value of the first `<key> : <value>` line of a CLI's pretty output (`Token: …`,
+/// `Entry ID         : …`, `SPIFFE ID : …`), trimmed; `None` when no line has that key.
+pub fn cli_field(out: &str, key: &str) -> Option<String> {
+    out.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_owned())
+    })
+}
+
 impl CliOutput {
     /// Whether the exit status is 0.
     pub fn success(&self) -> bool {
@@ -276,6 +286,22 @@ impl CliOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_field_reads_the_first_line_with_the_key() {
+        let out = "Entry ID         : 1f2e\nSPIFFE ID        : spiffe://example.org/a\n\
+                   SPIFFE ID        : spiffe://example.org/b\n";
+        assert_eq!(cli_field(out, "Entry ID").as_deref(), Some("1f2e"));
+        assert_eq!(
+            cli_field(out, "SPIFFE ID").as_deref(),
+            Some("spiffe://example.org/a")
+        );
+        assert_eq!(
+            cli_field("Token: abc-123\n", "Token").as_deref(),
+            Some("abc-123")
+        );
+        assert_eq!(cli_field(out, "Token"), None);
+    }
 
     #[test]
     fn captures_output_and_status() {

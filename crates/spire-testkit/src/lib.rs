@@ -19,7 +19,7 @@ mod process;
 mod wait;
 
 pub use ca::{IssuedCert, LeafSpec, TestCa};
-pub use cli::{Cli, CliOutput, DEFAULT_CLI_TIMEOUT, run_cli};
+pub use cli::{Cli, CliOutput, DEFAULT_CLI_TIMEOUT, cli_field, run_cli};
 pub use config::{
     AgentConfig, AgentNodeAttestor, DataStoreConfig, KeyManagerConfig, ServerConfig, UpstreamDisk,
     hcl_string,
