@@ -6,7 +6,7 @@
 
 use spire_testkit::wait_until_sync;
 
-use super::workload_e2e::{Env, WAIT, id, my_uid};
+use super::common::{Env, WAIT, id, my_uid_selector};
 
 /// Agent log lines containing both `a` and `b`.
 fn log_lines_with(env: &Env, a: &str, b: &str) -> usize {
@@ -19,14 +19,11 @@ fn log_lines_with(env: &Env, a: &str, b: &str) -> usize {
 
 #[test]
 fn workload_beyond_the_cache_limit_gets_its_svid() {
-    let env = Env::start_with(|cfg| {
-        cfg.agent_settings
-            .push(("x509_svid_cache_max_size".into(), "1".into()));
-    });
+    let env = Env::start_with(|cfg| cfg.setting("x509_svid_cache_max_size", "1"));
     // The node alias entry made with the join token is the agent's oldest entry and fills the
     // cache of one. Entries are ordered by creation time in seconds: make ours strictly younger.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let uid = format!("unix:uid:{}", my_uid());
+    let uid = my_uid_selector();
     // Two workloads: one no caller here matches (another binary), and the caller's own.
     let other = id("cache/other");
     let mine = id("cache/mine");
@@ -64,12 +61,13 @@ fn workload_beyond_the_cache_limit_gets_its_svid() {
 fn agent_recreates_its_removed_socket_directory_and_keeps_serving() {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
     // The socket in a directory of its own (the agent's data and config stay).
-    let env = Env::start_with(|cfg| {
+    let env = Env::start_with(|mut cfg| {
         let base = cfg.data_dir.parent().unwrap().to_owned();
         cfg.socket_path = base.join("sockets").join("api.sock");
+        cfg
     });
     let me = id("socket/survivor");
-    env.entry(&me, &[&format!("unix:uid:{}", my_uid())], &[]);
+    env.entry(&me, &[&my_uid_selector()], &[]);
     env.wait_for_svid(None, &me);
     let socket = env.agent_cfg.socket_path.clone();
     let sock_dir = socket.parent().unwrap().to_owned();

@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -17,176 +16,33 @@ use spiffe::transport::{GrpcStatusCode, TransportError};
 use spire_api::selectors::Selector as ApiSelector;
 use spire_api::{DelegateAttestationRequest, DelegatedIdentityClient, DelegatedIdentityError};
 use spire_proto::agent::delegatedidentity as pb;
-use spire_testkit::{Process, ServerConfig, bin_path, run_cli, temp_dir, wait_until};
+use spire_testkit::{Process, wait_until};
 
-const TD: &str = "example.org";
-const WAIT: Duration = Duration::from_secs(90);
-const NODE: &str = "spiffe://example.org/node";
+use super::common::{Env, TD, WAIT};
+
 const DELEGATE: &str = "spiffe://example.org/delegate";
 const NOT_A_DELEGATE: &str = "spiffe://example.org/not-a-delegate";
 const WORKLOAD: &str = "spiffe://example.org/workload";
 
-fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_spire-agent"))
+/// [`Env`] whose agent authorizes [`DELEGATE`] and caches one X.509-SVID.
+fn start() -> Env {
+    Env::start_with(|cfg| {
+        cfg.setting("authorized_delegates", &format!("[\"{DELEGATE}\"]"))
+            .setting("x509_svid_cache_max_size", "1")
+    })
 }
 
-struct Env {
-    _dir: tempfile::TempDir,
-    server_sock: String,
-    _server: Process,
-    _agent: Process,
-    admin: PathBuf,
+async fn client(env: &Env) -> DelegatedIdentityClient {
+    DelegatedIdentityClient::connect_to(format!("unix://{}", env.admin.display()))
+        .await
+        .unwrap()
 }
 
-impl Env {
-    fn start() -> Env {
-        let dir = temp_dir();
-        let server_cfg = ServerConfig::new(TD, &dir.path().join("server"));
-        let server_conf = server_cfg.write(&dir.path().join("server.conf")).unwrap();
-        let server = Process::start(
-            bin_path("spire-server"),
-            ["run", "-config", server_conf.to_str().unwrap()],
-        )
-        .unwrap();
-        let server_sock = server_cfg.socket_path.display().to_string();
-        let bundle_out = run_cli(
-            bin_path("spire-server"),
-            ["bundle", "show", "-socketPath", server_sock.as_str()],
-        );
-        let bundle = if bundle_out.success() {
-            bundle_out
-        } else {
-            spire_testkit::wait_until_sync(WAIT, "server answers on its API socket", || {
-                run_cli(
-                    bin_path("spire-server"),
-                    ["bundle", "show", "-socketPath", server_sock.as_str()],
-                )
-                .success()
-            })
-            .unwrap();
-            run_cli(
-                bin_path("spire-server"),
-                ["bundle", "show", "-socketPath", server_sock.as_str()],
-            )
-        };
-        let bundle_path = dir.path().join("bundle.pem");
-        std::fs::write(&bundle_path, &bundle.stdout).unwrap();
-        let token_out = run_cli(
-            bin_path("spire-server"),
-            [
-                "token",
-                "generate",
-                "-socketPath",
-                server_sock.as_str(),
-                "-spiffeID",
-                NODE,
-            ],
-        );
-        token_out.assert_success();
-        let token = token_out
-            .stdout
-            .trim()
-            .strip_prefix("Token:")
-            .unwrap()
-            .trim()
-            .to_owned();
-        let agent_dir = dir.path().join("agent");
-        std::fs::create_dir_all(&agent_dir).unwrap();
-        let admin = dir.path().join("admin").join("admin.sock");
-        let mut agent_cfg = server_cfg
-            .agent_config(&agent_dir)
-            .trust_bundle(&bundle_path)
-            .setting("authorized_delegates", &format!("[\"{DELEGATE}\"]"))
-            .setting("x509_svid_cache_max_size", "1");
-        agent_cfg.discover_workload_path = true;
-        agent_cfg.admin_socket_path = Some(admin.clone());
-        let conf = agent_cfg.write(&agent_dir.join("agent.conf")).unwrap();
-        let agent = Process::start(
-            agent_bin(),
-            [
-                "run",
-                "-config",
-                conf.to_str().unwrap(),
-                "-joinToken",
-                token.as_str(),
-            ],
-        )
-        .unwrap();
-        let socket = agent_cfg.socket_path.display().to_string();
-        spire_testkit::wait_until_sync(WAIT, "agent healthcheck passes", || {
-            run_cli(agent_bin(), ["healthcheck", "-socketPath", socket.as_str()]).success()
-        })
-        .unwrap();
-        Env {
-            _dir: dir,
-            server_sock,
-            _server: server,
-            _agent: agent,
-            admin,
-        }
-    }
-
-    /// Creates an entry under the node and returns its ID.
-    fn entry(&self, spiffe: &str, selectors: &[String]) -> String {
-        let mut args = vec![
-            "entry".to_owned(),
-            "create".into(),
-            "-socketPath".into(),
-            self.server_sock.clone(),
-            "-parentID".into(),
-            NODE.into(),
-            "-spiffeID".into(),
-            spiffe.into(),
-        ];
-        for s in selectors {
-            args.push("-selector".into());
-            args.push(s.clone());
-        }
-        let out = run_cli(bin_path("spire-server"), args);
-        out.assert_success();
-        out.stdout
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("Entry ID")
-                    .map(|r| r.trim_start_matches([' ', ':']).trim().to_owned())
-            })
-            .unwrap_or_else(|| panic!("no entry id in {}", out.stdout))
-    }
-
-    fn delete_entry(&self, id: &str) {
-        run_cli(
-            bin_path("spire-server"),
-            [
-                "entry",
-                "delete",
-                "-socketPath",
-                self.server_sock.as_str(),
-                "-entryID",
-                id,
-            ],
-        )
-        .assert_success();
-    }
-
-    fn admin_cli(&self, args: &[&str]) -> spire_testkit::CliOutput {
-        let admin = self.admin.display().to_string();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-socketPath", admin.as_str()]);
-        run_cli(agent_bin(), all)
-    }
-
-    async fn client(&self) -> DelegatedIdentityClient {
-        DelegatedIdentityClient::connect_to(format!("unix://{}", self.admin.display()))
-            .await
-            .unwrap()
-    }
-
-    async fn raw_client(
-        &self,
-    ) -> pb::delegated_identity_client::DelegatedIdentityClient<tonic::transport::Channel> {
-        let ch = spire_agent::cli::uds_channel(&self.admin).await.unwrap();
-        pb::delegated_identity_client::DelegatedIdentityClient::new(ch)
-    }
+async fn raw_client(
+    env: &Env,
+) -> pb::delegated_identity_client::DelegatedIdentityClient<tonic::transport::Channel> {
+    let ch = spire_agent::cli::uds_channel(&env.admin).await.unwrap();
+    pb::delegated_identity_client::DelegatedIdentityClient::new(ch)
 }
 
 /// The executable of `pid` as the unix attestor reports it.
@@ -260,7 +116,7 @@ fn verify_chain(chain: &[Vec<u8>], authorities: Vec<Vec<u8>>) -> String {
 
 #[test]
 fn delegated_identity_api_serves_authorized_delegates_only() {
-    let env = Env::start();
+    let env = start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -274,13 +130,13 @@ async fn delegated_flow(env: &Env) {
     let workload_pid = workload.pid();
     let workload_exe = exe_of(workload_pid);
     let me = exe_of(std::process::id());
-    let c = env.client().await;
+    let c = client(env).await;
 
     // 1. The caller matches no entry at all.
     assert_all_denied(&c, &workload_exe, "no identity issued").await;
 
     // 2. The caller has an identity, but not one listed in authorized_delegates.
-    env.entry(NOT_A_DELEGATE, &[format!("unix:path:{me}")]);
+    env.entry(NOT_A_DELEGATE, &[&format!("unix:path:{me}")], &[]);
     wait_until(WAIT, "the caller has an identity", async || {
         c.fetch_x509_bundles()
             .await
@@ -297,14 +153,14 @@ async fn delegated_flow(env: &Env) {
     .await;
 
     // 3. An authorized delegate.
-    let delegate_entry = env.entry(DELEGATE, &[format!("unix:path:{me}")]);
+    let delegate_entry = env.entry(DELEGATE, &[&format!("unix:path:{me}")], &[]);
     wait_until(WAIT, "the caller is an authorized delegate", async || {
         c.fetch_x509_bundles().await.is_ok()
     })
     .await
     .unwrap();
     // The workload's entry is the newest of three: beyond x509_svid_cache_max_size = 1.
-    env.entry(WORKLOAD, &[format!("unix:path:{workload_exe}")]);
+    env.entry(WORKLOAD, &[&format!("unix:path:{workload_exe}")], &[]);
 
     // X.509 bundles: the local trust domain's CAs, keyed by trust-domain ID.
     let bundles = c.fetch_x509_bundles().await.unwrap();
@@ -318,7 +174,7 @@ async fn delegated_flow(env: &Env) {
         .collect();
     assert!(!authorities.is_empty());
     // The raw wire: keys are trust-domain IDs, as SPIRE sends them.
-    let mut raw = env.raw_client().await;
+    let mut raw = raw_client(env).await;
     let first = raw
         .subscribe_to_x509_bundles(pb::SubscribeToX509BundlesRequest {})
         .await
@@ -507,7 +363,7 @@ async fn delegated_flow(env: &Env) {
         WORKLOAD
     );
     assert!(bundle_stream.next().await.unwrap().is_ok());
-    env.delete_entry(&delegate_entry);
+    env.server.delete_entry(&delegate_entry);
     let denied = (
         GrpcStatusCode::PermissionDenied,
         "caller not configured as an authorized delegate".to_owned(),

@@ -7,117 +7,37 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spire_testkit::{
-    AgentConfig, KeyManagerConfig, Process, ServerConfig, TestCa, bin_path, run_cli, temp_dir,
+    AgentConfig, KeyManagerConfig, Process, ServerConfig, TestCa, run_cli, temp_dir,
     wait_until_sync,
 };
 
-const TD: &str = "example.org";
-const WAIT: Duration = Duration::from_secs(60);
+use super::common::{Server, TD, WAIT, agent_bin, entry_id, id, my_uid_selector};
 
-fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_spire-agent"))
+/// `<dir>/agent`, created: the agent's files.
+fn agent_dir(dir: &tempfile::TempDir) -> PathBuf {
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    agent_dir
 }
 
-fn server_bin() -> PathBuf {
-    bin_path("spire-server")
+/// [`start_agent`], waiting until the agent attested.
+fn start_attested_agent(cfg: &AgentConfig, dir: &Path, extra: &[&str]) -> Process {
+    let mut agent = start_agent(cfg, dir, extra);
+    agent
+        .wait_for_log_sync("Node attestation was successful", WAIT)
+        .unwrap();
+    agent
 }
 
-struct Server {
-    cfg: ServerConfig,
-    process: Process,
-    config_path: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, cfg: ServerConfig) -> Server {
-        let config_path = cfg.write(&dir.join("server.conf")).unwrap();
-        let process = Process::start(
-            server_bin(),
-            ["run", "-config", config_path.to_str().unwrap()],
-        )
-        .unwrap();
-        let mut s = Server {
-            cfg,
-            process,
-            config_path,
-        };
-        s.wait_ready();
-        s
-    }
-
-    fn wait_ready(&mut self) {
-        let sock = self.sock();
-        wait_until_sync(WAIT, "server answers on its API socket", || {
-            run_cli(
-                server_bin(),
-                ["bundle", "show", "-socketPath", sock.as_str()],
-            )
-            .success()
-        })
-        .unwrap();
-    }
-
-    fn restart(&mut self) {
-        self.process.terminate(Duration::from_secs(10));
-        self.process = Process::start(
-            server_bin(),
-            ["run", "-config", self.config_path.to_str().unwrap()],
-        )
-        .unwrap();
-        self.wait_ready();
-    }
-
-    fn sock(&self) -> String {
-        self.cfg.socket_path.display().to_string()
-    }
-
-    fn cli(&self, args: &[&str]) -> spire_testkit::CliOutput {
-        let mut all: Vec<String> = Vec::new();
-        let mut it = args.iter();
-        // Subcommand words first, then the socket flag.
-        for a in it.by_ref() {
-            all.push((*a).to_owned());
-            if all.len() == 2 {
-                break;
-            }
-        }
-        all.push("-socketPath".into());
-        all.push(self.sock());
-        all.extend(it.map(|a| (*a).to_owned()));
-        run_cli(server_bin(), all)
-    }
-
-    /// A join token for a node alias `spiffe://example.org/<alias>`.
-    fn token(&self, alias: &str) -> String {
-        let out = self.cli(&[
-            "token",
-            "generate",
-            "-spiffeID",
-            &format!("spiffe://{TD}/{alias}"),
-        ]);
-        out.assert_success();
-        out.stdout
-            .trim()
-            .strip_prefix("Token:")
-            .unwrap_or_else(|| panic!("unexpected token output {:?}", out.stdout))
-            .trim()
-            .to_owned()
-    }
-
-    /// The bundle as PEM, written to `<dir>/bundle.pem`.
-    fn write_bundle(&self, dir: &Path) -> PathBuf {
-        let out = self.cli(&["bundle", "show"]);
-        out.assert_success();
-        let path = dir.join("bundle.pem");
-        std::fs::write(&path, &out.stdout).unwrap();
-        path
-    }
-
-    fn agent_list(&self) -> String {
-        let out = self.cli(&["agent", "list"]);
-        out.assert_success();
-        out.stdout
-    }
+/// Waits until `agent` logs that it issued an X.509-SVID for `spiffe` (`what` names the wait).
+fn wait_issued(agent: &Process, what: &str, spiffe: &str) {
+    wait_until_sync(WAIT, what, || {
+        agent
+            .logs()
+            .lines()
+            .any(|l| l.contains("Issued X509-SVID") && l.contains(spiffe))
+    })
+    .unwrap();
 }
 
 fn start_agent(cfg: &AgentConfig, dir: &Path, extra: &[&str]) -> Process {
@@ -146,17 +66,13 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
     let token = server.token("node1");
     let agent_id = format!("spiffe://{TD}/spire/agent/join_token/{token}");
 
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server
         .cfg
         .agent_config(&agent_dir)
         .trust_bundle(&bundle)
         .key_manager(KeyManagerConfig::Disk(agent_dir.join("keys")));
-    let mut agent = start_agent(&acfg, &agent_dir, &["-joinToken", &token]);
-    agent
-        .wait_for_log_sync("Node attestation was successful", WAIT)
-        .unwrap();
+    let mut agent = start_attested_agent(&acfg, &agent_dir, &["-joinToken", &token]);
     assert!(agent.logs().contains(&agent_id), "agent ID in the logs");
     // The alias entry created with the token is authorized to the agent.
     agent.wait_for_log_sync("Issued X509-SVID", WAIT).unwrap();
@@ -165,27 +81,12 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
     assert!(list.contains("join_token"), "{list}");
 
     // An entry created while the agent runs reaches it without a restart.
-    server
-        .cli(&[
-            "entry",
-            "create",
-            "-parentID",
-            &format!("spiffe://{TD}/node1"),
-            "-spiffeID",
-            &format!("spiffe://{TD}/workload-a"),
-            "-selector",
-            "unix:uid:1000",
-        ])
-        .assert_success();
+    let workload_a = id("workload-a");
+    server.entry(&id("node1"), &workload_a, &["unix:uid:1000"], &[]);
     agent
-        .wait_for_log_sync(&format!("spiffe_id=spiffe://{TD}/workload-a"), WAIT)
+        .wait_for_log_sync(&format!("spiffe_id={workload_a}"), WAIT)
         .unwrap();
-    wait_until_sync(WAIT, "X509-SVID for workload-a", || {
-        agent.logs().lines().any(|l| {
-            l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/workload-a"))
-        })
-    })
-    .unwrap();
+    wait_issued(&agent, "X509-SVID for workload-a", &workload_a);
 
     // Restart: the stored SVID is reused, the server sees no second attestation.
     agent.terminate(Duration::from_secs(10));
@@ -200,7 +101,7 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
         .wait_for_log_sync("Reusing the stored agent SVID", WAIT)
         .unwrap();
     agent
-        .wait_for_log_sync(&format!("spiffe_id=spiffe://{TD}/workload-a"), WAIT)
+        .wait_for_log_sync(&format!("spiffe_id={workload_a}"), WAIT)
         .unwrap();
     assert!(
         !agent.logs().contains("Attesting the node"),
@@ -211,28 +112,13 @@ fn join_token_agent_attests_syncs_and_reuses_its_svid_after_restart() {
 
     // Server restart: the agent reconnects and keeps syncing.
     server.restart();
-    server
-        .cli(&[
-            "entry",
-            "create",
-            "-parentID",
-            &agent_id,
-            "-spiffeID",
-            &format!("spiffe://{TD}/workload-b"),
-            "-selector",
-            "unix:uid:1001",
-        ])
-        .assert_success();
-    wait_until_sync(
-        WAIT,
+    let workload_b = id("workload-b");
+    server.entry(&agent_id, &workload_b, &["unix:uid:1001"], &[]);
+    wait_issued(
+        &agent,
         "X509-SVID for workload-b after server restart",
-        || {
-            agent.logs().lines().any(|l| {
-                l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/workload-b"))
-            })
-        },
-    )
-    .unwrap();
+        &workload_b,
+    );
 }
 
 #[test]
@@ -243,36 +129,17 @@ fn agent_svid_rotates_with_short_ttl_and_keeps_working() {
         .string_setting("default_x509_svid_ttl", "30s");
     let server = Server::start(dir.path(), scfg);
     let token = server.token("node-rot");
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
-    let mut agent = start_agent(&acfg, &agent_dir, &[]);
-    agent
-        .wait_for_log_sync("Node attestation was successful", WAIT)
-        .unwrap();
+    let mut agent = start_attested_agent(&acfg, &agent_dir, &[]);
     wait_until_sync(WAIT, "two agent SVID renewals", || {
         count(&agent.logs(), "Renewed agent SVID") >= 2
     })
     .unwrap();
     // Still authenticated after rotating: a new entry is signed.
-    server
-        .cli(&[
-            "entry",
-            "create",
-            "-parentID",
-            &format!("spiffe://{TD}/node-rot"),
-            "-spiffeID",
-            &format!("spiffe://{TD}/after-rotation"),
-            "-selector",
-            "unix:uid:7",
-        ])
-        .assert_success();
-    wait_until_sync(WAIT, "X509-SVID after rotation", || {
-        agent.logs().lines().any(|l| {
-            l.contains("Issued X509-SVID") && l.contains(&format!("spiffe://{TD}/after-rotation"))
-        })
-    })
-    .unwrap();
+    let after = id("after-rotation");
+    server.entry(&id("node-rot"), &after, &["unix:uid:7"], &[]);
+    wait_issued(&agent, "X509-SVID after rotation", &after);
     assert!(agent.is_running());
     let list = server.agent_list();
     assert_eq!(count(&list, "SPIFFE ID"), 1, "{list}");
@@ -293,13 +160,9 @@ fn x509pop_agent_attests_and_re_attests_after_eviction() {
         leaf.sha1_fingerprint()
     );
 
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server.cfg.agent_config(&agent_dir).x509pop(&cert, &key);
-    let mut agent = start_agent(&acfg, &agent_dir, &[]);
-    agent
-        .wait_for_log_sync("Node attestation was successful", WAIT)
-        .unwrap();
+    let mut agent = start_attested_agent(&acfg, &agent_dir, &[]);
     assert!(agent.logs().contains(&agent_id), "x509pop agent ID");
     let list = server.agent_list();
     assert!(list.contains(&agent_id), "{list}");
@@ -322,19 +185,12 @@ fn x509pop_agent_attests_and_re_attests_after_eviction() {
 #[test]
 fn banned_join_token_agent_stops() {
     let dir = temp_dir();
-    let server = Server::start(
-        dir.path(),
-        ServerConfig::new(TD, &dir.path().join("server")),
-    );
+    let server = Server::start_default(dir.path());
     let token = server.token("node-ban");
     let agent_id = format!("spiffe://{TD}/spire/agent/join_token/{token}");
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
-    let mut agent = start_agent(&acfg, &agent_dir, &[]);
-    agent
-        .wait_for_log_sync("Node attestation was successful", WAIT)
-        .unwrap();
+    let mut agent = start_attested_agent(&acfg, &agent_dir, &[]);
     server
         .cli(&["agent", "ban", "-spiffeID", &agent_id])
         .assert_success();
@@ -351,46 +207,17 @@ fn banned_join_token_agent_stops() {
     );
 }
 
-fn my_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").unwrap().uid()
-}
-
 #[test]
 fn agent_keeps_serving_cached_identities_while_the_server_is_down() {
     let dir = temp_dir();
-    let mut server = Server::start(
-        dir.path(),
-        ServerConfig::new(TD, &dir.path().join("server")),
-    );
+    let mut server = Server::start_default(dir.path());
     let token = server.token("node-down");
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
-    let mut agent = start_agent(&acfg, &agent_dir, &[]);
-    agent
-        .wait_for_log_sync("Node attestation was successful", WAIT)
-        .unwrap();
-    let workload = format!("spiffe://{TD}/me");
-    server
-        .cli(&[
-            "entry",
-            "create",
-            "-parentID",
-            &format!("spiffe://{TD}/node-down"),
-            "-spiffeID",
-            &workload,
-            "-selector",
-            &format!("unix:uid:{}", my_uid()),
-        ])
-        .assert_success();
-    wait_until_sync(WAIT, "X509-SVID for this process", || {
-        agent
-            .logs()
-            .lines()
-            .any(|l| l.contains("Issued X509-SVID") && l.contains(&workload))
-    })
-    .unwrap();
+    let mut agent = start_attested_agent(&acfg, &agent_dir, &[]);
+    let workload = id("me");
+    server.entry(&id("node-down"), &workload, &[&my_uid_selector()], &[]);
+    wait_issued(&agent, "X509-SVID for this process", &workload);
     let sock = acfg.socket_path.display().to_string();
     let fetch = || {
         run_cli(
@@ -473,16 +300,12 @@ fn serve_http(body: String) -> String {
 #[test]
 fn bootstrap_from_trust_bundle_url_in_spiffe_format() {
     let dir = temp_dir();
-    let server = Server::start(
-        dir.path(),
-        ServerConfig::new(TD, &dir.path().join("server")),
-    );
+    let server = Server::start_default(dir.path());
     let out = server.cli(&["bundle", "show", "-format", "spiffe"]);
     out.assert_success();
     let url = serve_http(out.stdout.clone());
     let token = server.token("node-url");
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let mut acfg = server
         .cfg
         .agent_config(&agent_dir)
@@ -490,10 +313,7 @@ fn bootstrap_from_trust_bundle_url_in_spiffe_format() {
         .string_setting("trust_bundle_url", &url)
         .string_setting("trust_bundle_format", "spiffe");
     acfg.insecure_bootstrap = false;
-    let mut agent = start_agent(&acfg, &agent_dir, &[]);
-    agent
-        .wait_for_log_sync("Node attestation was successful", WAIT)
-        .unwrap();
+    let mut agent = start_attested_agent(&acfg, &agent_dir, &[]);
     assert!(
         !agent.logs().contains("insecure_bootstrap"),
         "the server was verified against the downloaded bundle"
@@ -504,16 +324,12 @@ fn bootstrap_from_trust_bundle_url_in_spiffe_format() {
 #[test]
 fn wrong_bootstrap_bundle_is_refused() {
     let dir = temp_dir();
-    let server = Server::start(
-        dir.path(),
-        ServerConfig::new(TD, &dir.path().join("server")),
-    );
+    let server = Server::start_default(dir.path());
     let other = TestCa::new("not the server");
     let bundle = dir.path().join("wrong.pem");
     std::fs::write(&bundle, other.cert_pem()).unwrap();
     let token = server.token("node-wrong");
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server
         .cfg
         .agent_config(&agent_dir)
@@ -537,8 +353,7 @@ fn reattestable_x509pop_agent_rotates_by_re_attesting() {
         .x509pop(dir.path().join("node-ca-root.pem"))
         .string_setting("agent_ttl", "20s");
     let server = Server::start(dir.path(), scfg);
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server.cfg.agent_config(&agent_dir).x509pop(&cert, &key);
     let mut agent = start_agent(&acfg, &agent_dir, &[]);
     agent.wait_for_log_sync("reattestable=true", WAIT).unwrap();
@@ -557,10 +372,7 @@ fn reattestable_x509pop_agent_rotates_by_re_attesting() {
 #[test]
 fn many_entries_sync_in_pages_and_only_changed_entries_are_refetched() {
     let dir = temp_dir();
-    let server = Server::start(
-        dir.path(),
-        ServerConfig::new(TD, &dir.path().join("server")),
-    );
+    let server = Server::start_default(dir.path());
     let token = server.token("node-bulk");
     let parent = format!("spiffe://{TD}/node-bulk");
     let entries: Vec<serde_json::Value> = (0..600)
@@ -582,8 +394,7 @@ fn many_entries_sync_in_pages_and_only_changed_entries_are_refetched() {
         .cli(&["entry", "create", "-data", data.to_str().unwrap()])
         .assert_success();
 
-    let agent_dir = dir.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_dir = agent_dir(&dir);
     let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
     let mut agent = start_agent(&acfg, &agent_dir, &[]);
     // 600 entries + the alias entry: more than one page of 500.
@@ -600,14 +411,7 @@ fn many_entries_sync_in_pages_and_only_changed_entries_are_refetched() {
         &format!("spiffe://{TD}/bulk-7"),
     ]);
     shown.assert_success();
-    let id = shown
-        .stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Entry ID")
-                .map(|r| r.trim_start_matches([' ', ':']).trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no entry id in {}", shown.stdout));
+    let id = entry_id(&shown.stdout);
     server
         .cli(&[
             "entry",

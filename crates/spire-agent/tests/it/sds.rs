@@ -27,12 +27,11 @@ use spire_agent::identity::{
     WorkloadX509Svid,
 };
 use spire_spiffe::{Bundle, TrustDomain};
-use spire_testkit::{
-    LeafSpec, Process, ServerConfig, TestCa, bin_path, free_port, run_cli, temp_dir,
-    wait_until_sync,
-};
+use spire_testkit::{LeafSpec, Process, TestCa, free_port, run_cli, temp_dir, wait_until_sync};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use super::common::{NODE, Server, agent_bin, my_uid_selector};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -53,11 +52,6 @@ fn pem_to_ders(pem: &str) -> Vec<Vec<u8>> {
         }
     }
     out
-}
-
-fn my_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").unwrap().uid()
 }
 
 /// The serial of a DER certificate as lower-case hex without leading zeros.
@@ -448,9 +442,7 @@ fn entry(id: &str, spiffe_id: &str) -> EntryView {
         entry_id: id.into(),
         spiffe_id: spiffe_id.parse().unwrap(),
         parent_id: "spiffe://example.org/agent".parse().unwrap(),
-        selectors: [format!("unix:uid:{}", my_uid()).parse().unwrap()]
-            .into_iter()
-            .collect(),
+        selectors: [my_uid_selector().parse().unwrap()].into_iter().collect(),
         federates_with: vec![],
         hint: String::new(),
         created_at: 0,
@@ -668,89 +660,29 @@ fn envoy_with_plain_trusted_ca_and_default_names() {
 // ---------------------------------------------------------------------------------------------
 // The real agent and server.
 
-fn server_cli(sock: &str, args: &[&str]) -> spire_testkit::CliOutput {
-    let mut all: Vec<String> = args[..2].iter().map(|s| (*s).to_owned()).collect();
-    all.push("-socketPath".into());
-    all.push(sock.to_owned());
-    all.extend(args[2..].iter().map(|s| (*s).to_owned()));
-    run_cli(bin_path("spire-server"), all)
-}
-
 #[test]
 fn envoy_mtls_and_ttl_rotation_with_the_real_agent() {
     let Some(bin) = spire_testkit::envoy() else {
         return;
     };
     let dir = temp_dir();
-    let scfg = ServerConfig::new("example.org", &dir.path().join("server"));
-    let sconf = scfg.write(&dir.path().join("server.conf")).unwrap();
-    let _server = Process::start(
-        bin_path("spire-server"),
-        ["run", "-config", sconf.to_str().unwrap()],
-    )
-    .unwrap();
-    let sock = scfg.socket_path.display().to_string();
-    wait_until_sync(WAIT, "server answers", || {
-        server_cli(&sock, &["bundle", "show"]).success()
-    })
-    .unwrap();
-    let out = server_cli(
-        &sock,
-        &[
-            "token",
-            "generate",
-            "-spiffeID",
-            "spiffe://example.org/node",
-        ],
-    );
-    out.assert_success();
-    let token = out
-        .stdout
-        .trim()
-        .strip_prefix("Token:")
-        .unwrap()
-        .trim()
-        .to_owned();
-    let uid_sel = format!("unix:uid:{}", my_uid());
+    let server = Server::start_default(dir.path());
+    let token = server.token("node");
+    let uid_sel = my_uid_selector();
     // Envoy's entry: a short TTL (rotation at half-life) and a DNS SAN for the test client.
-    server_cli(
-        &sock,
-        &[
-            "entry",
-            "create",
-            "-parentID",
-            "spiffe://example.org/node",
-            "-spiffeID",
-            "spiffe://example.org/envoy",
-            "-selector",
-            &uid_sel,
-            "-dns",
-            "localhost",
-            "-x509SVIDTTL",
-            "20",
-        ],
-    )
-    .assert_success();
-    server_cli(
-        &sock,
-        &[
-            "entry",
-            "create",
-            "-parentID",
-            "spiffe://example.org/node",
-            "-spiffeID",
-            "spiffe://example.org/peer",
-            "-selector",
-            &uid_sel,
-        ],
-    )
-    .assert_success();
+    server.entry(
+        NODE,
+        "spiffe://example.org/envoy",
+        &[&uid_sel],
+        &["-dns", "localhost", "-x509SVIDTTL", "20"],
+    );
+    server.entry(NODE, "spiffe://example.org/peer", &[&uid_sel], &[]);
 
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
-    let acfg = scfg.agent_config(&agent_dir).join_token(&token);
+    let acfg = server.cfg.agent_config(&agent_dir).join_token(&token);
     let apath = acfg.write(&agent_dir.join("agent.conf")).unwrap();
-    let agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_spire-agent"));
+    let agent_bin = agent_bin();
     let mut agent =
         Process::start(&agent_bin, ["run", "-config", apath.to_str().unwrap()]).unwrap();
     agent

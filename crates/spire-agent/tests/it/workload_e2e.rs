@@ -9,201 +9,14 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use spire_testkit::{
-    AgentConfig, Cli, CliOutput, Process, ServerConfig, bin_path, run_cli, temp_dir,
-    wait_until_sync,
-};
+use spire_testkit::{CliOutput, Process, run_cli, wait_until_sync};
 
-const TD: &str = "example.org";
-pub(crate) const WAIT: Duration = Duration::from_secs(90);
-const NODE: &str = "spiffe://example.org/node";
-
-pub(crate) fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_spire-agent"))
-}
-
-pub(crate) fn id(path: &str) -> String {
-    format!("spiffe://{TD}/{path}")
-}
+use super::common::{Env, TD, WAIT, id, my_uid_selector};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-pub(crate) fn my_uid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
-/// Lets other uids reach the sockets under `dir`.
-fn open_dir(dir: &Path) {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// A server and one agent (join token, unix attestor with path discovery, admin socket).
-pub(crate) struct Env {
-    pub(crate) dir: tempfile::TempDir,
-    server_cfg: ServerConfig,
-    _server: Process,
-    pub(crate) agent: Process,
-    pub(crate) agent_cfg: AgentConfig,
-    admin: PathBuf,
-}
-
-impl Env {
-    fn start() -> Env {
-        Self::start_with(|_| {})
-    }
-
-    /// [`Env::start`] with the agent configuration adjusted by `configure`.
-    pub(crate) fn start_with(configure: impl FnOnce(&mut AgentConfig)) -> Env {
-        let dir = temp_dir();
-        open_dir(dir.path());
-        let server_cfg = ServerConfig::new(TD, &dir.path().join("server"));
-        let server_conf = server_cfg.write(&dir.path().join("server.conf")).unwrap();
-        let server = Process::start(
-            bin_path("spire-server"),
-            ["run", "-config", server_conf.to_str().unwrap()],
-        )
-        .unwrap();
-        let sock = server_cfg.socket_path.display().to_string();
-        wait_until_sync(WAIT, "server answers on its API socket", || {
-            run_cli(
-                bin_path("spire-server"),
-                ["bundle", "show", "-socketPath", sock.as_str()],
-            )
-            .success()
-        })
-        .unwrap();
-        let bundle = run_cli(
-            bin_path("spire-server"),
-            ["bundle", "show", "-socketPath", sock.as_str()],
-        );
-        let bundle_path = dir.path().join("bundle.pem");
-        std::fs::write(&bundle_path, &bundle.stdout).unwrap();
-        let token_out = run_cli(
-            bin_path("spire-server"),
-            [
-                "token",
-                "generate",
-                "-socketPath",
-                sock.as_str(),
-                "-spiffeID",
-                NODE,
-            ],
-        );
-        token_out.assert_success();
-        let token = token_out
-            .stdout
-            .trim()
-            .strip_prefix("Token:")
-            .unwrap()
-            .trim()
-            .to_owned();
-
-        let agent_dir = dir.path().join("agent");
-        std::fs::create_dir_all(&agent_dir).unwrap();
-        open_dir(&agent_dir);
-        let admin = dir.path().join("admin").join("admin.sock");
-        let mut agent_cfg = server_cfg
-            .agent_config(&agent_dir)
-            .trust_bundle(&bundle_path);
-        agent_cfg.discover_workload_path = true;
-        agent_cfg.admin_socket_path = Some(admin.clone());
-        configure(&mut agent_cfg);
-        let conf = agent_cfg.write(&agent_dir.join("agent.conf")).unwrap();
-        let agent = Process::start(
-            agent_bin(),
-            [
-                "run",
-                "-config",
-                conf.to_str().unwrap(),
-                "-joinToken",
-                token.as_str(),
-            ],
-        )
-        .unwrap();
-        let env = Env {
-            dir,
-            server_cfg,
-            _server: server,
-            agent,
-            agent_cfg,
-            admin,
-        };
-        let socket = env.socket();
-        wait_until_sync(WAIT, "agent healthcheck passes", || {
-            run_cli(agent_bin(), ["healthcheck", "-socketPath", socket.as_str()]).success()
-        })
-        .unwrap();
-        env
-    }
-
-    pub(crate) fn socket(&self) -> String {
-        self.agent_cfg.socket_path.display().to_string()
-    }
-
-    pub(crate) fn endpoint(&self) -> String {
-        self.agent_cfg.endpoint_socket()
-    }
-
-    pub(crate) fn entry(&self, spiffe: &str, selectors: &[&str], extra: &[&str]) {
-        let sock = self.server_cfg.socket_path.display().to_string();
-        let mut args = vec![
-            "entry".to_owned(),
-            "create".into(),
-            "-socketPath".into(),
-            sock,
-            "-parentID".into(),
-            NODE.into(),
-            "-spiffeID".into(),
-            spiffe.into(),
-        ];
-        for s in selectors {
-            args.push("-selector".into());
-            args.push((*s).to_owned());
-        }
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        run_cli(bin_path("spire-server"), args).assert_success();
-    }
-
-    /// Runs `program args` as `uid` (root only), else as ourselves.
-    pub(crate) fn run_as(&self, uid: Option<u32>, program: &Path, args: &[&str]) -> CliOutput {
-        let cli = match uid {
-            Some(uid) => Cli::new("setpriv")
-                .args([
-                    format!("--reuid={uid}"),
-                    format!("--regid={uid}"),
-                    "--clear-groups".to_owned(),
-                    "--".to_owned(),
-                ])
-                .arg(program)
-                .args(args),
-            None => Cli::new(program).args(args),
-        };
-        cli.env("SPIFFE_ENDPOINT_SOCKET", self.endpoint())
-            .current_dir("/")
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap()
-    }
-
-    pub(crate) fn api(&self, uid: Option<u32>, args: &[&str]) -> CliOutput {
-        let socket = self.socket();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-socketPath", socket.as_str()]);
-        self.run_as(uid, &agent_bin(), &all)
-    }
-
-    /// Waits until `spire-agent api fetch x509` run as `uid` receives `spiffe`.
-    pub(crate) fn wait_for_svid(&self, uid: Option<u32>, spiffe: &str) {
-        wait_until_sync(WAIT, &format!("{spiffe} is served"), || {
-            let out = self.api(uid, &["api", "fetch", "x509"]);
-            out.success() && out.stdout.contains(spiffe)
-        })
-        .unwrap();
-    }
 }
 
 fn json(out: &CliOutput) -> serde_json::Value {
@@ -239,25 +52,19 @@ fn independent_clients_get_valid_svids_from_the_agent() {
     let env = Env::start();
     let me = id("workload");
     let me2 = id("workload2");
-    let uid_sel = format!("unix:uid:{}", my_uid());
+    let uid_sel = my_uid_selector();
     // A federated trust domain: its bundle reaches only workloads whose entries federate with it.
     let fed_ca = spire_testkit::TestCa::new("other.org root");
     let fed_pem = env.dir.path().join("other-org.pem");
     std::fs::write(&fed_pem, fed_ca.cert_pem()).unwrap();
-    run_cli(
-        bin_path("spire-server"),
-        [
-            "bundle",
-            "set",
-            "-socketPath",
-            &env.server_cfg.socket_path.display().to_string(),
-            "-id",
-            "spiffe://other.org",
-            "-path",
-            fed_pem.to_str().unwrap(),
-        ],
-    )
-    .assert_success();
+    env.server.ok(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://other.org",
+        "-path",
+        fed_pem.to_str().unwrap(),
+    ]);
     env.entry(&me, &[&uid_sel], &["-hint", "main"]);
     env.entry(&me2, &[&uid_sel], &["-federatesWith", "spiffe://other.org"]);
     env.wait_for_svid(None, &me);
@@ -501,7 +308,7 @@ fn callers_get_only_their_own_identities() {
     let peer_a = id("peer-a");
     let peer_b = id("peer-b");
     let hashed = id("hashed");
-    env.entry(&self_id, &[&format!("unix:uid:{}", my_uid())], &[]);
+    env.entry(&self_id, &[&my_uid_selector()], &[]);
     env.entry(&peer_a, &["unix:uid:4242"], &[]);
     env.entry(&peer_b, &["unix:uid:4243"], &[]);
     env.wait_for_svid(None, &self_id);
@@ -544,39 +351,16 @@ fn callers_get_only_their_own_identities() {
         .spawn()
         .unwrap();
     let pid = sleeper.id().to_string();
-    let admin = env.admin.display().to_string();
     let mut explained = String::new();
     wait_until_sync(WAIT, "explain sees the sleeping process", || {
-        let out = run_cli(
-            agent_bin(),
-            [
-                "debug",
-                "explain",
-                "-pid",
-                pid.as_str(),
-                "-socketPath",
-                admin.as_str(),
-            ],
-        );
+        let out = env.admin_cli(&["debug", "explain", "-pid", pid.as_str()]);
         explained = out.stdout.clone();
         out.success() && out.stdout.contains("unix:uid:4444")
     })
     .unwrap();
     assert!(explained.contains("Nearest entries:"), "{explained}");
     assert!(explained.contains("Missing   : unix:uid:"), "{explained}");
-    let out = run_cli(
-        agent_bin(),
-        [
-            "debug",
-            "explain",
-            "-pid",
-            pid.as_str(),
-            "-socketPath",
-            admin.as_str(),
-            "-output",
-            "json",
-        ],
-    );
+    let out = env.admin_cli(&["debug", "explain", "-pid", pid.as_str(), "-output", "json"]);
     let js = json(&out);
     assert!(js["matched"].as_array().unwrap().is_empty(), "{js}");
     assert!(!js["nearest"].as_array().unwrap().is_empty(), "{js}");
@@ -656,11 +440,7 @@ fn callers_get_only_their_own_identities() {
 fn x509_sources_observe_rotation() {
     let env = Env::start();
     let me = id("rotating");
-    env.entry(
-        &me,
-        &[&format!("unix:uid:{}", my_uid())],
-        &["-x509SVIDTTL", "20"],
-    );
+    env.entry(&me, &[&my_uid_selector()], &["-x509SVIDTTL", "20"]);
     env.wait_for_svid(None, &me);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
