@@ -101,6 +101,32 @@ impl BundleService {
         }
         Ok(parsed)
     }
+
+    /// The per-item part of a batch create, update or set of federated bundles: runs `save`
+    /// on each bundle in order and answers each with `result` (its status and, when saved, the
+    /// bundle as the output `mask` shows it), audited under its trust domain.
+    async fn save_each<'b, R, Saved>(
+        &self,
+        ctx: &Ctx,
+        bundles: &'b [types::Bundle],
+        mask: Option<&types::BundleMask>,
+        mut save: impl FnMut(&'b types::Bundle) -> Saved,
+        result: impl Fn(types::Status, Option<types::Bundle>) -> R,
+    ) -> Vec<R>
+    where
+        Saved: Future<Output = Result<ds::Bundle, BundleError>>,
+    {
+        let mut results = Vec::with_capacity(bundles.len());
+        for b in bundles {
+            let outcome = save(b)
+                .await
+                .map(|saved| convert::bundle_to_proto(&saved, mask));
+            let (status, bundle) =
+                ctx.item(outcome, &[("trust_domain_id", b.trust_domain.clone())]);
+            results.push(result(status, bundle));
+        }
+        results
+    }
 }
 
 #[tonic::async_trait]
@@ -296,26 +322,25 @@ impl pb::bundle_server::Bundle for BundleService {
             Policy::AdminOrLocal,
         )?;
         let req = request.into_inner();
-        let mut results = Vec::new();
-        for b in &req.bundle {
-            let outcome = async {
-                let parsed = self.federated_bundle(b, "creating")?;
-                ctx.state
-                    .datastore
-                    .create_bundle(&parsed)
-                    .await
-                    .map_err(BundleError::ds("failed to create bundle"))
-            }
+        let results = self
+            .save_each(
+                &ctx,
+                &req.bundle,
+                req.output_mask.as_ref(),
+                |b| async move {
+                    let parsed = self.federated_bundle(b, "creating")?;
+                    self.state
+                        .datastore
+                        .create_bundle(&parsed)
+                        .await
+                        .map_err(BundleError::ds("failed to create bundle"))
+                },
+                |status, bundle| pb::batch_create_federated_bundle_response::Result {
+                    status: Some(status),
+                    bundle,
+                },
+            )
             .await;
-            let outcome =
-                outcome.map(|saved| convert::bundle_to_proto(&saved, req.output_mask.as_ref()));
-            let (status, bundle) =
-                ctx.item(outcome, &[("trust_domain_id", b.trust_domain.clone())]);
-            results.push(pb::batch_create_federated_bundle_response::Result {
-                status: Some(status),
-                bundle,
-            });
-        }
         Ok(Response::new(pb::BatchCreateFederatedBundleResponse {
             results,
         }))
@@ -332,48 +357,48 @@ impl pb::bundle_server::Bundle for BundleService {
             Policy::AdminOrLocal,
         )?;
         let req = request.into_inner();
-        let mut results = Vec::new();
-        for b in &req.bundle {
-            let outcome = async {
-                let td = self.federated_td(&b.trust_domain, "updating")?;
-                let parsed = convert::bundle_from_proto(b)?;
-                let existing = ctx
-                    .state
-                    .datastore
-                    .get_bundle(&td)
-                    .await
-                    .map_err(BundleError::ds("failed to fetch bundle"))?
-                    .ok_or(BundleError::NotFound)?;
-                let mut merged = existing;
-                let m = req.input_mask.as_ref();
-                if m.is_none_or(|m| m.x509_authorities) {
-                    merged.x509_authorities = parsed.x509_authorities;
-                }
-                if m.is_none_or(|m| m.jwt_authorities) {
-                    merged.jwt_authorities = parsed.jwt_authorities;
-                }
-                if m.is_none_or(|m| m.refresh_hint) {
-                    merged.refresh_hint = parsed.refresh_hint;
-                }
-                if m.is_none_or(|m| m.sequence_number) {
-                    merged.sequence_number = parsed.sequence_number;
-                }
-                ctx.state
-                    .datastore
-                    .update_bundle(&merged)
-                    .await
-                    .map_err(BundleError::ds("failed to update bundle"))
-            }
+        let input_mask = req.input_mask.as_ref();
+        let results = self
+            .save_each(
+                &ctx,
+                &req.bundle,
+                req.output_mask.as_ref(),
+                |b| async move {
+                    let td = self.federated_td(&b.trust_domain, "updating")?;
+                    let parsed = convert::bundle_from_proto(b)?;
+                    let existing = self
+                        .state
+                        .datastore
+                        .get_bundle(&td)
+                        .await
+                        .map_err(BundleError::ds("failed to fetch bundle"))?
+                        .ok_or(BundleError::NotFound)?;
+                    let mut merged = existing;
+                    let m = input_mask;
+                    if m.is_none_or(|m| m.x509_authorities) {
+                        merged.x509_authorities = parsed.x509_authorities;
+                    }
+                    if m.is_none_or(|m| m.jwt_authorities) {
+                        merged.jwt_authorities = parsed.jwt_authorities;
+                    }
+                    if m.is_none_or(|m| m.refresh_hint) {
+                        merged.refresh_hint = parsed.refresh_hint;
+                    }
+                    if m.is_none_or(|m| m.sequence_number) {
+                        merged.sequence_number = parsed.sequence_number;
+                    }
+                    self.state
+                        .datastore
+                        .update_bundle(&merged)
+                        .await
+                        .map_err(BundleError::ds("failed to update bundle"))
+                },
+                |status, bundle| pb::batch_update_federated_bundle_response::Result {
+                    status: Some(status),
+                    bundle,
+                },
+            )
             .await;
-            let outcome =
-                outcome.map(|saved| convert::bundle_to_proto(&saved, req.output_mask.as_ref()));
-            let (status, bundle) =
-                ctx.item(outcome, &[("trust_domain_id", b.trust_domain.clone())]);
-            results.push(pb::batch_update_federated_bundle_response::Result {
-                status: Some(status),
-                bundle,
-            });
-        }
         Ok(Response::new(pb::BatchUpdateFederatedBundleResponse {
             results,
         }))
@@ -390,26 +415,25 @@ impl pb::bundle_server::Bundle for BundleService {
             Policy::AdminOrLocal,
         )?;
         let req = request.into_inner();
-        let mut results = Vec::new();
-        for b in &req.bundle {
-            let outcome = async {
-                let parsed = self.federated_bundle(b, "setting")?;
-                ctx.state
-                    .datastore
-                    .set_bundle(&parsed)
-                    .await
-                    .map_err(BundleError::ds("failed to set bundle"))
-            }
+        let results = self
+            .save_each(
+                &ctx,
+                &req.bundle,
+                req.output_mask.as_ref(),
+                |b| async move {
+                    let parsed = self.federated_bundle(b, "setting")?;
+                    self.state
+                        .datastore
+                        .set_bundle(&parsed)
+                        .await
+                        .map_err(BundleError::ds("failed to set bundle"))
+                },
+                |status, bundle| pb::batch_set_federated_bundle_response::Result {
+                    status: Some(status),
+                    bundle,
+                },
+            )
             .await;
-            let outcome =
-                outcome.map(|saved| convert::bundle_to_proto(&saved, req.output_mask.as_ref()));
-            let (status, bundle) =
-                ctx.item(outcome, &[("trust_domain_id", b.trust_domain.clone())]);
-            results.push(pb::batch_set_federated_bundle_response::Result {
-                status: Some(status),
-                bundle,
-            });
-        }
         Ok(Response::new(pb::BatchSetFederatedBundleResponse {
             results,
         }))

@@ -27,6 +27,38 @@ impl TrustDomainService {
     pub fn new(state: Arc<ServerState>) -> Self {
         TrustDomainService { state }
     }
+
+    /// The per-item part of a batch create or update of relationships: converts each one,
+    /// stores the bundle it carries, runs `save` on it and answers each with `result` (its
+    /// status and, when saved, the relationship as the output `mask` shows it), audited under
+    /// its trust domain.
+    async fn save_each<R, Saved>(
+        &self,
+        ctx: &Ctx,
+        relationships: &[types::FederationRelationship],
+        mask: Option<&types::FederationRelationshipMask>,
+        mut save: impl FnMut(FederationRelationship) -> Saved,
+        result: impl Fn(types::Status, Option<types::FederationRelationship>) -> R,
+    ) -> Vec<R>
+    where
+        Saved: Future<Output = Result<FederationRelationship, TdError>>,
+    {
+        let mut results = Vec::with_capacity(relationships.len());
+        for r in relationships {
+            let outcome = async {
+                let rel =
+                    store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?)
+                        .await?;
+                save(rel).await
+            }
+            .await
+            .map(|saved| to_proto(&saved, mask));
+            let (status, relationship) =
+                ctx.item(outcome, &[("trust_domain_id", r.trust_domain.clone())]);
+            results.push(result(status, relationship));
+        }
+        results
+    }
 }
 
 /// The tonic server of this service, ready to mount.
@@ -302,30 +334,27 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
             Policy::AdminOrLocal,
         )?;
         let req = request.into_inner();
-        let mut results = Vec::with_capacity(req.federation_relationships.len());
-        for r in &req.federation_relationships {
-            let outcome = async {
-                let rel =
-                    store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?)
-                        .await?;
-                ctx.state
-                    .datastore
-                    .create_federation_relationship(&rel)
-                    .await
-                    .map_err(TdError::ds("failed to create federation relationship"))
-            }
+        let results = self
+            .save_each(
+                &ctx,
+                &req.federation_relationships,
+                req.output_mask.as_ref(),
+                |rel| async move {
+                    let created = self
+                        .state
+                        .datastore
+                        .create_federation_relationship(&rel)
+                        .await
+                        .map_err(TdError::ds("failed to create federation relationship"))?;
+                    tracing::debug!(trust_domain = %created.trust_domain, "Federation relationship created");
+                    Ok(created)
+                },
+                |status, relationship| pb::batch_create_federation_relationship_response::Result {
+                    status: Some(status),
+                    federation_relationship: relationship,
+                },
+            )
             .await;
-            if let Ok(created) = &outcome {
-                tracing::debug!(trust_domain = %created.trust_domain, "Federation relationship created");
-            }
-            let outcome = outcome.map(|saved| to_proto(&saved, req.output_mask.as_ref()));
-            let (status, relationship) =
-                ctx.item(outcome, &[("trust_domain_id", r.trust_domain.clone())]);
-            results.push(pb::batch_create_federation_relationship_response::Result {
-                status: Some(status),
-                federation_relationship: relationship,
-            });
-        }
         Ok(Response::new(
             pb::BatchCreateFederationRelationshipResponse { results },
         ))
@@ -350,27 +379,25 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
             },
             None => ds::FederationRelationshipMask::all(),
         };
-        let mut results = Vec::with_capacity(req.federation_relationships.len());
-        for r in &req.federation_relationships {
-            let outcome = async {
-                let rel =
-                    store_endpoint_bundle(&ctx.state, from_proto(r, &ctx.state.trust_domain)?)
-                        .await?;
-                ctx.state
-                    .datastore
-                    .update_federation_relationship(&rel, &mask)
-                    .await
-                    .map_err(TdError::ds("failed to update federation relationship"))
-            }
+        let mask = &mask;
+        let results = self
+            .save_each(
+                &ctx,
+                &req.federation_relationships,
+                req.output_mask.as_ref(),
+                |rel| async move {
+                    self.state
+                        .datastore
+                        .update_federation_relationship(&rel, mask)
+                        .await
+                        .map_err(TdError::ds("failed to update federation relationship"))
+                },
+                |status, relationship| pb::batch_update_federation_relationship_response::Result {
+                    status: Some(status),
+                    federation_relationship: relationship,
+                },
+            )
             .await;
-            let outcome = outcome.map(|saved| to_proto(&saved, req.output_mask.as_ref()));
-            let (status, relationship) =
-                ctx.item(outcome, &[("trust_domain_id", r.trust_domain.clone())]);
-            results.push(pb::batch_update_federation_relationship_response::Result {
-                status: Some(status),
-                federation_relationship: relationship,
-            });
-        }
         Ok(Response::new(
             pb::BatchUpdateFederationRelationshipResponse { results },
         ))
