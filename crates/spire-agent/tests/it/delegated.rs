@@ -38,11 +38,41 @@ async fn client(env: &Env) -> DelegatedIdentityClient {
         .unwrap()
 }
 
-async fn raw_client(
-    env: &Env,
-) -> pb::delegated_identity_client::DelegatedIdentityClient<tonic::transport::Channel> {
+type RawClient = pb::delegated_identity_client::DelegatedIdentityClient<tonic::transport::Channel>;
+
+async fn raw_client(env: &Env) -> RawClient {
     let ch = spire_agent::cli::uds_channel(&env.admin).await.unwrap();
     pb::delegated_identity_client::DelegatedIdentityClient::new(ch)
+}
+
+/// SubscribeToX509SVIDs on the raw wire for `selectors` (type, value) or `pid`.
+async fn raw_x509_svids(
+    raw: &mut RawClient,
+    selectors: &[(&str, &str)],
+    pid: i32,
+) -> Result<tonic::Streaming<pb::SubscribeToX509sviDsResponse>, tonic::Status> {
+    let selectors = selectors
+        .iter()
+        .map(|(t, v)| spire_proto::types::Selector {
+            r#type: (*t).to_owned(),
+            value: (*v).to_owned(),
+        })
+        .collect();
+    raw.subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest { selectors, pid })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The status `stream` ends with (items before it are skipped).
+async fn end_status<T>(
+    stream: &mut (impl futures::Stream<Item = Result<T, DelegatedIdentityError>> + Unpin),
+) -> (GrpcStatusCode, String) {
+    loop {
+        match stream.next().await.expect("the stream ends with a status") {
+            Ok(_) => continue,
+            Err(e) => return status_of(&e),
+        }
+    }
 }
 
 /// The executable of `pid` as the unix attestor reports it.
@@ -259,17 +289,9 @@ async fn delegated_flow(env: &Env) {
         "path:/nonexistent".to_owned(),
     ))])
     .unwrap();
-    let empty = raw
-        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
-            selectors: vec![spire_proto::types::Selector {
-                r#type: "unix".to_owned(),
-                value: "path:/nonexistent".to_owned(),
-            }],
-            pid: 0,
-        })
+    let empty = raw_x509_svids(&mut raw, &[("unix", "path:/nonexistent")], 0)
         .await
         .unwrap()
-        .into_inner()
         .message()
         .await
         .unwrap()
@@ -285,23 +307,10 @@ async fn delegated_flow(env: &Env) {
     );
 
     // Invalid requests, one by one (the spire-api client cannot express them).
-    let both = raw
-        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
-            selectors: vec![spire_proto::types::Selector {
-                r#type: "unix".to_owned(),
-                value: "uid:0".to_owned(),
-            }],
-            pid: 1,
-        })
+    let both = raw_x509_svids(&mut raw, &[("unix", "uid:0")], 1)
         .await
         .unwrap_err();
-    let neither = raw
-        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
-            selectors: Vec::new(),
-            pid: 0,
-        })
-        .await
-        .unwrap_err();
+    let neither = raw_x509_svids(&mut raw, &[], 0).await.unwrap_err();
     let neither_jwt = raw
         .fetch_jwtsvi_ds(pb::FetchJwtsviDsRequest {
             audience: vec!["a".to_owned()],
@@ -317,16 +326,7 @@ async fn delegated_flow(env: &Env) {
             "must provide either selectors or non-zero PID, but not both"
         );
     }
-    let bad_selector = raw
-        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
-            selectors: vec![spire_proto::types::Selector {
-                r#type: String::new(),
-                value: "x".to_owned(),
-            }],
-            pid: 0,
-        })
-        .await
-        .unwrap_err();
+    let bad_selector = raw_x509_svids(&mut raw, &[("", "x")], 0).await.unwrap_err();
     assert_eq!(bad_selector.code(), tonic::Code::InvalidArgument);
     assert_eq!(bad_selector.message(), "could not parse provided selectors");
     let no_audience = raw
@@ -342,11 +342,7 @@ async fn delegated_flow(env: &Env) {
 
     // A pid that is not a running process cannot be attested.
     workload.terminate(Duration::from_secs(30));
-    let gone = raw
-        .subscribe_to_x509svi_ds(pb::SubscribeToX509sviDsRequest {
-            selectors: Vec::new(),
-            pid: i32::try_from(workload_pid).unwrap(),
-        })
+    let gone = raw_x509_svids(&mut raw, &[], i32::try_from(workload_pid).unwrap())
         .await
         .unwrap_err();
     assert_eq!(gone.code(), tonic::Code::Unavailable);
@@ -368,24 +364,8 @@ async fn delegated_flow(env: &Env) {
         GrpcStatusCode::PermissionDenied,
         "caller not configured as an authorized delegate".to_owned(),
     );
-    let end = loop {
-        match svids.next().await.expect("the stream ends with a status") {
-            Ok(_) => continue,
-            Err(e) => break status_of(&e),
-        }
-    };
-    assert_eq!(end, denied);
-    let end = loop {
-        match bundle_stream
-            .next()
-            .await
-            .expect("the stream ends with a status")
-        {
-            Ok(_) => continue,
-            Err(e) => break status_of(&e),
-        }
-    };
-    assert_eq!(end, denied);
+    assert_eq!(end_status(&mut svids).await, denied);
+    assert_eq!(end_status(&mut bundle_stream).await, denied);
     assert_all_denied(
         &c,
         &workload_exe,

@@ -124,33 +124,25 @@ fn independent_clients_get_valid_svids_from_the_agent() {
         "{}",
         out.stdout
     );
-    let out = env.api(
-        None,
-        &[
-            "api",
-            "validate",
-            "jwt",
-            "-audience",
-            "aud1",
-            "-svid",
-            &token,
-        ],
-    );
+    let validate = |audience: &str| {
+        env.api(
+            None,
+            &[
+                "api",
+                "validate",
+                "jwt",
+                "-audience",
+                audience,
+                "-svid",
+                &token,
+            ],
+        )
+    };
+    let out = validate("aud1");
     out.assert_success();
     assert!(out.stdout.contains("SVID is valid."));
     assert!(out.stdout.contains(&format!("SPIFFE ID : {me}")));
-    let out = env.api(
-        None,
-        &[
-            "api",
-            "validate",
-            "jwt",
-            "-audience",
-            "other",
-            "-svid",
-            &token,
-        ],
-    );
+    let out = validate("other");
     out.assert_failure();
     assert!(out.stderr.contains("SVID is not valid"), "{}", out.stderr);
 
