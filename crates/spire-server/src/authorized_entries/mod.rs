@@ -87,8 +87,39 @@ impl Notification {
 
 /// Why the index could not be loaded or followed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the datastore for the authorized-entry index")]
-pub struct IndexError(#[from] spire_datastore::Error);
+pub enum IndexError {
+    /// A datastore read failed.
+    #[error("cannot read the datastore for the authorized-entry index")]
+    Datastore(#[from] spire_datastore::Error),
+    /// A task of the cold start was cancelled (the runtime is shutting down).
+    #[error("the authorized-entry index load was cancelled before it finished")]
+    Cancelled,
+}
+
+/// Entries handed from the reading task to the indexing one at a time.
+const LOAD_BATCH: usize = 1000;
+
+/// Aborts a spawned task when dropped (a failed or abandoned load stops its readers).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> AbortOnDrop<T> {
+    /// The task's result; a panic in it is propagated.
+    async fn join(mut self) -> Result<T, IndexError> {
+        match (&mut self.0).await {
+            Ok(v) => Ok(v),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(IndexError::Cancelled),
+            },
+        }
+    }
+}
 
 /// The shared index handle.
 #[derive(Debug)]
@@ -188,22 +219,53 @@ impl AuthorizedEntries {
         let seq = ds.local_write_seq();
         let start = ds.latest_change_id().await?;
         let server = server_id(&self.trust_domain);
-        // Entries and agents are read at the same time on two connections, each indexed as
-        // its pages arrive (no intermediate list of a million entries); the agents go into a
-        // separate index whose maps are then moved over.
+        // Cold start: three tasks at once, so the database reads, the row decoding and the
+        // index inserts overlap (and use both cores): one reads the agents into an index of
+        // their own, one reads the entries and hands them over in batches, and this one
+        // inserts them as they arrive (no list of a million entries is ever held).
+        let agents = AbortOnDrop(tokio::spawn({
+            let ds = ds.clone();
+            let server = server.clone();
+            async move {
+                let mut agents = Index::new(&server);
+                ds.for_each_node(BULK_PAGE, |n| {
+                    agents.upsert_agent(n);
+                })
+                .await
+                .map(|_| agents)
+            }
+        }));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Entry>>();
+        let reader = AbortOnDrop(tokio::spawn({
+            let ds = ds.clone();
+            async move {
+                let mut batch = Vec::with_capacity(LOAD_BATCH);
+                let read = ds
+                    .for_each_entry(BULK_PAGE, |e| {
+                        batch.push(e);
+                        if batch.len() == LOAD_BATCH {
+                            // The receiver only goes away when the load is abandoned.
+                            let _ = tx.send(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(LOAD_BATCH),
+                            ));
+                        }
+                    })
+                    .await;
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
+                }
+                read
+            }
+        }));
         let mut fresh = Index::new(&server);
-        let mut agents = Index::new(&server);
-        let (entries, nodes) = tokio::join!(
-            ds.for_each_entry(BULK_PAGE, |e| {
+        while let Some(batch) = rx.recv().await {
+            for e in batch {
                 fresh.upsert_entry(e);
-            }),
-            ds.for_each_node(BULK_PAGE, |n| {
-                agents.upsert_agent(n);
-            }),
-        );
-        entries?;
-        nodes?;
-        fresh.absorb_agents(agents);
+            }
+        }
+        reader.join().await??;
+        fresh.absorb_agents(agents.join().await??);
         let bundle = ds.get_bundle(&self.trust_domain).await?;
         tracing::info!(
             entries = fresh.entry_count(),
