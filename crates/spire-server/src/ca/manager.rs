@@ -257,14 +257,6 @@ impl X509Slot {
         SystemTime::from(self.authority.not_after())
     }
 
-    fn state(&self) -> AuthorityState {
-        AuthorityState {
-            authority_id: self.id(),
-            expires_at: self.authority.not_after().unix_timestamp(),
-            upstream_authority_subject_key_id: self.upstream_authority_id.clone(),
-        }
-    }
-
     /// The chain an SVID signed by this CA carries after its leaf.
     fn intermediates(&self) -> Vec<Vec<u8>> {
         if self.upstream_chain.is_empty() && self.upstream_authority_id.is_empty() {
@@ -286,16 +278,6 @@ struct JwtSlot {
     signer: Arc<dyn Signer>,
     issued_at: i64,
     not_after: i64,
-}
-
-impl JwtSlot {
-    fn state(&self) -> AuthorityState {
-        AuthorityState {
-            authority_id: self.kid.clone(),
-            expires_at: self.not_after,
-            upstream_authority_subject_key_id: String::new(),
-        }
-    }
 }
 
 /// An X.509 CA or a JWT key in a slot: what the slot logic shared by both kinds needs.
@@ -370,7 +352,11 @@ impl SlotAuthority for X509Slot {
         self.id()
     }
     fn state(&self) -> AuthorityState {
-        X509Slot::state(self)
+        AuthorityState {
+            authority_id: self.id(),
+            expires_at: self.authority.not_after().unix_timestamp(),
+            upstream_authority_subject_key_id: self.upstream_authority_id.clone(),
+        }
     }
     fn valid_at(&self, now: SystemTime) -> bool {
         self.not_after() > now
@@ -418,7 +404,11 @@ impl SlotAuthority for JwtSlot {
         self.kid.clone()
     }
     fn state(&self) -> AuthorityState {
-        JwtSlot::state(self)
+        AuthorityState {
+            authority_id: self.kid.clone(),
+            expires_at: self.not_after,
+            upstream_authority_subject_key_id: String::new(),
+        }
     }
     fn valid_at(&self, now: SystemTime) -> bool {
         self.not_after > to_unix_secs(now)
