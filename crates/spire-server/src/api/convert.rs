@@ -166,39 +166,27 @@ pub fn entry_update_from_proto(
     }
     let mut scratch = base.clone();
     apply_scalars(&mut scratch, e)?;
-    if mask.x509_svid_ttl {
-        entry.x509_svid_ttl = scratch.x509_svid_ttl;
+    // The other fields the mask selects, from the converted copy.
+    macro_rules! take_masked {
+        ($($field:ident),+) => {
+            $(if mask.$field {
+                entry.$field = scratch.$field;
+            })+
+        };
     }
-    if mask.jwt_svid_ttl {
-        entry.jwt_svid_ttl = scratch.jwt_svid_ttl;
-    }
-    if mask.federates_with {
-        entry.federates_with = scratch.federates_with;
-    }
-    if mask.admin {
-        entry.admin = scratch.admin;
-    }
-    if mask.downstream {
-        entry.downstream = scratch.downstream;
-    }
-    if mask.expires_at {
-        entry.expires_at = scratch.expires_at;
-    }
-    if mask.dns_names {
-        entry.dns_names = scratch.dns_names;
-    }
-    if mask.store_svid {
-        entry.store_svid = scratch.store_svid;
-    }
-    if mask.hint {
-        entry.hint = scratch.hint;
-    }
-    if mask.jwt_svid_include_jti {
-        entry.jwt_svid_include_jti = scratch.jwt_svid_include_jti;
-    }
-    if mask.disable_x509_svid_prefetch {
-        entry.disable_x509_svid_prefetch = scratch.disable_x509_svid_prefetch;
-    }
+    take_masked!(
+        x509_svid_ttl,
+        jwt_svid_ttl,
+        federates_with,
+        admin,
+        downstream,
+        expires_at,
+        dns_names,
+        store_svid,
+        hint,
+        jwt_svid_include_jti,
+        disable_x509_svid_prefetch
+    );
     Ok(entry)
 }
 
