@@ -192,29 +192,30 @@ mod tests {
         });
         let lines = fields.0.lock().unwrap().clone();
         let id = &audit.request_id;
+        let line = |status: &str, rest: &[&str]| {
+            let mut v = vec![
+                "target=audit".to_string(),
+                "message=API accessed".into(),
+                "type=\"audit\"".into(),
+                format!("request_id={id}"),
+                "method=\"GetAgent\"".into(),
+                format!("status=\"{status}\""),
+            ];
+            v.extend(rest.iter().map(|s| s.to_string()));
+            v
+        };
         assert_eq!(
             lines,
             vec![
-                vec![
-                    "target=audit".to_string(),
-                    "message=API accessed".into(),
-                    "type=\"audit\"".into(),
-                    format!("request_id={id}"),
-                    "method=\"GetAgent\"".into(),
-                    "status=\"success\"".into(),
-                    "fields=id=\"a\"".into(),
-                ],
-                vec![
-                    "target=audit".to_string(),
-                    "message=API accessed".into(),
-                    "type=\"audit\"".into(),
-                    format!("request_id={id}"),
-                    "method=\"GetAgent\"".into(),
-                    "status=\"error\"".into(),
-                    "status_code=NotFound".into(),
-                    "status_message=\"agent not found\"".into(),
-                    "fields=".into(),
-                ],
+                line("success", &["fields=id=\"a\""]),
+                line(
+                    "error",
+                    &[
+                        "status_code=NotFound",
+                        "status_message=\"agent not found\"",
+                        "fields=",
+                    ]
+                ),
             ]
         );
     }
