@@ -59,8 +59,24 @@ pub enum AttestError {
 pub trait WorkloadAttestor: Send + Sync + 'static {
     /// The plugin name (`unix`).
     fn name(&self) -> &'static str;
-    /// The selectors of process `pid`. Blocking: called on the blocking pool.
+    /// The selectors of process `pid`. Blocking: called on the blocking pool, unless
+    /// [`Self::is_quick`].
     fn attest(&self, pid: i32) -> Result<Selectors, AttestError>;
+    /// True when `attest` only reads a few small `/proc` files and local account files: cheap
+    /// enough to run on the calling task, which saves the two thread hand-overs of the
+    /// blocking pool per Workload API call. Default false.
+    fn is_quick(&self) -> bool {
+        false
+    }
+}
+
+/// Runs every attestor for `pid` in turn and unions their selectors.
+fn attest_all(attestors: &[Arc<dyn WorkloadAttestor>], pid: i32) -> Result<Selectors, AttestError> {
+    let mut all = Selectors::new();
+    for a in attestors {
+        all.extend(a.attest(pid)?);
+    }
+    Ok(all)
 }
 
 /// The configured workload attestors.
@@ -90,20 +106,67 @@ impl Attestors {
         }
     }
 
-    /// Runs every attestor for `pid` and unions their selectors.
+    /// Runs every attestor for `pid` and unions their selectors: on the calling task when
+    /// every attestor is quick, else on the blocking pool with a time limit.
     pub async fn attest(&self, pid: i32) -> Result<Selectors, AttestError> {
+        if self.attestors.iter().all(|a| a.is_quick()) {
+            return attest_all(&self.attestors, pid);
+        }
         let attestors = self.attestors.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let mut all = Selectors::new();
-            for a in &attestors {
-                all.extend(a.attest(pid)?);
-            }
-            Ok(all)
-        });
+        let task = tokio::task::spawn_blocking(move || attest_all(&attestors, pid));
         match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => Err(AttestError::Task(e.to_string())),
             Err(_) => Err(AttestError::Timeout(self.timeout)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    use super::*;
+
+    /// Records the thread it ran on.
+    struct Probe {
+        quick: bool,
+        ran_on: Mutex<Option<ThreadId>>,
+    }
+
+    impl WorkloadAttestor for Probe {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+        fn attest(&self, _pid: i32) -> Result<Selectors, AttestError> {
+            *self.ran_on.lock().unwrap() = Some(std::thread::current().id());
+            Ok(Selectors::new())
+        }
+        fn is_quick(&self) -> bool {
+            self.quick
+        }
+    }
+
+    #[tokio::test]
+    async fn quick_attestors_run_on_the_calling_task_others_on_the_blocking_pool() {
+        let here = std::thread::current().id();
+        let quick = Arc::new(Probe {
+            quick: true,
+            ran_on: Mutex::new(None),
+        });
+        let slow = Arc::new(Probe {
+            quick: false,
+            ran_on: Mutex::new(None),
+        });
+        Attestors::new(vec![quick.clone()]).attest(1).await.unwrap();
+        assert_eq!(*quick.ran_on.lock().unwrap(), Some(here));
+        // One attestor that is not quick sends them all to the blocking pool.
+        Attestors::new(vec![quick.clone(), slow.clone()])
+            .attest(1)
+            .await
+            .unwrap();
+        assert_ne!(*quick.ran_on.lock().unwrap(), Some(here));
+        assert_ne!(*slow.ran_on.lock().unwrap(), Some(here));
     }
 }

@@ -34,6 +34,8 @@ pub struct UnixAttestorConfig {
 pub struct UnixAttestor {
     config: UnixAttestorConfig,
     proc_root: PathBuf,
+    /// User and group names come from local files only (see [`names_are_local`]).
+    local_names: bool,
 }
 
 impl UnixAttestor {
@@ -43,12 +45,37 @@ impl UnixAttestor {
         let proc_root = std::env::var_os("HOST_PROC")
             .filter(|v| !v.is_empty())
             .map_or_else(|| PathBuf::from("/proc"), PathBuf::from);
-        Self { config, proc_root }
+        let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").ok();
+        Self {
+            config,
+            proc_root,
+            local_names: names_are_local(nsswitch.as_deref()),
+        }
     }
 
     fn proc_path(&self, pid: i32, file: &str) -> PathBuf {
         self.proc_root.join(pid.to_string()).join(file)
     }
+}
+
+/// True when `nsswitch.conf` (its text; `None` when absent, glibc then reads local files)
+/// looks `passwd` and `group` up in local sources only, so a name lookup cannot wait on a
+/// network service (LDAP, SSSD, NIS, ...).
+fn names_are_local(nsswitch: Option<&str>) -> bool {
+    let Some(text) = nsswitch else {
+        return true;
+    };
+    text.lines().all(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let Some((db, sources)) = line.split_once(':') else {
+            return true;
+        };
+        !matches!(db.trim(), "passwd" | "group")
+            || sources
+                .split_ascii_whitespace()
+                .filter(|s| !s.starts_with('['))
+                .all(|s| matches!(s, "files" | "systemd" | "altfiles"))
+    })
 }
 
 /// The ids of one process, from `/proc/<pid>/status`.
@@ -160,6 +187,12 @@ fn sha256_file(path: &Path, display: &str, limit: u64) -> Result<String, AttestE
 impl WorkloadAttestor for UnixAttestor {
     fn name(&self) -> &'static str {
         "unix"
+    }
+
+    fn is_quick(&self) -> bool {
+        // Hashing reads the whole binary.
+        let hashes = self.config.discover_workload_path && self.config.workload_size_limit >= 0;
+        self.local_names && !hashes
     }
 
     fn attest(&self, pid: i32) -> Result<Selectors, AttestError> {
@@ -289,10 +322,36 @@ mod tests {
     }
 
     #[test]
+    fn quick_unless_hashing_or_names_from_the_network() {
+        assert!(names_are_local(None));
+        assert!(names_are_local(Some(
+            "# comment: passwd: ldap\npasswd:  files systemd\ngroup: files [SUCCESS=merge] systemd\nhosts: files dns\n"
+        )));
+        assert!(!names_are_local(Some("passwd: files\ngroup: files sss\n")));
+        assert!(!names_are_local(Some("passwd: compat\n")));
+        let quick = |discover_workload_path, workload_size_limit, local_names| {
+            UnixAttestor {
+                config: UnixAttestorConfig {
+                    discover_workload_path,
+                    workload_size_limit,
+                },
+                proc_root: PathBuf::from("/proc"),
+                local_names,
+            }
+            .is_quick()
+        };
+        assert!(quick(false, 0, true));
+        assert!(quick(true, -1, true));
+        assert!(!quick(true, 0, true));
+        assert!(!quick(false, 0, false));
+    }
+
+    #[test]
     fn a_missing_process_fails_attestation() {
         let a = UnixAttestor {
             config: UnixAttestorConfig::default(),
             proc_root: PathBuf::from("/nonexistent-proc"),
+            local_names: true,
         };
         assert!(matches!(a.attest(1), Err(AttestError::Proc { .. })));
     }
