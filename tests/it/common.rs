@@ -3,20 +3,16 @@
 //! hand-driven join-token attestation, and Unix-socket channels to a real `spire-agent`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use spire_crypto::{KeyType, PrivateKey};
-use spire_proto::server::{agent as apb, entry as epb};
+use spire_crypto::PrivateKey;
+use spire_proto::server::entry as epb;
 use spire_proto::types;
-use spire_spiffe::SystemClock;
 use spire_testkit::{
-    AgentConfig, CliOutput, Process, ServerConfig, TestCa, UpstreamDisk, bin_path, run_cli,
-    temp_dir, wait_until_sync,
+    AgentConfig, AttestedAgent, CliOutput, Process, ServerConfig, TestCa, UpstreamDisk, bin_path,
+    run_cli, temp_dir, tls_channel, wait_until_sync,
 };
-use spire_tls::{BundleSet, ClientOptions, Identity, PeerMatcher, ServerAuth, SharedIdentity};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use spire_tls::{BundleSet, Identity};
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
@@ -131,8 +127,7 @@ impl Server {
 
     /// A fresh join token (optionally aliased to `spiffe_id`).
     pub fn token(&self) -> String {
-        let out = self.ok(&["token", "generate", "-ttl", "600"]);
-        out.trim().strip_prefix("Token:").unwrap().trim().to_owned()
+        cli_field(&self.ok(&["token", "generate", "-ttl", "600"]), "Token")
     }
 
     /// The X.509 roots of the server's bundle, DER.
@@ -156,22 +151,7 @@ impl Server {
     /// certificate (none: anonymous TLS).
     pub async fn channel(&self, identity: Option<Identity>) -> Channel {
         let bundles = BundleSet::with_roots(TD.parse().unwrap(), self.roots()).unwrap();
-        let shared = match identity {
-            Some(i) => SharedIdentity::new(i),
-            None => SharedIdentity::empty(),
-        };
-        let cfg = spire_tls::client_config(
-            ServerAuth::Verify {
-                bundles,
-                expected: PeerMatcher::SpireServer(TD.parse().unwrap()),
-            },
-            ClientOptions {
-                identity: shared,
-                clock: Arc::new(SystemClock),
-            },
-        )
-        .unwrap();
-        spire_tls::connect(&self.addr(), cfg).await.unwrap()
+        tls_channel(&self.addr(), TD, bundles, identity).await
     }
 
     /// An agent config for this server with files under `dir` (trusting the current bundle).
@@ -230,25 +210,19 @@ pub async fn entry_paths(c: &mut epb::entry_client::EntryClient<Channel>) -> Vec
     }
 }
 
-/// An attested agent driven by the test: its key and SVID chain.
-pub struct Agent {
-    pub key: PrivateKey,
-    pub chain: Vec<Vec<u8>>,
+/// An attested agent driven by the test (testkit's, with its SPIFFE ID as text).
+pub struct Agent(AttestedAgent);
+
+impl std::ops::Deref for Agent {
+    type Target = AttestedAgent;
+    fn deref(&self) -> &AttestedAgent {
+        &self.0
+    }
 }
 
 impl Agent {
     pub fn id(&self) -> String {
-        spire_crypto::spiffe_id_from_cert(&self.chain[0])
-            .unwrap()
-            .to_string()
-    }
-
-    pub fn identity(&self) -> Identity {
-        Identity::from_der(
-            self.chain.clone(),
-            self.key.to_pkcs8_der().unwrap().to_vec(),
-        )
-        .unwrap()
+        self.0.id().to_string()
     }
 }
 
@@ -263,44 +237,24 @@ pub async fn attest_with_csr(
     token: &str,
     csr_and_key: Option<(Vec<u8>, PrivateKey)>,
 ) -> Result<Agent, Status> {
-    let (csr, key) = match csr_and_key {
-        Some(x) => x,
-        None => {
-            let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-            (spire_crypto::create_csr(&key, None).unwrap(), key)
-        }
-    };
-    let mut client = apb::agent_client::AgentClient::new(server.channel(None).await);
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(apb::AttestAgentRequest {
-        step: Some(apb::attest_agent_request::Step::Params(
-            apb::attest_agent_request::Params {
-                data: Some(types::AttestationData {
-                    r#type: "join_token".into(),
-                    payload: token.as_bytes().to_vec(),
-                }),
-                params: Some(apb::AgentX509svidParams { csr }),
-            },
-        )),
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .attest_agent(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let channel = server.channel(None).await;
+    let payload = token.as_bytes().to_vec();
     // join_token has no challenge: the first answer is the result.
-    let msg = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::internal("stream ended early"))?;
-    match msg.step {
-        Some(apb::attest_agent_response::Step::Result(r)) => Ok(Agent {
-            key,
-            chain: r.svid.unwrap().cert_chain,
-        }),
-        _ => Err(Status::internal("unexpected step")),
-    }
+    let no_challenge = |_: &[u8]| Err(Status::internal("unexpected step"));
+    let agent = match csr_and_key {
+        Some(csr_and_key) => {
+            spire_testkit::attest_with_csr(
+                channel,
+                "join_token",
+                payload,
+                csr_and_key,
+                no_challenge,
+            )
+            .await
+        }
+        None => spire_testkit::attest(channel, "join_token", payload, no_challenge).await,
+    };
+    agent.map(Agent)
 }
 
 /// A channel over the Unix socket at `path` (connects now).
@@ -409,13 +363,7 @@ pub fn register_me(server: &Server, spiffe_id: &str, parent: &str, extra: &[&str
 
 /// The value of the first `<key> : <value>` line in a CLI's pretty output.
 fn cli_field(out: &str, key: &str) -> String {
-    out.lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.trim() == key)
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap()
+    spire_testkit::cli_field(out, key).unwrap()
 }
 
 /// Parses a DER certificate.

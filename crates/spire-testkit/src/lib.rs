@@ -2,7 +2,8 @@
 //! integration tests: free loopback ports and temporary directories, a
 //! harness for spawning the real `spire-server` / `spire-agent` binaries with
 //! captured logs, bounded waits, a CLI runner with a timeout, SPIRE-style HCL
-//! config writers, a test CA (rcgen), and access to the external tools that
+//! config writers, a test CA (rcgen), an agent's side of the server API driven
+//! by hand (mTLS channel, `AttestAgent`), and access to the external tools that
 //! `scripts/test.sh` prepares (`SPIRE_TEST_*` variables).
 //!
 //! Invariants: every wait is bounded; every spawned process is killed (with
@@ -10,6 +11,7 @@
 //! the test is panicking; under `CI=true` a missing external tool is a test
 //! failure, never a skip. Nothing here is used by production code.
 
+mod attest;
 mod ca;
 mod cli;
 mod config;
@@ -18,6 +20,7 @@ mod net;
 mod process;
 mod wait;
 
+pub use attest::{AttestedAgent, attest, attest_with_csr, tls_channel};
 pub use ca::{IssuedCert, LeafSpec, TestCa};
 pub use cli::{Cli, CliOutput, DEFAULT_CLI_TIMEOUT, cli_field, run_cli};
 pub use config::{

@@ -1,21 +1,21 @@
-//! Shared test support: mTLS channels to a server's TCP port, an agent attested by hand
-//! (AttestAgent driven like SPIRE's agent), fresh PostgreSQL databases, and real
-//! `spire-server` / `spire-agent` processes driven through their CLIs.
+//! Shared test support: an in-process server, mTLS channels to a server's TCP port and an
+//! agent attested by hand (AttestAgent driven like SPIRE's agent; both from spire-testkit),
+//! fresh PostgreSQL databases, and real `spire-server` / `spire-agent` processes driven
+//! through their CLIs.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use spire_crypto::{KeyType, PrivateKey};
-use spire_proto::server::{agent as apb, entry as epb};
-use spire_proto::types;
+use spire_proto::server::entry as epb;
 use spire_server::ServerState;
-use spire_spiffe::{Clock, SpiffeId, SystemClock};
-use spire_testkit::{AgentConfig, Cli, CliOutput, Process, ServerConfig, wait_until_sync};
-use spire_tls::{BundleSet, ClientOptions, Identity, PeerMatcher, ServerAuth, SharedIdentity};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use spire_spiffe::Clock;
+use spire_testkit::{
+    AgentConfig, Cli, CliOutput, Process, ServerConfig, cli_field, wait_until_sync,
+};
+/// The mTLS channel to a server's TCP port, and AttestAgent driven by hand.
+pub use spire_testkit::{AttestedAgent as Agent, attest, tls_channel};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -61,121 +61,6 @@ impl InProcess {
         .await
         .unwrap();
         server
-    }
-}
-
-/// An mTLS channel to the server at `addr` of trust domain `td`, authenticated against
-/// `bundles`; `identity` is the client certificate (none: anonymous TLS).
-pub async fn tls_channel(
-    addr: &str,
-    td: &str,
-    bundles: BundleSet,
-    identity: Option<Identity>,
-) -> Channel {
-    let shared = match identity {
-        Some(i) => SharedIdentity::new(i),
-        None => SharedIdentity::empty(),
-    };
-    let cfg = spire_tls::client_config(
-        ServerAuth::Verify {
-            bundles,
-            expected: PeerMatcher::SpireServer(td.parse().unwrap()),
-        },
-        ClientOptions {
-            identity: shared,
-            clock: Arc::new(SystemClock),
-        },
-    )
-    .unwrap();
-    spire_tls::connect(addr, cfg).await.unwrap()
-}
-
-/// An attested agent: its key, SVID chain and whether the server lets it re-attest.
-pub struct Agent {
-    pub key: PrivateKey,
-    pub chain: Vec<Vec<u8>>,
-    pub reattestable: bool,
-}
-
-impl Agent {
-    pub fn id(&self) -> SpiffeId {
-        spire_crypto::spiffe_id_from_cert(&self.chain[0]).unwrap()
-    }
-
-    pub fn identity(&self) -> Identity {
-        Identity::from_der(
-            self.chain.clone(),
-            self.key.to_pkcs8_der().unwrap().to_vec(),
-        )
-        .unwrap()
-    }
-
-    pub fn serial(&self) -> String {
-        serial_of(&self.chain[0])
-    }
-}
-
-pub fn serial_of(der: &[u8]) -> String {
-    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
-    c.tbs_certificate.serial.to_string()
-}
-
-/// Runs AttestAgent over `channel` with attestation data of type `kind`; `answer` computes
-/// the response to each challenge (an error ends the attestation with it).
-pub async fn attest(
-    channel: Channel,
-    kind: &str,
-    payload: Vec<u8>,
-    answer: impl Fn(&[u8]) -> Result<Vec<u8>, Status>,
-) -> Result<Agent, Status> {
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let csr = spire_crypto::create_csr(&key, None).unwrap();
-    let mut client = apb::agent_client::AgentClient::new(channel);
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(apb::AttestAgentRequest {
-        step: Some(apb::attest_agent_request::Step::Params(
-            apb::attest_agent_request::Params {
-                data: Some(types::AttestationData {
-                    r#type: kind.into(),
-                    payload,
-                }),
-                params: Some(apb::AgentX509svidParams { csr }),
-            },
-        )),
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .attest_agent(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    loop {
-        let msg = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::internal("stream ended early"))?;
-        match msg.step {
-            Some(apb::attest_agent_response::Step::Challenge(c)) => {
-                tx.send(apb::AttestAgentRequest {
-                    step: Some(apb::attest_agent_request::Step::ChallengeResponse(answer(
-                        &c,
-                    )?)),
-                })
-                .await
-                .unwrap();
-            }
-            Some(apb::attest_agent_response::Step::Result(r)) => {
-                let svid = r
-                    .svid
-                    .ok_or_else(|| Status::internal("result without SVID"))?;
-                return Ok(Agent {
-                    key,
-                    chain: svid.cert_chain,
-                    reattestable: r.reattestable,
-                });
-            }
-            None => return Err(Status::internal("empty step")),
-        }
     }
 }
 
@@ -316,7 +201,7 @@ impl ServerProc {
         let bundle = dir.join("bootstrap.pem");
         std::fs::write(&bundle, self.ok(&["bundle", "show"])).unwrap();
         let out = self.ok(&["token", "generate", "-spiffeID", node_id]);
-        let token = out.trim().strip_prefix("Token:").unwrap().trim().to_owned();
+        let token = cli_field(&out, "Token").unwrap();
         let config = self
             .config
             .agent_config(&dir)
