@@ -260,14 +260,7 @@ impl Process {
             exited
         })
         .await?;
-        if exited && !self.logs().contains(needle) {
-            return Err(WaitTimeout {
-                what: format!("{what} (process exited first)"),
-                timeout,
-                waited: timeout,
-            });
-        }
-        Ok(())
+        self.log_wait_outcome(needle, what, exited, timeout)
     }
 
     /// Blocking form of [`Process::wait_for_log`].
@@ -285,6 +278,18 @@ impl Process {
             exited = self.try_status().is_some();
             exited
         })?;
+        self.log_wait_outcome(needle, what, exited, timeout)
+    }
+
+    /// The end of a wait for `needle` that stopped polling: a failure when the process
+    /// `exited` without having printed it.
+    fn log_wait_outcome(
+        &self,
+        needle: &str,
+        what: String,
+        exited: bool,
+        timeout: Duration,
+    ) -> Result<(), WaitTimeout> {
         if exited && !self.logs().contains(needle) {
             return Err(WaitTimeout {
                 what: format!("{what} (process exited first)"),

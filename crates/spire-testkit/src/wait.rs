@@ -14,8 +14,39 @@ pub struct WaitTimeout {
     pub waited: Duration,
 }
 
-fn next_interval(current: Duration) -> Duration {
-    (current * 2).min(Duration::from_millis(200))
+/// The schedule of one bounded wait, shared by [`wait_until`] and [`wait_until_sync`].
+struct Polls<'a> {
+    what: &'a str,
+    timeout: Duration,
+    start: Instant,
+    interval: Duration,
+}
+
+impl<'a> Polls<'a> {
+    fn new(timeout: Duration, what: &'a str) -> Self {
+        Polls {
+            what,
+            timeout,
+            start: Instant::now(),
+            interval: Duration::from_millis(10),
+        }
+    }
+
+    /// After a poll that found the condition false: how long to sleep before the next poll
+    /// (backing off, never past the deadline), or the timeout once the deadline has passed.
+    fn after_miss(&mut self) -> Result<Duration, WaitTimeout> {
+        let elapsed = self.start.elapsed();
+        if elapsed >= self.timeout {
+            return Err(WaitTimeout {
+                what: self.what.to_owned(),
+                timeout: self.timeout,
+                waited: elapsed,
+            });
+        }
+        let sleep = self.interval.min(self.timeout - elapsed);
+        self.interval = (self.interval * 2).min(Duration::from_millis(200));
+        Ok(sleep)
+    }
 }
 
 /// Polls `cond` until it returns true or `timeout` passes. The first check is
@@ -33,23 +64,11 @@ pub async fn wait_until<F>(timeout: Duration, what: &str, mut cond: F) -> Result
 where
     F: AsyncFnMut() -> bool,
 {
-    let start = Instant::now();
-    let mut interval = Duration::from_millis(10);
-    loop {
-        if cond().await {
-            return Ok(());
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(WaitTimeout {
-                what: what.to_owned(),
-                timeout,
-                waited: elapsed,
-            });
-        }
-        tokio::time::sleep(interval.min(timeout - elapsed)).await;
-        interval = next_interval(interval);
+    let mut polls = Polls::new(timeout, what);
+    while !cond().await {
+        tokio::time::sleep(polls.after_miss()?).await;
     }
+    Ok(())
 }
 
 /// Blocking form of [`wait_until`] for synchronous tests and closures.
@@ -57,23 +76,11 @@ pub fn wait_until_sync<F>(timeout: Duration, what: &str, mut cond: F) -> Result<
 where
     F: FnMut() -> bool,
 {
-    let start = Instant::now();
-    let mut interval = Duration::from_millis(10);
-    loop {
-        if cond() {
-            return Ok(());
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(WaitTimeout {
-                what: what.to_owned(),
-                timeout,
-                waited: elapsed,
-            });
-        }
-        std::thread::sleep(interval.min(timeout - elapsed));
-        interval = next_interval(interval);
+    let mut polls = Polls::new(timeout, what);
+    while !cond() {
+        std::thread::sleep(polls.after_miss()?);
     }
+    Ok(())
 }
 
 #[cfg(test)]
