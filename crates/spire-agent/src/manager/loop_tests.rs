@@ -563,8 +563,8 @@ async fn many_svids_are_signed_in_bounded_batches() {
         s.identities.values().filter(|i| i.svid.is_some()).count() == N
     })
     .await;
-    // Keys, CSRs and answers of at most one server page (500) are alive at once.
-    assert_eq!(*fake.batches.lock().unwrap(), [500, 500, 100]);
+    // Keys, CSRs and answers of at most one batch (100) are alive at once.
+    assert_eq!(*fake.batches.lock().unwrap(), [SIGN_BATCH; 11]);
     assert_eq!(fake.signed.lock().unwrap().len(), N);
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -187,19 +187,18 @@ pub async fn attest_agent(
     Ok((attestation, key, channel))
 }
 
-/// One authorized entry and, once signed, its X509-SVID. The SVID lives in its entry's slot
-/// (no second map keyed by entry ID), so it goes when the entry goes, and the entry ID is held
-/// once for the entry, the map key, the SVID and the snapshot (BENCHMARKS.md P5).
-struct Slot {
-    entry: Arc<EntryView>,
-    svid: Option<SvidSlot>,
-}
-
-struct SvidSlot {
-    svid: Arc<WorkloadX509Svid>,
-    /// The entry revision the SVID was signed for.
-    revision: i64,
-    deadline: SystemTime,
+/// The jitter of an SVID's rotation point, in `[-1, 1]`: taken from the last bytes of its leaf
+/// certificate (the signature, random for every certificate), so it is random per SVID yet
+/// need not be stored.
+fn svid_jitter(svid: &WorkloadX509Svid) -> f64 {
+    let tail = svid
+        .cert_chain
+        .first()
+        .and_then(|leaf| leaf.len().checked_sub(4).map(|at| &leaf[at..]))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .unwrap_or_default();
+    let v = f64::from(u32::from_le_bytes(tail)) / f64::from(u32::MAX);
+    v * 2.0 - 1.0
 }
 
 /// Makes the newly fetched entries (those not shared with anyone yet) that have the same
@@ -228,9 +227,11 @@ fn share_parent_ids<'a>(
     }
 }
 
-/// Most X509-SVIDs whose keys and CSRs are made and sent to the server at once (the server's
-/// BatchNewX509SVID page size).
-const SIGN_BATCH: usize = 500;
+/// Most X509-SVIDs whose keys and CSRs are made and sent to the server at once (a fifth of the
+/// server's BatchNewX509SVID page size): the keys, CSRs, request and answer of one batch are
+/// the transient memory of a signing round, and what the allocator keeps of them afterwards
+/// shows in the agent's resident memory (BENCHMARKS.md P5).
+const SIGN_BATCH: usize = 100;
 
 /// Whether two bundles carry the same authorities (JWT key expiry is ignored: the stored
 /// SPIFFE JSON form does not carry it).
@@ -315,8 +316,12 @@ pub struct Manager {
     agent: AgentSvid,
     bundle: Bundle,
     federated: BTreeMap<TrustDomain, Bundle>,
-    /// The authorized entries, each with its SVID once signed.
-    slots: BTreeMap<EntryId, Slot>,
+    /// The last snapshot built, shared with the watch channel: its map of the authorized
+    /// entries, each with its SVID once signed, is the manager's own state (one map, no second
+    /// record per SVID; changed copy-on-write). The SVID goes when its entry goes.
+    current: Arc<IdentitySnapshot>,
+    /// Entries changed at the server since their SVID was signed (re-signed next).
+    stale: BTreeSet<EntryId>,
     revision: u64,
     dirty: bool,
     sign_failures: u32,
@@ -329,7 +334,7 @@ impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
             .field("agent", &self.agent)
-            .field("entries", &self.slots.len())
+            .field("entries", &self.current.identities.len())
             .finish_non_exhaustive()
     }
 }
@@ -363,9 +368,8 @@ pub struct ManagerParts {
 impl Manager {
     /// A manager and the receiver of its snapshots.
     pub fn new(parts: ManagerParts) -> (Self, watch::Receiver<Arc<IdentitySnapshot>>) {
-        let (tx, rx) = watch::channel(Arc::new(IdentitySnapshot::empty(
-            parts.cfg.trust_domain.clone(),
-        )));
+        let current = Arc::new(IdentitySnapshot::empty(parts.cfg.trust_domain.clone()));
+        let (tx, rx) = watch::channel(current.clone());
         let (watch_generation, _) = watch::channel(0u64);
         let status = crate::identity::AgentStatus::new(parts.clock.now());
         let m = Manager {
@@ -386,7 +390,8 @@ impl Manager {
             agent: parts.agent,
             bundle: parts.bundle,
             federated: BTreeMap::new(),
-            slots: BTreeMap::new(),
+            current,
+            stale: BTreeSet::new(),
             revision: 0,
             dirty: true,
             sign_failures: 0,
@@ -532,9 +537,10 @@ impl Manager {
                 }
                 None => {
                     if let Some(t) = self
-                        .slots
+                        .current
+                        .identities
                         .values()
-                        .filter_map(|s| s.svid.as_ref().map(|v| v.deadline))
+                        .filter_map(|i| i.svid.as_deref().map(|v| self.svid_deadline(v)))
                         .min()
                     {
                         wait = wait.min(rotation::until(now, t));
@@ -669,8 +675,8 @@ impl Manager {
     }
 
     async fn sync_entries(&mut self) -> Result<(), ManagerError> {
-        let slots = &self.slots;
-        let cached = |id: &str| slots.get(id).map(|s| s.entry.clone());
+        let known = &self.current.identities;
+        let cached = |id: &str| known.get(id).map(|i| i.entry.clone());
         let synced = self.client.sync_entries(&cached).await?;
         let mut now_entries = synced.entries;
         tracing::debug!(
@@ -679,7 +685,7 @@ impl Manager {
             "Entries synced"
         );
         for (id, e) in &now_entries {
-            match self.slots.get(id.as_str()).map(|s| &s.entry) {
+            match self.current.identities.get(id.as_str()).map(|i| &i.entry) {
                 None => {
                     tracing::debug!(entry_id = %id, spiffe_id = %e.spiffe_id, revision = e.revision_number, "Entry created")
                 }
@@ -689,30 +695,45 @@ impl Manager {
                 _ => {}
             }
         }
-        for (id, s) in &self.slots {
+        let old = &self.current.identities;
+        for (id, i) in old {
             if !now_entries.contains_key(id) {
-                tracing::debug!(entry_id = %id, spiffe_id = %s.entry.spiffe_id, "Entry deleted");
+                tracing::debug!(entry_id = %id, spiffe_id = %i.entry.spiffe_id, "Entry deleted");
             }
         }
-        let changed = now_entries.len() != self.slots.len()
+        let changed = now_entries.len() != old.len()
             || now_entries.iter().any(|(id, e)| {
-                self.slots
-                    .get(id.as_str())
-                    .is_none_or(|old| !Arc::ptr_eq(&old.entry, e) && *old.entry != **e)
+                old.get(id.as_str())
+                    .is_none_or(|o| !Arc::ptr_eq(&o.entry, e) && *o.entry != **e)
             });
         if changed {
-            share_parent_ids(&mut now_entries, self.slots.values().map(|s| &s.entry));
-            // Built in one go (a B-tree collected from sorted keys has full nodes); an entry
-            // keeps its SVID (re-signed later if the entry changed), and the SVID of a deleted
-            // entry goes with it.
-            let mut old = std::mem::take(&mut self.slots);
-            self.slots = now_entries
+            share_parent_ids(&mut now_entries, old.values().map(|i| &i.entry));
+            // Built in one go (a B-tree collected from sorted keys has full nodes) into a new
+            // snapshot, not a copy of the old one: an entry keeps its SVID (marked for
+            // re-signing if the entry changed since), and the SVID of a deleted entry goes with
+            // it.
+            let stale = &mut self.stale;
+            let identities: BTreeMap<EntryId, Identity> = now_entries
                 .into_iter()
                 .map(|(id, entry)| {
-                    let svid = old.remove(id.as_str()).and_then(|s| s.svid);
-                    (id, Slot { entry, svid })
+                    let svid = old.get(id.as_str()).and_then(|o| {
+                        if o.entry.revision_number != entry.revision_number {
+                            stale.insert(id.clone());
+                        }
+                        o.svid.clone()
+                    });
+                    (id, Identity { entry, svid })
                 })
                 .collect();
+            stale.retain(|id| identities.contains_key(id));
+            let cur = &self.current;
+            self.current = Arc::new(IdentitySnapshot {
+                revision: cur.revision,
+                trust_domain: cur.trust_domain.clone(),
+                bundle: cur.bundle.clone(),
+                federated_bundles: cur.federated_bundles.clone(),
+                identities,
+            });
             self.dirty = true;
         }
 
@@ -761,9 +782,10 @@ impl Manager {
     /// `refresh`, otherwise only those not fetched yet.
     async fn sync_federated(&mut self, refresh: bool) -> Result<(), ManagerError> {
         let wanted: BTreeSet<TrustDomain> = self
-            .slots
+            .current
+            .identities
             .values()
-            .flat_map(|s| s.entry.federates_with.iter().cloned())
+            .flat_map(|i| i.entry.federates_with.iter().cloned())
             .filter(|td| *td != self.cfg.trust_domain)
             .collect();
         let mut federated = BTreeMap::new();
@@ -788,23 +810,33 @@ impl Manager {
 
     async fn sign_svids(&mut self) -> Result<(), ManagerError> {
         let max = self.cfg.x509_svid_cache_max_size;
-        let subscribers: BTreeSet<Selectors> = if max == 0 || self.slots.len() <= max {
+        let subscribers: BTreeSet<Selectors> = if max == 0 || self.current.identities.len() <= max {
             BTreeSet::new()
         } else {
             self.subscribers.selector_sets().into_iter().collect()
         };
-        let (selected, beyond) =
-            signing_set(self.slots.values().map(|s| &*s.entry), max, &subscribers);
+        let (selected, beyond) = signing_set(
+            self.current.identities.values().map(|i| &*i.entry),
+            max,
+            &subscribers,
+        );
         // Entries beyond the limit that no workload subscribes to any more (SPIRE evicts those
         // from its LRU cache). Deleted entries took their SVIDs with them at sync.
-        let mut evicted = 0usize;
-        for (id, slot) in &mut self.slots {
-            if slot.svid.is_some() && !selected.contains(id) {
-                slot.svid = None;
-                evicted += 1;
-            }
-        }
+        let evict: Vec<EntryId> = self
+            .current
+            .identities
+            .iter()
+            .filter(|(id, i)| i.svid.is_some() && !selected.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let evicted = evict.len();
         if evicted > 0 {
+            let snap = Arc::make_mut(&mut self.current);
+            for id in &evict {
+                if let Some(i) = snap.identities.get_mut(id.as_str()) {
+                    i.svid = None;
+                }
+            }
             tracing::debug!(
                 evicted,
                 cached = self.cached_svids(),
@@ -816,7 +848,12 @@ impl Manager {
         if beyond > 0 {
             let unsigned = selected
                 .iter()
-                .filter(|id| self.slots.get(id.as_str()).is_none_or(|s| s.svid.is_none()))
+                .filter(|id| {
+                    self.current
+                        .identities
+                        .get(id.as_str())
+                        .is_none_or(|i| i.svid.is_none())
+                })
                 .count();
             if unsigned > 0 {
                 tracing::debug!(
@@ -830,15 +867,15 @@ impl Manager {
         let now = self.clock.now();
         let mut todo: Vec<Arc<EntryView>> = Vec::new();
         for id in &selected {
-            let Some(Slot { entry, svid }) = self.slots.get(id.as_str()) else {
+            let Some(Identity { entry, svid }) = self.current.identities.get(id.as_str()) else {
                 continue;
             };
             let due = match svid {
                 None => true,
-                Some(slot) => {
-                    slot.revision != entry.revision_number
-                        || slot.svid.spiffe_id != entry.spiffe_id
-                        || rotation::should_rotate(now, slot.deadline, slot.svid.expires_at)
+                Some(svid) => {
+                    self.stale.contains(id)
+                        || svid.spiffe_id != entry.spiffe_id
+                        || rotation::should_rotate(now, self.svid_deadline(svid), svid.expires_at)
                 }
             };
             if due {
@@ -877,7 +914,12 @@ impl Manager {
                 .collect();
             let results = self.client.batch_new_x509_svid(params).await?;
             for ((id, key, _), result) in made.into_iter().zip(results) {
-                let Some(entry) = self.slots.get(id.as_str()).map(|s| s.entry.clone()) else {
+                let Some(entry) = self
+                    .current
+                    .identities
+                    .get(id.as_str())
+                    .map(|i| i.entry.clone())
+                else {
                     continue;
                 };
                 let issued = match result {
@@ -896,13 +938,10 @@ impl Manager {
                 let pkcs8 = key
                     .to_pkcs8_der()
                     .map_err(|e| ManagerError::Crypto(e.to_string()))?;
-                let deadline = rotation::rotation_deadline(
-                    issued.not_before,
-                    issued.not_after,
-                    rotation::random_jitter(),
-                    self.cfg.availability_target,
-                );
-                let Some(slot) = self.slots.get_mut(id.as_str()) else {
+                // Copy-on-write: the first SVID of a batch copies the published map (which
+                // the watch channel still holds), the others change the copy.
+                let snap = Arc::make_mut(&mut self.current);
+                let Some(slot) = snap.identities.get_mut(id.as_str()) else {
                     continue;
                 };
                 let renewed = slot.svid.is_some();
@@ -913,23 +952,20 @@ impl Manager {
                     renewed,
                     "Issued X509-SVID"
                 );
-                slot.svid = Some(SvidSlot {
-                    svid: Arc::new(WorkloadX509Svid {
-                        entry_id: entry.entry_id.clone(),
-                        // The entry's own (shared) ID: equal, checked above.
-                        spiffe_id: entry.spiffe_id.clone(),
-                        cert_chain: {
-                            let mut chain = issued.cert_chain;
-                            chain.shrink_to_fit();
-                            chain
-                        },
-                        private_key_pkcs8: Arc::new(pkcs8),
-                        not_before: issued.not_before,
-                        expires_at: issued.not_after,
-                    }),
-                    revision: entry.revision_number,
-                    deadline,
-                });
+                slot.svid = Some(Arc::new(WorkloadX509Svid {
+                    entry_id: entry.entry_id.clone(),
+                    // The entry's own (shared) ID: equal, checked above.
+                    spiffe_id: entry.spiffe_id.clone(),
+                    cert_chain: {
+                        let mut chain = issued.cert_chain;
+                        chain.shrink_to_fit();
+                        chain
+                    },
+                    private_key_pkcs8: Arc::new(pkcs8),
+                    not_before: issued.not_before,
+                    expires_at: issued.not_after,
+                }));
+                self.stale.remove(id.as_str());
                 self.dirty = true;
             }
             self.publish();
@@ -944,7 +980,22 @@ impl Manager {
 
     /// How many entries have an X509-SVID.
     fn cached_svids(&self) -> usize {
-        self.slots.values().filter(|s| s.svid.is_some()).count()
+        self.current
+            .identities
+            .values()
+            .filter(|i| i.svid.is_some())
+            .count()
+    }
+
+    /// When an SVID is due for rotation (half-life with its own jitter, or the availability
+    /// target).
+    fn svid_deadline(&self, svid: &WorkloadX509Svid) -> SystemTime {
+        rotation::rotation_deadline(
+            svid.not_before,
+            svid.expires_at,
+            svid_jitter(svid),
+            self.cfg.availability_target,
+        )
     }
 
     fn publish(&mut self) {
@@ -962,37 +1013,25 @@ impl Manager {
                 bundle: b.clone(),
             })
         };
-        let identities = self
-            .slots
+        // The identities were changed in place (a copy of the published map at most once
+        // since the last publication); a bundle-only change copies the map here.
+        let bundle = Some(view(&self.bundle));
+        let federated_bundles = self
+            .federated
             .iter()
-            .map(|(id, s)| {
-                (
-                    id.clone(),
-                    Identity {
-                        entry: s.entry.clone(),
-                        svid: s.svid.as_ref().map(|v| v.svid.clone()),
-                    },
-                )
-            })
+            .map(|(td, b)| (td.clone(), view(b)))
             .collect();
-        let snapshot = IdentitySnapshot {
-            revision: self.revision,
-            trust_domain: self.cfg.trust_domain.clone(),
-            bundle: Some(view(&self.bundle)),
-            federated_bundles: self
-                .federated
-                .iter()
-                .map(|(td, b)| (td.clone(), view(b)))
-                .collect(),
-            identities,
-        };
+        let snapshot = Arc::make_mut(&mut self.current);
+        snapshot.revision = self.revision;
+        snapshot.bundle = bundle;
+        snapshot.federated_bundles = federated_bundles;
         tracing::debug!(
             revision = snapshot.revision,
             entries = snapshot.identities.len(),
             svids = cached,
             "Identity snapshot published"
         );
-        self.tx.send_replace(Arc::new(snapshot));
+        self.tx.send_replace(self.current.clone());
     }
 }
 
@@ -1126,6 +1165,27 @@ mod tests {
             admin: false,
             downstream: false,
         })
+    }
+
+    #[test]
+    fn svid_jitter_comes_from_the_leaf_signature_bytes() {
+        let svid = |leaf: Vec<u8>| WorkloadX509Svid {
+            entry_id: "e".into(),
+            spiffe_id: "spiffe://td/e".parse().unwrap(),
+            cert_chain: vec![leaf],
+            private_key_pkcs8: Arc::new(zeroize::Zeroizing::new(vec![])),
+            not_before: SystemTime::UNIX_EPOCH,
+            expires_at: SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(svid_jitter(&svid(vec![9, 0, 0, 0, 0])), -1.0);
+        assert_eq!(svid_jitter(&svid(vec![9, 255, 255, 255, 255])), 1.0);
+        let mid = svid_jitter(&svid(vec![0, 0, 0, 128]));
+        assert!(mid.abs() < 0.01, "{mid}");
+        assert_eq!(
+            svid_jitter(&svid(vec![1])),
+            -1.0,
+            "too short: earliest point"
+        );
     }
 
     #[test]
