@@ -250,16 +250,9 @@ impl Process {
         needle: &str,
         timeout: Duration,
     ) -> Result<(), WaitTimeout> {
-        let what = format!("{:?} in the logs of {}", needle, self.name);
+        let what = self.log_wait_what(needle);
         let mut exited = false;
-        wait_until(timeout, &what, async || {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            exited = self.try_status().is_some();
-            exited
-        })
-        .await?;
+        wait_until(timeout, &what, async || self.log_poll(needle, &mut exited)).await?;
         self.log_wait_outcome(needle, what, exited, timeout)
     }
 
@@ -269,16 +262,24 @@ impl Process {
         needle: &str,
         timeout: Duration,
     ) -> Result<(), WaitTimeout> {
-        let what = format!("{:?} in the logs of {}", needle, self.name);
+        let what = self.log_wait_what(needle);
         let mut exited = false;
-        wait_until_sync(timeout, &what, || {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            exited = self.try_status().is_some();
-            exited
-        })?;
+        wait_until_sync(timeout, &what, || self.log_poll(needle, &mut exited))?;
         self.log_wait_outcome(needle, what, exited, timeout)
+    }
+
+    fn log_wait_what(&self, needle: &str) -> String {
+        format!("{:?} in the logs of {}", needle, self.name)
+    }
+
+    /// One poll of a wait for `needle`: true once it is in the logs, or once the process has
+    /// exited (then `exited` is set).
+    fn log_poll(&mut self, needle: &str, exited: &mut bool) -> bool {
+        if self.logs().contains(needle) {
+            return true;
+        }
+        *exited = self.try_status().is_some();
+        *exited
     }
 
     /// The end of a wait for `needle` that stopped polling: a failure when the process
