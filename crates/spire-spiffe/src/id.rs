@@ -165,7 +165,8 @@ fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TrustDomain {
-    name: String,
+    /// Exact-size (`Box<str>`, not `String`): IDs are held by the million in the server's index.
+    name: Box<str>,
 }
 
 impl TrustDomain {
@@ -182,7 +183,7 @@ impl TrustDomain {
     /// The SPIFFE ID of the trust domain itself (no path), e.g. `spiffe://example.org`.
     pub fn to_spiffe_id(&self) -> SpiffeId {
         SpiffeId {
-            full: self.id_string(),
+            full: self.id_string().into_boxed_str(),
             td: self.clone(),
         }
     }
@@ -206,7 +207,7 @@ impl FromStr for TrustDomain {
             return SpiffeId::from_str(s).map(|id| id.td);
         }
         validate_trust_domain(s)?;
-        Ok(TrustDomain { name: s.to_owned() })
+        Ok(TrustDomain { name: s.into() })
     }
 }
 
@@ -222,7 +223,9 @@ impl TryFrom<String> for TrustDomain {
     fn try_from(s: String) -> Result<Self, Self::Error> {
         if !s.contains(":/") {
             validate_trust_domain(&s)?;
-            return Ok(TrustDomain { name: s });
+            return Ok(TrustDomain {
+                name: s.into_boxed_str(),
+            });
         }
         s.parse()
     }
@@ -230,7 +233,7 @@ impl TryFrom<String> for TrustDomain {
 
 impl From<TrustDomain> for String {
     fn from(td: TrustDomain) -> String {
-        td.name
+        td.name.into()
     }
 }
 
@@ -267,8 +270,8 @@ impl fmt::Debug for TrustDomain {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SpiffeId {
-    /// The whole ID, `spiffe://<td><path>`.
-    full: String,
+    /// The whole ID, `spiffe://<td><path>` (exact-size, as the trust domain's name).
+    full: Box<str>,
     td: TrustDomain,
 }
 
@@ -282,7 +285,7 @@ impl SpiffeId {
             return Err(SpiffeIdError::TooLong(full.len()));
         }
         Ok(SpiffeId {
-            full,
+            full: full.into_boxed_str(),
             td: td.clone(),
         })
     }
@@ -355,10 +358,8 @@ impl FromStr for SpiffeId {
         validate_trust_domain(td)?;
         validate_path(path)?;
         Ok(SpiffeId {
-            full: s.to_owned(),
-            td: TrustDomain {
-                name: td.to_owned(),
-            },
+            full: s.into(),
+            td: TrustDomain { name: td.into() },
         })
     }
 }
@@ -379,7 +380,7 @@ impl TryFrom<String> for SpiffeId {
 
 impl From<SpiffeId> for String {
     fn from(id: SpiffeId) -> String {
-        id.full
+        id.full.into()
     }
 }
 
