@@ -409,10 +409,16 @@ pub trait JwtSvidSource: Send + Sync + 'static {
 /// subscriber-driven "SVID update" path). Endpoints call [`SubscriberRegistry::register`] per
 /// stream and keep the guard alive for the stream's lifetime; the manager reads
 /// [`SubscriberRegistry::selector_sets`] and waits on [`SubscriberRegistry::changed`].
+///
+/// A registration wakes the manager only while it has said, with
+/// [`SubscriberRegistry::set_wanted`], that subscribers change what it signs (some entries are
+/// beyond the limit or have prefetch disabled); otherwise every Workload API call would cost a
+/// pass of the manager over all cached entries.
 #[derive(Debug, Default)]
 pub struct SubscriberRegistry {
     inner: std::sync::Mutex<SubscriberSets>,
     notify: tokio::sync::Notify,
+    wanted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -428,7 +434,7 @@ impl SubscriberRegistry {
     }
 
     /// Records a subscriber with the given selectors until the returned guard is dropped, and
-    /// wakes the manager.
+    /// wakes the manager if it wants to hear of subscribers.
     pub fn register(self: &Arc<Self>, selectors: Selectors) -> SubscriptionGuard {
         let id = {
             let mut g = self
@@ -440,12 +446,23 @@ impl SubscriberRegistry {
             g.sets.insert(id, selectors);
             id
         };
-        self.notify.notify_waiters();
-        self.notify.notify_one();
+        // Read after the insert: a manager that turns `wanted` on reads the sets after
+        // that, so a subscriber is either in its read or sees the flag and wakes it.
+        if self.wanted.load(std::sync::atomic::Ordering::SeqCst) {
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
         SubscriptionGuard {
             registry: Arc::clone(self),
             id,
         }
+    }
+
+    /// Whether new subscribers should wake the manager. Set before reading
+    /// [`SubscriberRegistry::selector_sets`], so no registration is missed.
+    pub fn set_wanted(&self, wanted: bool) {
+        self.wanted
+            .store(wanted, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The selector sets of all current subscribers (one per subscription; duplicates kept).
@@ -539,5 +556,40 @@ impl AgentStatus {
             0 => None,
             secs => Some(spire_spiffe::from_unix_secs(secs)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn sel(s: &str) -> Selectors {
+        let mut set = Selectors::new();
+        set.insert(s.parse().unwrap());
+        set
+    }
+
+    #[test]
+    fn registrations_wake_the_manager_only_while_it_wants_them() {
+        let reg = SubscriberRegistry::new();
+        let quiet = reg.register(sel("unix:uid:1"));
+        assert!(
+            reg.changed().now_or_never().is_none(),
+            "not wanted: no wake"
+        );
+        assert_eq!(reg.selector_sets(), [sel("unix:uid:1")], "still recorded");
+
+        reg.set_wanted(true);
+        let loud = reg.register(sel("unix:uid:2"));
+        assert!(reg.changed().now_or_never().is_some(), "wanted: woken");
+        assert_eq!(reg.len(), 2);
+
+        reg.set_wanted(false);
+        drop(reg.register(sel("unix:uid:3")));
+        assert!(reg.changed().now_or_never().is_none());
+        drop((quiet, loud));
+        assert!(reg.is_empty());
     }
 }

@@ -384,9 +384,8 @@ fn selectors(list: &[&str]) -> Selectors {
         .collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() {
-    let clock = FakeClock::at_unix(1_800_000_000);
+/// A fake server with a fresh CA and no entries.
+fn fake_server(clock: &FakeClock) -> Arc<Fake> {
     let td: TrustDomain = "example.org".parse().unwrap();
     let ca_key: Arc<dyn spire_crypto::Signer> =
         Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
@@ -400,7 +399,7 @@ async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() 
         clock.now(),
     )
     .unwrap();
-    let fake = Arc::new(Fake {
+    Arc::new(Fake {
         clock: clock.clone(),
         ca,
         td: td.clone(),
@@ -410,30 +409,36 @@ async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() 
         signed: Mutex::new(Vec::new()),
         batches: Mutex::new(Vec::new()),
         deny: AtomicBool::new(false),
-    });
-    // Two entries for two workloads; with a cache of one, only the oldest (e1) is prefetched.
-    for (id, created, sel) in [("e1", 1, "unix:uid:1001"), ("e2", 2, "unix:uid:1002")] {
-        let mut e = entry(&fake, id, 1);
-        e.created_at = created;
-        e.selectors = selectors(&[sel]);
-        fake.entries.lock().unwrap().insert(id.into(), e);
-    }
+    })
+}
 
+/// Runs a manager against `fake` with an X.509-SVID cache of `max` and a sync interval of an
+/// hour (so signing for a new subscriber cannot come from a sync or a timer). Returns the
+/// snapshot receiver, the shutdown token, the task and the data directory to keep alive.
+async fn start_manager(
+    fake: &Arc<Fake>,
+    clock: &FakeClock,
+    max: usize,
+    subscribers: &Arc<SubscriberRegistry>,
+) -> (
+    watch::Receiver<Arc<IdentitySnapshot>>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), ManagerError>>,
+    tempfile::TempDir,
+) {
     let data = tempfile::tempdir().unwrap();
     let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
     let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
     let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
     let agent = AgentSvid::new(svid, key, false, None);
     let bundle = fake.get_bundle().await.unwrap();
-    let subscribers = SubscriberRegistry::new();
-    let (manager, mut rx) = Manager::new(ManagerParts {
+    let (manager, rx) = Manager::new(ManagerParts {
         cfg: ManagerConfig {
-            trust_domain: td.clone(),
+            trust_domain: fake.td.clone(),
             server_address: "127.0.0.1:1".into(),
             data_dir: data.path().to_owned(),
-            // Long: signing for a new subscriber must not wait for a sync or a timer.
             sync_interval: Duration::from_secs(3600),
-            x509_svid_cache_max_size: 1,
+            x509_svid_cache_max_size: max,
             workload_key_type: spire_crypto::KeyType::EcP256,
             availability_target: None,
         },
@@ -449,6 +454,67 @@ async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() 
     });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(manager.run(shutdown.clone()));
+    (rx, shutdown, task, data)
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_disabled_entries_are_signed_for_subscribers_without_a_cache_limit() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let fake = fake_server(&clock);
+    let mut eager = entry(&fake, "eager", 1);
+    eager.selectors = selectors(&["unix:uid:1001"]);
+    let mut lazy = entry(&fake, "lazy", 1);
+    lazy.selectors = selectors(&["unix:uid:1002"]);
+    lazy.disable_x509_svid_prefetch = true;
+    for e in [eager, lazy] {
+        fake.entries
+            .lock()
+            .unwrap()
+            .insert(e.entry_id.to_string(), e);
+    }
+    let subscribers = SubscriberRegistry::new();
+    // No cache limit (0): only prefetch being disabled keeps "lazy" unsigned.
+    let (mut rx, shutdown, task, _data) = start_manager(&fake, &clock, 0, &subscribers).await;
+
+    wait_for(&mut rx, "eager prefetched", |s| {
+        svid_of(s, "eager").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        svid_of(&rx.borrow(), "lazy").is_none(),
+        "lazy is not prefetched"
+    );
+    assert_eq!(*fake.signed.lock().unwrap(), ["eager"]);
+
+    // Its workload subscribes: the registration wakes the manager, which signs it.
+    let sub = subscribers.register(selectors(&["unix:uid:1002"]));
+    wait_for(&mut rx, "lazy signed for its subscriber", |s| {
+        svid_of(s, "lazy").is_some()
+    })
+    .await;
+    assert_eq!(*fake.signed.lock().unwrap(), ["eager", "lazy"]);
+
+    drop(sub);
+    wait_for(&mut rx, "lazy dropped", |s| svid_of(s, "lazy").is_none()).await;
+    assert!(svid_of(&rx.borrow(), "eager").is_some(), "eager kept");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() {
+    let clock = FakeClock::at_unix(1_800_000_000);
+    let fake = fake_server(&clock);
+    // Two entries for two workloads; with a cache of one, only the oldest (e1) is prefetched.
+    for (id, created, sel) in [("e1", 1, "unix:uid:1001"), ("e2", 2, "unix:uid:1002")] {
+        let mut e = entry(&fake, id, 1);
+        e.created_at = created;
+        e.selectors = selectors(&[sel]);
+        fake.entries.lock().unwrap().insert(id.into(), e);
+    }
+    let subscribers = SubscriberRegistry::new();
+    let (mut rx, shutdown, task, _data) = start_manager(&fake, &clock, 1, &subscribers).await;
 
     wait_for(&mut rx, "e1 prefetched", |s| svid_of(s, "e1").is_some()).await;
     tokio::time::sleep(Duration::from_secs(6)).await;

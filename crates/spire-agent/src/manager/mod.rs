@@ -810,10 +810,20 @@ impl Manager {
 
     async fn sign_svids(&mut self) -> Result<(), ManagerError> {
         let max = self.cfg.x509_svid_cache_max_size;
-        let subscribers: BTreeSet<Selectors> = if max == 0 || self.current.identities.len() <= max {
-            BTreeSet::new()
-        } else {
+        // Subscribers matter when the prefetch set leaves entries out: entries beyond the
+        // limit, or entries with prefetch disabled (signed only for a subscriber, whatever
+        // the limit).
+        let wanted = (max != 0 && self.current.identities.len() > max)
+            || self
+                .current
+                .identities
+                .values()
+                .any(|i| i.entry.disable_x509_svid_prefetch);
+        self.subscribers.set_wanted(wanted);
+        let subscribers: BTreeSet<Selectors> = if wanted {
             self.subscribers.selector_sets().into_iter().collect()
+        } else {
+            BTreeSet::new()
         };
         let (selected, beyond) = signing_set(
             self.current.identities.values().map(|i| &*i.entry),
