@@ -158,7 +158,6 @@ impl DataStore {
     pub async fn prune_bundle(&self, trust_domain: &TrustDomain, before: i64) -> Result<bool> {
         crate::timed::timed("prune_bundle", async {
             let now = self.now();
-            let _marked = self.inner.marks.guard(crate::marks::BUNDLE);
             let mut tx = self.write_tx().await?;
             let td = trust_domain.as_str();
             let mut b = load(&mut tx, td, self.for_update())
@@ -181,6 +180,10 @@ impl DataStore {
             if !changed {
                 return Ok(false);
             }
+            // Marked only when it writes: the periodic check that finds nothing to prune must
+            // not send the server's bundle readers to the database (marks: before the write,
+            // and again after the commit when the guard drops).
+            let _marked = self.inner.marks.guard(crate::marks::BUNDLE);
             b.x509_authorities = keep;
             b.sequence_number += 1;
             save(&mut tx, &b, now).await?;

@@ -1,5 +1,6 @@
 use spire_datastore::{
-    Bundle, BundleDeleteMode, EntryFilter, Error, JwtAuthority, Pagination, X509Authority,
+    Bundle, BundleDeleteMode, ChangeKind, EntryFilter, Error, JwtAuthority, Pagination,
+    X509Authority,
 };
 
 use crate::harness::{START, TestDb, entry, td};
@@ -177,7 +178,12 @@ async fn bundle_prune(db: &TestDb) {
         jwt("forever", 0),
     ];
     ds.create_bundle(&b).await.unwrap();
+    let marked = ds.last_local_write(ChangeKind::Bundle);
     assert!(ds.prune_bundle(&td("example.org"), START).await.unwrap());
+    assert!(
+        ds.last_local_write(ChangeKind::Bundle) > marked,
+        "a prune that writes marks a local bundle write"
+    );
     let got = ds.get_bundle(&td("example.org")).await.unwrap().unwrap();
     assert_eq!(got.x509_authorities, vec![x509(&new)]);
     let kids: Vec<&str> = got
@@ -187,8 +193,11 @@ async fn bundle_prune(db: &TestDb) {
         .collect();
     assert_eq!(kids, ["new", "forever"]);
     assert_eq!(got.sequence_number, 1);
-    // Nothing more to prune: no change, no bump.
+    // Nothing more to prune: no change, no bump, and no local-write mark (the CA manager
+    // runs this check periodically; a mark would send bundle reads to the database).
+    let marked = ds.last_local_write(ChangeKind::Bundle);
     assert!(!ds.prune_bundle(&td("example.org"), START).await.unwrap());
+    assert_eq!(ds.last_local_write(ChangeKind::Bundle), marked);
     // Never prune every X.509 authority.
     assert!(matches!(
         ds.prune_bundle(&td("example.org"), START + 1000).await,
