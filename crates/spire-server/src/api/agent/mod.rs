@@ -332,7 +332,7 @@ impl pb::agent_server::Agent for AgentService {
                     .spiffe_id(&format!("/spire/agent/join_token/{token}"))
                     .map_err(|e| AgentError::Invalid(format!("invalid token: {e}")))?;
                 let mut selectors = spire_spiffe::Selectors::new();
-                let sel = spire_spiffe::Selector::new("spiffe_id", parent.to_string())
+                let sel = spire_spiffe::Selector::new("spiffe_id", &parent)
                     .map_err(|e| AgentError::Invalid(format!("invalid token: {e}")))?;
                 selectors.insert(sel);
                 let entry = ds::Entry::new(alias, parent, selectors);
