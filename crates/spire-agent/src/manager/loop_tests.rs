@@ -206,73 +206,26 @@ fn svid_of(s: &IdentitySnapshot, id: &str) -> Option<Vec<u8>> {
 #[tokio::test(start_paused = true)]
 async fn manager_rotates_renews_resigns_and_stops_when_banned() {
     let clock = FakeClock::at_unix(1_800_000_000);
-    let td: TrustDomain = "example.org".parse().unwrap();
-    let ca_key: Arc<dyn spire_crypto::Signer> =
-        Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
-    let ca = spire_crypto::self_signed_ca(
-        ca_key,
-        &CaTemplate {
-            trust_domain: td.clone(),
-            subject: Default::default(),
-            ttl: Duration::from_secs(86400),
-        },
-        clock.now(),
-    )
-    .unwrap();
-    let fake = Arc::new(Fake {
-        clock: clock.clone(),
-        ca,
-        td: td.clone(),
-        agent_id: SpiffeId::new(&td, "/spire/agent/test/1").unwrap(),
-        entries: Mutex::new(BTreeMap::new()),
-        renewals: AtomicUsize::new(0),
-        signed: Mutex::new(Vec::new()),
-        batches: Mutex::new(Vec::new()),
-        deny: AtomicBool::new(false),
-    });
+    let fake = fake_server(&clock);
     fake.entries
         .lock()
         .unwrap()
         .insert("e1".into(), entry(&fake, "e1", 1));
 
-    let data = tempfile::tempdir().unwrap();
-    let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
-    let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
-    let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
-    let agent = AgentSvid::new(svid, key, false, None);
-    let bundle = fake.get_bundle().await.unwrap();
-    storage::save(
-        data.path(),
-        &AgentData {
-            svid_chain: agent.svid.cert_chain.clone(),
-            bundle: bundle.clone(),
-            reattestable: false,
-        },
+    let Running {
+        mut rx,
+        shutdown,
+        task,
+        identity,
+        data,
+    } = start_manager(
+        &fake,
+        &clock,
+        0,
+        Duration::from_secs(5),
+        &SubscriberRegistry::new(),
     )
-    .unwrap();
-    let identity = SharedIdentity::empty();
-    let (manager, mut rx) = Manager::new(ManagerParts {
-        cfg: ManagerConfig {
-            trust_domain: td.clone(),
-            server_address: "127.0.0.1:1".into(),
-            data_dir: data.path().to_owned(),
-            sync_interval: Duration::from_secs(5),
-            x509_svid_cache_max_size: 0,
-            workload_key_type: spire_crypto::KeyType::EcP256,
-            availability_target: None,
-        },
-        clock: Arc::new(clock.clone()),
-        client: fake.clone() as Arc<dyn ServerApi>,
-        identity: identity.clone(),
-        tls_bundles: BundleSet::new(),
-        keys: Arc::new(AgentKeyStore::memory()),
-        attestor: None,
-        agent,
-        bundle,
-        subscribers: SubscriberRegistry::new(),
-    });
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(manager.run(shutdown.clone()));
+    .await;
 
     // First sync: the entry gets an SVID; the snapshot carries it with the bundle.
     wait_for(&mut rx, "first SVID", |s| svid_of(s, "e1").is_some()).await;
@@ -412,39 +365,55 @@ fn fake_server(clock: &FakeClock) -> Arc<Fake> {
     })
 }
 
-/// Runs a manager against `fake` with an X.509-SVID cache of `max` and a sync interval of an
-/// hour (so signing for a new subscriber cannot come from a sync or a timer). Returns the
-/// snapshot receiver, the shutdown token, the task and the data directory to keep alive.
+/// A manager running against a fake server (see [`start_manager`]).
+struct Running {
+    rx: watch::Receiver<Arc<IdentitySnapshot>>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ManagerError>>,
+    /// The agent identity the manager installs for its TLS client.
+    identity: SharedIdentity,
+    /// The agent's data directory (its stored SVID and bundle); kept alive with the manager.
+    data: tempfile::TempDir,
+}
+
+/// Runs a manager against `fake` with an X.509-SVID cache of `max` entries (0: no limit) and
+/// the given sync interval, as an agent that attested and stored its SVID and bundle.
 async fn start_manager(
     fake: &Arc<Fake>,
     clock: &FakeClock,
     max: usize,
+    sync_interval: Duration,
     subscribers: &Arc<SubscriberRegistry>,
-) -> (
-    watch::Receiver<Arc<IdentitySnapshot>>,
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), ManagerError>>,
-    tempfile::TempDir,
-) {
+) -> Running {
     let data = tempfile::tempdir().unwrap();
     let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
     let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
     let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
     let agent = AgentSvid::new(svid, key, false, None);
     let bundle = fake.get_bundle().await.unwrap();
+    storage::save(
+        data.path(),
+        &AgentData {
+            svid_chain: agent.svid.cert_chain.clone(),
+            bundle: bundle.clone(),
+            reattestable: false,
+        },
+    )
+    .unwrap();
+    let identity = SharedIdentity::empty();
     let (manager, rx) = Manager::new(ManagerParts {
         cfg: ManagerConfig {
             trust_domain: fake.td.clone(),
             server_address: "127.0.0.1:1".into(),
             data_dir: data.path().to_owned(),
-            sync_interval: Duration::from_secs(3600),
+            sync_interval,
             x509_svid_cache_max_size: max,
             workload_key_type: spire_crypto::KeyType::EcP256,
             availability_target: None,
         },
         clock: Arc::new(clock.clone()),
         client: fake.clone() as Arc<dyn ServerApi>,
-        identity: SharedIdentity::empty(),
+        identity: identity.clone(),
         tls_bundles: BundleSet::new(),
         keys: Arc::new(AgentKeyStore::memory()),
         attestor: None,
@@ -454,8 +423,18 @@ async fn start_manager(
     });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(manager.run(shutdown.clone()));
-    (rx, shutdown, task, data)
+    Running {
+        rx,
+        shutdown,
+        task,
+        identity,
+        data,
+    }
 }
+
+/// A sync interval no test reaches: what the manager does then comes from pushes, new
+/// subscribers or rotation, not from a timer-driven sync.
+const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(start_paused = true)]
 async fn prefetch_disabled_entries_are_signed_for_subscribers_without_a_cache_limit() {
@@ -474,7 +453,12 @@ async fn prefetch_disabled_entries_are_signed_for_subscribers_without_a_cache_li
     }
     let subscribers = SubscriberRegistry::new();
     // No cache limit (0): only prefetch being disabled keeps "lazy" unsigned.
-    let (mut rx, shutdown, task, _data) = start_manager(&fake, &clock, 0, &subscribers).await;
+    let Running {
+        mut rx,
+        shutdown,
+        task,
+        ..
+    } = start_manager(&fake, &clock, 0, HOUR, &subscribers).await;
 
     wait_for(&mut rx, "eager prefetched", |s| {
         svid_of(s, "eager").is_some()
@@ -514,7 +498,12 @@ async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() 
         fake.entries.lock().unwrap().insert(id.into(), e);
     }
     let subscribers = SubscriberRegistry::new();
-    let (mut rx, shutdown, task, _data) = start_manager(&fake, &clock, 1, &subscribers).await;
+    let Running {
+        mut rx,
+        shutdown,
+        task,
+        ..
+    } = start_manager(&fake, &clock, 1, HOUR, &subscribers).await;
 
     wait_for(&mut rx, "e1 prefetched", |s| svid_of(s, "e1").is_some()).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -567,64 +556,19 @@ async fn subscribers_get_svids_beyond_the_cache_limit_and_lose_them_when_gone() 
 #[tokio::test(start_paused = true)]
 async fn many_svids_are_signed_in_bounded_batches() {
     let clock = FakeClock::at_unix(1_800_000_000);
-    let td: TrustDomain = "example.org".parse().unwrap();
-    let ca_key: Arc<dyn spire_crypto::Signer> =
-        Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
-    let ca = spire_crypto::self_signed_ca(
-        ca_key,
-        &CaTemplate {
-            trust_domain: td.clone(),
-            subject: Default::default(),
-            ttl: Duration::from_secs(86400),
-        },
-        clock.now(),
-    )
-    .unwrap();
-    let fake = Arc::new(Fake {
-        clock: clock.clone(),
-        ca,
-        td: td.clone(),
-        agent_id: SpiffeId::new(&td, "/spire/agent/test/1").unwrap(),
-        entries: Mutex::new(BTreeMap::new()),
-        renewals: AtomicUsize::new(0),
-        signed: Mutex::new(Vec::new()),
-        batches: Mutex::new(Vec::new()),
-        deny: AtomicBool::new(false),
-    });
+    let fake = fake_server(&clock);
     const N: usize = 1_100;
     for i in 0..N {
         let id = format!("e{i}");
         let e = entry(&fake, &id, 1);
         fake.entries.lock().unwrap().insert(id, e);
     }
-    let data = tempfile::tempdir().unwrap();
-    let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
-    let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
-    let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
-    let agent = AgentSvid::new(svid, key, false, None);
-    let bundle = fake.get_bundle().await.unwrap();
-    let (manager, mut rx) = Manager::new(ManagerParts {
-        cfg: ManagerConfig {
-            trust_domain: td.clone(),
-            server_address: "127.0.0.1:1".into(),
-            data_dir: data.path().to_owned(),
-            sync_interval: Duration::from_secs(3600),
-            x509_svid_cache_max_size: 0,
-            workload_key_type: spire_crypto::KeyType::EcP256,
-            availability_target: None,
-        },
-        clock: Arc::new(clock.clone()),
-        client: fake.clone() as Arc<dyn ServerApi>,
-        identity: SharedIdentity::empty(),
-        tls_bundles: BundleSet::new(),
-        keys: Arc::new(AgentKeyStore::memory()),
-        attestor: None,
-        agent,
-        bundle,
-        subscribers: SubscriberRegistry::new(),
-    });
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(manager.run(shutdown.clone()));
+    let Running {
+        mut rx,
+        shutdown,
+        task,
+        ..
+    } = start_manager(&fake, &clock, 0, HOUR, &SubscriberRegistry::new()).await;
     wait_for(&mut rx, "every entry signed", |s| {
         s.identities.values().filter(|i| i.svid.is_some()).count() == N
     })
@@ -683,63 +627,25 @@ fn validity(der: &[u8]) -> (std::time::SystemTime, std::time::SystemTime) {
 #[tokio::test(start_paused = true)]
 async fn clock_jump_forward_rotates_at_once_backward_issues_nothing() {
     let clock = FakeClock::at_unix(1_800_000_000);
-    let td: TrustDomain = "example.org".parse().unwrap();
-    let ca_key: Arc<dyn spire_crypto::Signer> =
-        Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
-    let ca = spire_crypto::self_signed_ca(
-        ca_key,
-        &CaTemplate {
-            trust_domain: td.clone(),
-            subject: Default::default(),
-            ttl: Duration::from_secs(86400),
-        },
-        clock.now(),
-    )
-    .unwrap();
-    let fake = Arc::new(Fake {
-        clock: clock.clone(),
-        ca,
-        td: td.clone(),
-        agent_id: SpiffeId::new(&td, "/spire/agent/test/1").unwrap(),
-        entries: Mutex::new(BTreeMap::new()),
-        renewals: AtomicUsize::new(0),
-        signed: Mutex::new(Vec::new()),
-        batches: Mutex::new(Vec::new()),
-        deny: AtomicBool::new(false),
-    });
+    let fake = fake_server(&clock);
     fake.entries
         .lock()
         .unwrap()
         .insert("e1".into(), entry(&fake, "e1", 1));
-    let data = tempfile::tempdir().unwrap();
-    let key = Arc::new(PrivateKey::generate(spire_crypto::KeyType::EcP256).unwrap());
-    let csr = spire_crypto::create_csr(key.as_ref(), None).unwrap();
-    let svid = fake.sign(&fake.agent_id, &csr, AGENT_TTL).unwrap();
-    let agent = AgentSvid::new(svid, key, false, None);
-    let bundle = fake.get_bundle().await.unwrap();
-    let identity = SharedIdentity::empty();
-    let (manager, mut rx) = Manager::new(ManagerParts {
-        cfg: ManagerConfig {
-            trust_domain: td.clone(),
-            server_address: "127.0.0.1:1".into(),
-            data_dir: data.path().to_owned(),
-            sync_interval: Duration::from_secs(5),
-            x509_svid_cache_max_size: 0,
-            workload_key_type: spire_crypto::KeyType::EcP256,
-            availability_target: None,
-        },
-        clock: Arc::new(clock.clone()),
-        client: fake.clone() as Arc<dyn ServerApi>,
-        identity: identity.clone(),
-        tls_bundles: BundleSet::new(),
-        keys: Arc::new(AgentKeyStore::memory()),
-        attestor: None,
-        agent,
-        bundle,
-        subscribers: SubscriberRegistry::new(),
-    });
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(manager.run(shutdown.clone()));
+    let Running {
+        mut rx,
+        shutdown,
+        task,
+        identity,
+        ..
+    } = start_manager(
+        &fake,
+        &clock,
+        0,
+        Duration::from_secs(5),
+        &SubscriberRegistry::new(),
+    )
+    .await;
     wait_for(&mut rx, "first SVID", |s| svid_of(s, "e1").is_some()).await;
     let first = svid_of(&rx.borrow(), "e1").unwrap();
 
