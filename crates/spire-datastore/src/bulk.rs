@@ -24,7 +24,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Any, AssertSqlSafe, Connection, Row};
 
 use crate::error::{Error, Result};
-use crate::sql::{Arg, rewrite_placeholders};
+use crate::sql::{Arg, bind_all, rewrite_placeholders};
 use crate::store::{Backend, DataStore};
 use crate::types::{AttestedNode, Entry};
 
@@ -152,16 +152,9 @@ impl Fetch for AnyFetch {
         } else {
             (sql.to_owned(), args)
         };
-        let mut q = sqlx::query::<Any>(AssertSqlSafe(text));
-        for a in args {
-            q = match a {
-                Arg::Text(s) => q.bind(s),
-                Arg::Int(i) => q.bind(i),
-                Arg::Bytes(b) => q.bind(b),
-                Arg::Null => q.bind(Option::<i64>::None),
-            };
-        }
-        Ok(q.fetch_all(&mut *self.0).await?)
+        Ok(bind_all(sqlx::query::<Any>(AssertSqlSafe(text)), &args)
+            .fetch_all(&mut *self.0)
+            .await?)
     }
 }
 

@@ -157,7 +157,8 @@ pub(crate) fn rewrite_placeholders(text: &str, args: &[Arg]) -> (String, Vec<Arg
     (out, ordered)
 }
 
-fn bind_all(
+/// Binds `args` to `query` in order.
+pub(crate) fn bind_all(
     mut query: Query<'static, Any, AnyArguments>,
     args: &[Arg],
 ) -> Query<'static, Any, AnyArguments> {
