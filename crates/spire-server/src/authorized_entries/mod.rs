@@ -222,7 +222,8 @@ impl AuthorizedEntries {
         // Cold start: three tasks at once, so the database reads, the row decoding and the
         // index inserts overlap (and use both cores): one reads the agents into an index of
         // their own, one reads the entries and hands them over in batches, and this one
-        // inserts them as they arrive (no list of a million entries is ever held).
+        // inserts them as they arrive. The hand-over channel is unbounded (the read callback
+        // cannot wait): batches queue only while reading outpaces inserting.
         let agents = AbortOnDrop(tokio::spawn({
             let ds = ds.clone();
             let server = server.clone();
